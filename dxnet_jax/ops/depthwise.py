@@ -1,0 +1,166 @@
+"""Depthwise 2-D convolution for the xUnit, with implementations that are fast on CPU.
+
+`depthwise_conv2d(x, kernel, impl)` convolves each channel of `x [N, H, W, C]` with its own
+`kh x kw` filter (`kernel [kh, kw, 1, C]`, the layout of flax's
+`nn.Conv(features=C, feature_group_count=C)`, so parameters stay checkpoint-compatible), with SAME
+padding, stride 1 and odd kernel sizes. It is a cross-correlation, like every `lax` convolution.
+
+Why several implementations: XLA's grouped convolution (`feature_group_count=C`) is very slow on
+CPU (jax issue 23713; its backward pass is also slow on CUDA, jax issue 13800), and the xUnit's
+9x9 depthwise convolution decides the speed of a DxNet. All implementations compute the same
+function; the tests check forward values and both gradients against 'xla'.
+
+- 'xla':   `lax.conv_general_dilated(..., feature_group_count=C)`. The reference.
+- 'shift': a sum of kh*kw shifted multiply-adds over the zero-padded input. XLA fuses the forward
+           into one loop (fast), but differentiating it gives kh*kw separate full-size reductions
+           for the kernel gradient (slow).
+- 'fft':   circular convolution by real 2-D FFTs over (H, W) of length (H + kh//2, W + kw//2),
+           the smallest length where the wrap-around only reads zero padding. Cost grows with
+           log(H*W) instead of kh*kw; autodiff of the FFTs gives both gradients as FFTs too.
+- 'shift_fft': a custom VJP with the 'shift' forward and FFT gradients; its residual is `x`
+           (the 'fft' residual is the complex spectrum of `x`, about 1.3x larger at 32x32).
+
+Tried and dropped (numbers in docs/performance.md): a hand-written VJP for 'fft' (no faster than
+autodiff), FFT lengths of H + kh - 1 (slower: 40 vs 36 at 32x32), channels-first layouts for
+'shift' and 'fft' (the transposes cost more than they save), a Toeplitz (banded-matrix) matmul
+along W (2-3x slower than 'fft'), and a weight gradient as a grouped convolution over the batch
+(as slow as 'xla').
+
+`impl='auto'` picks per backend (`jax.default_backend()`), see `default_impl`. Measured on a
+2-core AMD EPYC CPU (jax 0.10.2; `python -m benchmarks.depthwise`), 9x9 kernel, fwd+bwd time as a
+ratio to 'xla' (lower is faster), medians of interleaved repetitions:
+
+    shape (N,H,W,C)   xla      shift   fft     shift_fft
+    64x32x32x12       1.00     0.53    0.06    0.08
+    (full table in docs/performance.md)
+
+so 'auto' is 'fft' on CPU. GPU and TPU were not measured here: 'auto' keeps 'xla' there, where
+the grouped convolution is a native kernel (cuDNN/TPU); pass `impl=` to override.
+
+Inputs may be bfloat16: 'shift' and 'fft' compute in float32 and return the promoted input dtype.
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLEMENTATIONS = ('xla', 'shift', 'fft', 'shift_fft')
+
+# Per-backend default of impl='auto', from the measurements in the module docstring.
+_AUTO = {'cpu': 'fft'}
+_AUTO_OTHER = 'xla'
+
+
+def default_impl(backend: Optional[str] = None) -> str:
+  """The implementation `impl='auto'` uses on `backend` (default: `jax.default_backend()`)."""
+  return _AUTO.get(backend or jax.default_backend(), _AUTO_OTHER)
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
+  """Depthwise SAME convolution (cross-correlation) of `x [N,H,W,C]` with `kernel [kh,kw,1,C]`.
+
+  Args:
+    x: input, NHWC.
+    kernel: one `kh x kw` filter per channel, flax's grouped-conv layout; kh and kw odd.
+    impl: one of `IMPLEMENTATIONS` or 'auto' (see `default_impl`).
+
+  Returns:
+    `[N, H, W, C]` in the promoted dtype of `x` and `kernel`.
+  """
+  _check(x, kernel)
+  if impl == 'auto':
+    impl = default_impl()
+  if impl not in _IMPLS:
+    raise ValueError(
+        f'Unknown depthwise implementation {impl!r}; choose one of {IMPLEMENTATIONS} or "auto".')
+  dtype = jnp.result_type(x, kernel)
+  return _IMPLS[impl](x.astype(dtype), kernel.astype(dtype))
+
+
+def _check(x, kernel):
+  if x.ndim != 4 or kernel.ndim != 4:
+    raise ValueError(f'Expected x [N,H,W,C] and kernel [kh,kw,1,C]; got {x.shape}, {kernel.shape}.')
+  kh, kw, one, c = kernel.shape
+  if one != 1 or c != x.shape[-1]:
+    raise ValueError(f'Kernel {kernel.shape} is not depthwise for {x.shape[-1]} channels: '
+                     f'expected [kh, kw, 1, {x.shape[-1]}].')
+  if kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f'Kernel size must be odd for SAME padding; got {kh}x{kw}.')
+
+
+def _xla(x, kernel):
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(1, 1), padding='SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
+
+
+def _shift(x, kernel):
+  """Sum over taps (i, j) of the padded input shifted by (i, j) times that tap's weights."""
+  kh, kw, _, _ = kernel.shape
+  _, h, w, _ = x.shape
+  ph, pw = kh // 2, kw // 2
+  xp = jnp.pad(x.astype(jnp.float32), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  k = kernel[:, :, 0, :].astype(jnp.float32)
+  out = jnp.zeros(x.shape, jnp.float32)
+  for i in range(kh):
+    for j in range(kw):
+      out = out + xp[:, i:i + h, j:j + w, :] * k[i, j]
+  return out.astype(x.dtype)
+
+
+def _fft(x, kernel):
+  """Convolution theorem: y = irfft2(rfft2(x) * rfft2(flipped kernel)), cropped.
+
+  With length L = H + kh//2 per axis (x zero-padded at the end), the circular convolution's
+  wrap-around only ever reads zeros for the outputs kept, so it equals the linear one.
+  """
+  kh, kw, _, _ = kernel.shape
+  _, h, w, _ = x.shape
+  ph, pw = kh // 2, kw // 2
+  size = (h + ph, w + pw)
+  xf = jnp.fft.rfft2(x.astype(jnp.float32), s=size, axes=(1, 2))
+  # Flipping turns the cross-correlation into a convolution; the kernel then sits at offset 0,
+  # so output y[i] lands at index i + ph of the circular result.
+  kf = jnp.fft.rfft2(kernel[::-1, ::-1, 0, :].astype(jnp.float32), s=size, axes=(0, 1))
+  y = jnp.fft.irfft2(xf * kf, s=size, axes=(1, 2))
+  return y[:, ph:ph + h, pw:pw + w, :].astype(x.dtype)
+
+
+def _fft_kernel_grad(x, g, kh, kw):
+  """d(sum(g * depthwise(x, k)))/dk[a, b, c] = sum_{n,h,w} xpad[n, h+a, w+b, c] g[n, h, w, c].
+
+  A cross-correlation of x and g, summed over the batch in the frequency domain so that only one
+  small inverse FFT per channel is needed.
+  """
+  _, h, w, _ = x.shape
+  ph, pw = kh // 2, kw // 2
+  size = (h + kh - 1, w + kw - 1)
+  xp = jnp.pad(x.astype(jnp.float32), ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  xf = jnp.fft.rfft2(xp, axes=(1, 2))
+  gf = jnp.fft.rfft2(g.astype(jnp.float32), s=size, axes=(1, 2))
+  corr = jnp.fft.irfft2(jnp.sum(xf * jnp.conj(gf), axis=0), s=size, axes=(0, 1))
+  return corr[:kh, :kw, None, :]
+
+
+@jax.custom_vjp
+def _shift_fft(x, kernel):
+  return _shift(x, kernel)
+
+
+def _shift_fft_fwd(x, kernel):
+  return _shift(x, kernel), (x, kernel)
+
+
+def _shift_fft_bwd(res, g):
+  x, kernel = res
+  # The input gradient is the convolution of g with the kernel rotated by 180 degrees.
+  dx = _fft(g, kernel[::-1, ::-1])
+  dk = _fft_kernel_grad(x, g, kernel.shape[0], kernel.shape[1])
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_shift_fft.defvjp(_shift_fft_fwd, _shift_fft_bwd)
+
+_IMPLS = {'xla': _xla, 'shift': _shift, 'fft': _fft, 'shift_fft': _shift_fft}
+assert tuple(_IMPLS) == IMPLEMENTATIONS

@@ -1,0 +1,96 @@
+"""Every depthwise implementation equals XLA's grouped convolution, forward and backward."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from dxnet_jax.ops import IMPLEMENTATIONS, default_impl, depthwise_conv2d
+
+# (x shape, kernel size): square and non-square images and kernels, and an image smaller than
+# the kernel (the 8x8 stage of a CIFAR DxNet with a 9x9 kernel, shrunk).
+CASES = [((2, 6, 7, 3), (3, 3)), ((1, 9, 8, 2), (7, 7)), ((2, 5, 5, 4), (9, 9)),
+         ((1, 6, 4, 2), (3, 5))]
+
+
+def _inputs(shape, ksize, dtype=jnp.float32):
+  kx, kk = jax.random.split(jax.random.PRNGKey(sum(shape) + ksize[0]))
+  x = jax.random.normal(kx, shape, dtype)
+  kernel = jax.random.normal(kk, (*ksize, 1, shape[-1]), dtype) / ksize[0]
+  return x, kernel
+
+
+def _assert_close(actual, expected, rtol=1e-4):
+  actual, expected = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
+  scale = np.abs(expected).max()
+  np.testing.assert_allclose(actual / scale, expected / scale, atol=rtol, rtol=0)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _value_and_vjp(x, kernel, impl):
+  """Output and (input, kernel) gradients for a fixed cotangent, in one compiled call."""
+  y, vjp = jax.vjp(lambda a, b: depthwise_conv2d(a, b, impl), x, kernel)
+  return (y, *vjp(jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)))
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(case):
+  shape, ksize = CASES[case]
+  return _value_and_vjp(*_inputs(shape, ksize), 'xla')
+
+
+@pytest.mark.parametrize('impl', [i for i in IMPLEMENTATIONS if i != 'xla'])
+@pytest.mark.parametrize('case', range(len(CASES)))
+def test_forward_and_gradients_match_xla(impl, case):
+  outputs = _value_and_vjp(*_inputs(*CASES[case]), impl)
+  for name, actual, expected in zip(('output', 'dx', 'dkernel'), outputs, _reference(case)):
+    assert actual.shape == expected.shape, name
+    _assert_close(actual, expected)
+
+
+@pytest.mark.parametrize('impl', IMPLEMENTATIONS)
+def test_numerical_gradients(impl):
+  x, kernel = _inputs((1, 5, 4, 2), (3, 3))
+  check_grads(lambda a, b: depthwise_conv2d(a, b, impl), (x, kernel), order=1, modes=['rev'],
+              atol=2e-2, rtol=2e-2, eps=1e-2)
+
+
+@pytest.mark.parametrize('impl', IMPLEMENTATIONS)
+def test_bfloat16(impl):
+  x, kernel = _inputs((2, 6, 6, 3), (5, 5))
+  xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  y, dx, dk = _value_and_vjp(xb, kb, impl)
+  assert y.dtype == jnp.bfloat16
+  _assert_close(y, depthwise_conv2d(xb.astype(jnp.float32), kb.astype(jnp.float32), 'xla'),
+                rtol=3e-2)
+  assert dx.dtype == jnp.bfloat16 and dk.dtype == jnp.bfloat16
+  assert np.isfinite(np.asarray(dk, np.float32)).all()
+
+
+def test_same_parameters_and_output_as_flax_grouped_conv():
+  x, _ = _inputs((2, 7, 7, 4), (9, 9))
+  conv = nn.Conv(4, (9, 9), padding='SAME', feature_group_count=4, use_bias=False)
+  params = conv.init(jax.random.PRNGKey(0), x)['params']
+  assert params['kernel'].shape == (9, 9, 1, 4)
+  _assert_close(depthwise_conv2d(x, params['kernel']), conv.apply({'params': params}, x))
+
+
+def test_auto_uses_the_backend_default():
+  x, kernel = _inputs((1, 6, 6, 2), (3, 3))
+  assert default_impl('cpu') == 'fft' and default_impl('tpu') == 'xla'
+  assert default_impl() in IMPLEMENTATIONS
+  np.testing.assert_array_equal(depthwise_conv2d(x, kernel),
+                                depthwise_conv2d(x, kernel, default_impl()))
+
+
+def test_errors():
+  x, kernel = _inputs((1, 6, 6, 2), (3, 3))
+  with pytest.raises(ValueError, match='Unknown depthwise implementation'):
+    depthwise_conv2d(x, kernel, 'pallas')
+  with pytest.raises(ValueError, match='odd'):
+    depthwise_conv2d(x, jnp.zeros((4, 4, 1, 2)))
+  with pytest.raises(ValueError, match='not depthwise'):
+    depthwise_conv2d(x, jnp.zeros((3, 3, 1, 3)))
