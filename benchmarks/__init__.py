@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints a table; run as `python -m benchmarks.<name>`."""
