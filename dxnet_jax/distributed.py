@@ -433,8 +433,12 @@ def global_batch_from_local(local_batch: Any, mesh: Mesh,
     """Per-process numpy batch (any pytree) -> global ``jax.Array``s sharded by ``pspec``.
 
     Each process passes its own rows (``global_batch // process_count`` of them for the default
-    ``P('data')``); the result has the global batch as its leading dimension and the rows of
-    process ``p`` at ``[p * local_rows, (p + 1) * local_rows)`` (the order of ``mesh.devices``).
+    ``P('data')``); the result has the global batch as its leading dimension. The rows of a
+    process land on its own devices, in the order those devices take in ``mesh.devices``: with
+    :func:`data_mesh` on CPU and GPU that puts process ``p`` at rows
+    ``[p * local_rows, (p + 1) * local_rows)``, as ``dxnet_jax.data`` assigns them; on a TPU
+    slice the mesh may order devices by interconnect topology, which permutes whole per-device
+    blocks of rows -- harmless for batch-mean losses, BatchNorm statistics and masked sums.
     Works unchanged in a single process.
     """
     sharding = NamedSharding(mesh, pspec)

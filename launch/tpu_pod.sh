@@ -14,7 +14,8 @@ Usage: launch/tpu_pod.sh --name NAME --zone ZONE --accelerator-type TYPE
 Steps (each printed before it runs; --dry-run prints them and runs nothing):
   1. gcloud compute tpus tpu-vm create      (skipped with --reuse)
   2. install on --worker=all: the source (a tarball of this checkout, or a git clone) in
-     ~/dxnet_jax, then `pip install -U <jax-spec> -e ~/dxnet_jax`
+     ~/dxnet_jax, then `pip install -U <jax-spec> -e ~/dxnet_jax`; with --folder-data, copy
+     the folder datasets to ~/dxnet_data
   3. on --worker=all: cd ~/dxnet_jax && TFDS_DATA_DIR=<data-dir> python3 -m dxnet_jax.main
      --config CONFIG --workdir WORKDIR [overrides]   (logs of all workers stream here)
   4. gcloud compute tpus tpu-vm delete --quiet   (always, even after a failure, unless --keep;
@@ -33,8 +34,11 @@ Options:
   --project PROJECT        GCP project (default: gcloud's configured core/project)
   --version RUNTIME        TPU software version (default by TPU generation: v2-alpha-tpuv6e,
                            v2-alpha-tpuv5, v2-alpha-tpuv5-lite, tpu-ubuntu2204-base)
-  --data-dir gs://...      TFDS_DATA_DIR with the prepared datasets (recommended: otherwise every
-                           worker downloads and prepares its own copy)
+  --data-dir gs://...      TFDS_DATA_DIR with the prepared tfds datasets (recommended: otherwise
+                           every worker downloads and prepares its own copy)
+  --folder-data gs://...   folder datasets (the layout of shared/data: Train400, T91, BSD200,
+                           Set5, cifar10/...) copied to ~/dxnet_data on every worker with
+                           `gcloud storage rsync`; the trainer gets DXNET_DATA_DIR=~/dxnet_data
   --source tarball|git     how the code reaches the workers (default tarball: this checkout's
                            tracked files including uncommitted edits, copied with tpu-vm scp)
   --git-url URL            repository for --source git
@@ -61,7 +65,7 @@ Example:
 EOF
 }
 
-NAME="" ZONE="" PROJECT="" ACCEL="" RUNTIME="" CONFIG="" WORKDIR="" DATA_DIR=""
+NAME="" ZONE="" PROJECT="" ACCEL="" RUNTIME="" CONFIG="" WORKDIR="" DATA_DIR="" FOLDER_DATA=""
 SOURCE=tarball GIT_URL="" GIT_REF=main SRC="$DXNET_REPO" JAX_SPEC="jax[tpu]"
 SPOT=0 REUSE=0 KEEP=0 SKIP_INSTALL=0 INTERNAL_IP=0 LOG=""
 EXTRA_ENV=() OVERRIDES=()
@@ -77,6 +81,7 @@ while (($#)); do
     --config) need_value "$1" "$#" "${2-}"; CONFIG="$2"; shift 2 ;;
     --workdir) need_value "$1" "$#" "${2-}"; WORKDIR="$2"; shift 2 ;;
     --data-dir) need_value "$1" "$#" "${2-}"; DATA_DIR="$2"; shift 2 ;;
+    --folder-data) need_value "$1" "$#" "${2-}"; FOLDER_DATA="$2"; shift 2 ;;
     --source) need_value "$1" "$#" "${2-}"; SOURCE="$2"; shift 2 ;;
     --git-url) need_value "$1" "$#" "${2-}"; GIT_URL="$2"; shift 2 ;;
     --git-ref) need_value "$1" "$#" "${2-}"; GIT_REF="$2"; shift 2 ;;
@@ -120,7 +125,8 @@ check_config_path "$CONFIG"
 [[ "$CONFIG" != /* ]] || die "--config must be a path inside the repository (configs/<name>.py), got '$CONFIG'"
 [[ "$WORKDIR" == gs://?* ]] || die "--workdir must be a gs:// bucket path that every worker can write, got '$WORKDIR'"
 [[ -z "$DATA_DIR" || "$DATA_DIR" == gs://?* ]] || die "--data-dir must be a gs:// bucket path, got '$DATA_DIR'"
-[[ -n "$DATA_DIR" ]] || warn "no --data-dir: each worker prepares its own copy of the datasets"
+[[ -z "$FOLDER_DATA" || "$FOLDER_DATA" == gs://?* ]] || die "--folder-data must be a gs:// bucket path, got '$FOLDER_DATA'"
+[[ -n "$DATA_DIR" || -n "$FOLDER_DATA" ]] || warn "no --data-dir: each worker prepares its own copy of the datasets"
 case "$SOURCE" in
   tarball)
     [[ -z "$GIT_URL" ]] || die "--git-url needs --source git"
@@ -191,12 +197,19 @@ if (( SKIP_INSTALL == 0 )); then
   fi
   run "${GC[@]}" ssh "$NAME" "${SSH_OPTS[@]}" "--command=set -e; $install"
 fi
+if [[ -n "$FOLDER_DATA" ]]; then
+  note "2b. copy the folder datasets to ~/dxnet_data on every worker"
+  run "${GC[@]}" ssh "$NAME" "${SSH_OPTS[@]}" \
+    "--command=mkdir -p ~/dxnet_data && gcloud storage rsync --recursive $(quote_word "$FOLDER_DATA") ~/dxnet_data"
+fi
 
 note "3. train on all workers"
 train_env=()
 [[ -z "$DATA_DIR" ]] || train_env+=("TFDS_DATA_DIR=$DATA_DIR")
 train_env+=(${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"})
-train="cd ~/dxnet_jax && $(remote env ${train_env[@]+"${train_env[@]}"} python3 -m dxnet_jax.main \
+data_export=""
+[[ -z "$FOLDER_DATA" ]] || data_export='export DXNET_DATA_DIR="$HOME/dxnet_data" && '
+train="cd ~/dxnet_jax && $data_export$(remote env ${train_env[@]+"${train_env[@]}"} python3 -m dxnet_jax.main \
   --config "$CONFIG" --workdir "$WORKDIR" ${OVERRIDES[@]+"${OVERRIDES[@]}"})"
 ssh_train=("${GC[@]}" ssh "$NAME" "${SSH_OPTS[@]}" "--command=$train")
 if [[ -n "$LOG" && "$DRY_RUN" == 0 ]]; then

@@ -25,7 +25,8 @@ RECORDER = """\
 import json, os, sys, time
 argv = sys.argv[1:]
 keys = ["JAX_PLATFORMS", "XLA_FLAGS", "DXNET_COORDINATOR", "DXNET_NUM_PROCESSES",
-        "DXNET_PROCESS_ID", "CUDA_VISIBLE_DEVICES", "TFDS_DATA_DIR", "DXNET_HEARTBEAT_TIMEOUT"]
+        "DXNET_PROCESS_ID", "CUDA_VISIBLE_DEVICES", "TFDS_DATA_DIR", "DXNET_HEARTBEAT_TIMEOUT",
+        "DXNET_DATA_DIR"]
 with open(os.environ["RECORD"], "a") as f:
     f.write(json.dumps({"prog": os.path.basename(sys.argv[0]), "argv": argv,
                         "env": {k: os.environ[k] for k in keys if k in os.environ}}) + "\\n")
@@ -374,9 +375,13 @@ def test_tpu_pod_printed_train_command_is_exact(fakes, src_repo, tmp_path):
     carries in a fake home (fake python3): the trainer gets exactly the intended argv."""
     env, record = fakes
     tricky = "--config.note=it's \"quoted\" $HOME"
-    result = launch("tpu_pod.sh", *POD, "--src", str(src_repo), "--dry-run", "--", tricky,
-                    env=env)
-    train_line = commands(result.stdout)[4]
+    result = launch("tpu_pod.sh", *POD, "--src", str(src_repo), "--folder-data",
+                    "gs://bkt/dxnet_data", "--dry-run", "--", tricky, env=env)
+    cmds = commands(result.stdout)
+    assert cmds[4] == (f"gcloud compute tpus tpu-vm ssh dx-in105 {WHERE} --worker=all "
+                       "'--command=mkdir -p ~/dxnet_data && gcloud storage rsync --recursive "
+                       "gs://bkt/dxnet_data ~/dxnet_data'")
+    train_line = cmds[5]
     subprocess.run(["bash", "-c", train_line], env=env, check=True)
     (ssh,) = calls(record)
     assert ssh["prog"] == "gcloud" and ssh["argv"][:5] == ["compute", "tpus", "tpu-vm", "ssh",
@@ -392,6 +397,7 @@ def test_tpu_pod_printed_train_command_is_exact(fakes, src_repo, tmp_path):
     assert train["argv"] == ["-m", "dxnet_jax.main", "--config", "configs/imagenet_dxnet105.py",
                              "--workdir", "gs://bkt/runs/in105", tricky]
     assert train["env"]["TFDS_DATA_DIR"] == "gs://bkt/tfds"
+    assert train["env"]["DXNET_DATA_DIR"] == f"{home}/dxnet_data"
 
 
 def _gcloud_steps(record: Path) -> list[str]:
@@ -445,6 +451,7 @@ def test_tpu_pod_tarball_includes_uncommitted_edits(fakes, src_repo, tmp_path):
     ({"--accelerator-type": "v9z-8"}, "no default --version"),
     ({"--workdir": "/home/me/runs"}, "--workdir must be a gs:// bucket path"),
     ({"--data-dir": "/data/tfds"}, "--data-dir must be a gs:// bucket path"),
+    ({"--folder-data": "shared/data"}, "--folder-data must be a gs:// bucket path"),
     ({"--config": "configs/missing.py"}, "is not a tracked file"),
     ({"--config": "/abs/configs/x.py"}, "must be a path inside the repository"),
     ({"--source": "rsync"}, "--source must be 'tarball' or 'git'"),
