@@ -290,7 +290,6 @@ def test_two_processes_match_one_process_sgd(tmp_path):
     assert not np.allclose(ref["loss"][0], ref["loss"][-1])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0], ids=["worker-dies", "coordinator-dies"])
 def test_killed_process_makes_the_other_exit(tmp_path, victim):
     procs = start_workers(["loop"], tmp_path,
@@ -316,7 +315,6 @@ def test_killed_process_makes_the_other_exit(tmp_path, victim):
     assert "detected fatal errors" in err.read_text(errors="replace"), _tail(err)
 
 
-@pytest.mark.slow
 def test_uncaught_exception_fails_fast(tmp_path):
     """An exception in one process stops the other within the heartbeat timeout, not after
     the shutdown timeout (120 s here) that a plain interpreter exit would wait for."""
