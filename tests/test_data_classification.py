@@ -112,14 +112,15 @@ def test_augmentation_crops_flips_and_cuts(cifar_root):
   assert sizes.max() <= 16 * 16 and sizes.min() > 0
 
 
-def test_crop_with_padding_matches_pad_then_slice():
+def test_crop_flip_matches_pad_slice_and_mirror():
   rng = np.random.default_rng(0)
-  images = rng.integers(1, 256, (5, 8, 8, 3), dtype=np.uint8)
-  oy, ox = rng.integers(0, 9, 5), rng.integers(0, 9, 5)
-  out = augment.crop_with_padding(images, oy, ox, 4)
-  for i in range(5):
-    padded = np.pad(images[i], ((4, 4), (4, 4), (0, 0)))
-    np.testing.assert_array_equal(out[i], padded[oy[i]:oy[i] + 8, ox[i]:ox[i] + 8])
+  images = rng.integers(1, 256, (6, 8, 8, 3), dtype=np.uint8)
+  oy, ox = rng.integers(0, 9, 6), rng.integers(0, 9, 6)
+  flip = np.array([0, 1, 0, 1, 1, 0], bool)
+  out = augment.crop_flip(images, oy, ox, flip, 4)
+  for i in range(6):
+    crop = np.pad(images[i], ((4, 4), (4, 4), (0, 0)))[oy[i]:oy[i] + 8, ox[i]:ox[i] + 8]
+    np.testing.assert_array_equal(out[i], crop[:, ::-1] if flip[i] else crop)
 
 
 def test_cutout_square_is_clipped_at_the_border():

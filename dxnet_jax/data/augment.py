@@ -20,38 +20,40 @@ def draw_cifar(rng: np.random.Generator, n: int, height: int, width: int, paddin
   }
 
 
-def crop_with_padding(images: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray,
-                      padding: int) -> np.ndarray:
-  """Random crop of the zero-padded images back to their size (torchvision RandomCrop(pad))."""
-  n, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+def crop_flip(images: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, flip: np.ndarray,
+              padding: int) -> np.ndarray:
+  """Random crop of the zero-padded images back to their size (torchvision RandomCrop(pad)),
+  mirrored left-right where `flip`; one gather does both."""
+  n, h, w, c = images.shape
+  padded = np.zeros((n, h + 2 * padding, w + 2 * padding, c), images.dtype)
+  padded[:, padding:padding + h, padding:padding + w] = images
   rows = offset_y[:, None] + np.arange(h)  # [n, h]
-  cols = offset_x[:, None] + np.arange(w)  # [n, w]
+  cols = offset_x[:, None] + np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))  # [n, w]
   return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def flip_horizontal(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
-  return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
 def cutout(images: np.ndarray, center_y: np.ndarray, center_x: np.ndarray,
            size: int) -> np.ndarray:
-  """Zeroes a size x size square per image, centred anywhere, clipped at the border
+  """Zeroes a size x size square per image, in place, centred anywhere and clipped at the border
   (DeVries & Taylor 2017; applied after normalisation, so zero is the mean)."""
   _, h, w, _ = images.shape
   top = center_y - size // 2
   left = center_x - size // 2
   inside_y = (np.arange(h) >= top[:, None]) & (np.arange(h) < top[:, None] + size)  # [n, h]
   inside_x = (np.arange(w) >= left[:, None]) & (np.arange(w) < left[:, None] + size)  # [n, w]
-  hole = inside_y[:, :, None] & inside_x[:, None, :]
-  return np.where(hole[..., None], np.zeros((), images.dtype), images)
+  images[inside_y[:, :, None] & inside_x[:, None, :]] = 0
+  return images
 
 
 def normalize(images: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> np.ndarray:
   """uint8 -> float32 in [0, 1], then per-channel (x - mean) / std when mean/std are given."""
-  x = images.astype(np.float32) * np.float32(1 / 255)
-  if mean is not None:
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+  x = images.astype(np.float32)
+  if mean is None:
+    x *= np.float32(1 / 255)
+  else:  # (x / 255 - mean) / std as one multiply-add, in place
+    std = np.asarray(std, np.float32)
+    x *= 1 / (255 * std)
+    x += -np.asarray(mean, np.float32) / std
   return x
 
 

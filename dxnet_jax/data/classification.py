@@ -87,8 +87,8 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
       p = augment.draw_cifar(pipeline.rng(seed, pipeline.AUGMENT, step), global_batch_size,
                              height, width, data.crop_padding)
       p = {k: v[rows] for k, v in p.items()}
-      images = augment.crop_with_padding(images, p['offset_y'], p['offset_x'], data.crop_padding)
-      images = augment.flip_horizontal(images, p['flip'])
+      images = augment.crop_flip(images, p['offset_y'], p['offset_x'], p['flip'],
+                                 data.crop_padding)
       images = augment.normalize(images, mean, std)
       if data.cutout:
         images = augment.cutout(images, p['cutout_y'], p['cutout_x'], data.cutout)
