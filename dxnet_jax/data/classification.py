@@ -27,11 +27,11 @@ def load_splits(data) -> tuple[sources.Arrays, sources.Arrays | None]:
   else:
     raise ValueError(f"config.data.source must be 'tfds' or 'folder', got {data.source!r}")
   train = load(data.train_split)
-  if data.validation_split == 'holdout':
+  if data.validation_split == 'holdout' and data.holdout > 0:
     keep, held = sources.split_holdout(train.labels, data.holdout, len(train.class_names))
     return (train._replace(images=train.images[keep], labels=train.labels[keep]),
             train._replace(images=train.images[held], labels=train.labels[held]))
-  if data.validation_split:
+  if data.validation_split and data.validation_split != 'holdout':
     return train, load(data.validation_split)
   return train, None
 
