@@ -69,8 +69,10 @@ def model_predict(model, variables) -> PredictFn:
   return lambda image: np.asarray(apply(variables, image[None]))[0]
 
 
-def baseline_methods(baseline: str, task: str, scale: int) -> list[tuple[str, PredictFn,
-                                                                          Protocol]]:
+Method = tuple[str, PredictFn, Protocol]  # (label, predict_fn, protocol)
+
+
+def baseline_methods(baseline: str, task: str, scale: int) -> list[Method]:
   """(label, predict_fn, protocol) of each row a baseline reports."""
   if baseline == 'bicubic':
     if task != 'super_resolution':

@@ -10,11 +10,10 @@ import itertools
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-tfds = pytest.importorskip('tensorflow_datasets')
-
-from dxnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-from dxnet_jax.data import images  # pylint: disable=g-import-not-at-top
+from dxnet_jax import data as data_lib
+from dxnet_jax.data import images
 
 NUM = 12
 SPLITS = {

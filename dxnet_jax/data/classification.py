@@ -98,15 +98,9 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
 
   validation_fn = None
   if validation is not None:
-    eval_batch = data.eval_batch_size or global_batch_size
-
-    def rows_fn(index):
-      return {'inputs': augment.normalize(validation.images[index], mean, std),
-              'targets': validation.labels[index]}
-
-    def validation_fn():
-      return pipeline.padded_batches(len(validation.labels), eval_batch, process_index,
-                                     process_count, rows_fn)
+    validation_fn = functools.partial(
+        _validation_batches, validation, mean, std, data.eval_batch_size or global_batch_size,
+        process_index, process_count)
 
   info = {
       'task': 'classification',
@@ -121,3 +115,15 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   }
   train_stream = pipeline.from_batch_fn(batch_fn, steps_per_epoch, data.prefetch)
   return pipeline.Data(train_stream, validation_fn, info)
+
+
+def _validation_batches(validation: sources.Arrays, mean, std, global_batch_size: int,
+                        process_index: int, process_count: int):
+  """Padded, normalised, un-augmented batches over the validation arrays."""
+
+  def rows_fn(index):
+    return {'inputs': augment.normalize(validation.images[index], mean, std),
+            'targets': validation.labels[index]}
+
+  return pipeline.padded_batches(len(validation.labels), global_batch_size, process_index,
+                                 process_count, rows_fn)

@@ -12,7 +12,7 @@ from PIL import Image
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
-  """Crops the bottom/right edge so height and width are multiples of `scale` (as MATLAB modcrop)."""
+  """Crops the bottom/right edge so both sides are multiples of `scale` (MATLAB modcrop)."""
   h, w = image.shape[:2]
   return image[:h - h % scale, :w - w % scale]
 

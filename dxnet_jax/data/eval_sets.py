@@ -92,4 +92,3 @@ def degrade_images(loaded: Sequence[images_lib.LoadedImage], *, task: str, sigma
       out.append(EvalImage(image.name, lr, hr))
     return out
   raise ValueError(f"task must be 'denoising' or 'super_resolution', got {task!r}")
-

@@ -122,8 +122,8 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
       counter = (epoch * steps_per_epoch * host_bs + position) * process_count + process_index
       image_seed = tf.stack([tf.constant(seed, tf.int64), counter])
       image = train_preprocess(example['image'], image_seed, data.image_size)
-      return {'inputs': _normalize(image, mean, std), 'targets': tf.cast(example['label'],
-                                                                          tf.int32)}
+      return {'inputs': _normalize(image, mean, std),
+              'targets': tf.cast(example['label'], tf.int32)}
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(host_bs, drop_remainder=True).take(steps_per_epoch - first_batch)
@@ -144,20 +144,8 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
     eval_bs = pipeline.host_batch_size(data.eval_batch_size or global_batch_size, process_count)
     num_eval = builder.info.splits[data.validation_split].num_examples
     num_batches = _ceil_div(_ceil_div(num_eval, process_count), eval_bs)
-
-    def validation_fn():
-      split = tfds.split_for_jax_process(data.validation_split, process_index=process_index,
-                                         process_count=process_count)
-      ds = builder.as_dataset(split=split, decoders=skip_decoding, shuffle_files=False)
-
-      def preprocess(example):
-        image = eval_preprocess(example['image'], data.image_size, data.resize_size)
-        return {'inputs': _normalize(image, mean, std),
-                'targets': tf.cast(example['label'], tf.int32)}
-
-      ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).batch(eval_bs)
-      return _pad_to_count(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)), num_batches, eval_bs,
-                           data.image_size)
+    validation_fn = functools.partial(_validation_batches, builder, data, mean, std, eval_bs,
+                                      num_batches, process_index, process_count)
 
   info = {
       'task': 'classification',
@@ -172,6 +160,26 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
       'std': tuple(data.std) if data.normalize else None,
   }
   return pipeline.Data(pipeline.Train(iterate, steps_per_epoch), validation_fn, info)
+
+
+def _validation_batches(builder, data, mean, std, host_bs: int, num_batches: int,
+                        process_index: int, process_count: int):
+  """This host's part of the validation split, padded to `num_batches` full batches."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tf = _tf()
+  split = tfds.split_for_jax_process(data.validation_split, process_index=process_index,
+                                     process_count=process_count)
+  ds = builder.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()},
+                          shuffle_files=False)
+
+  def preprocess(example):
+    image = eval_preprocess(example['image'], data.image_size, data.resize_size)
+    return {'inputs': _normalize(image, mean, std),
+            'targets': tf.cast(example['label'], tf.int32)}
+
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).batch(host_bs)
+  return _pad_to_count(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)), num_batches, host_bs,
+                       data.image_size)
 
 
 def _pad_to_count(batches, num_batches: int, size: int, image_size: int):

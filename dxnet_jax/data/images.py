@@ -1,13 +1,13 @@
 """Reading image folders into memory, with one defined behaviour for every kind of bad input.
 
-| input                                   | training folders            | evaluation sets   |
-|-----------------------------------------|-----------------------------|-------------------|
-| folder missing                          | FileNotFoundError (path, fix) | same            |
-| folder without images                   | ValueError naming the folder | same             |
-| file without an image extension         | ignored, counted warning    | same              |
-| corrupt / undecodable image file        | skipped, counted warning    | ValueError naming the file (a skipped image would change the benchmark) |
-| gray image where RGB is wanted          | replicated to 3 channels, counted warning (`gray=True` is kept) | same |
-| colour image where gray is wanted       | converted with PIL 'L' (ITU-R 601 luma), counted warning | same |
+- missing folder: FileNotFoundError naming the path and the fix (both uses);
+- folder without images: ValueError naming the folder (both);
+- file without an image extension: ignored, counted warning (both);
+- corrupt / undecodable image file: training folders skip it with a counted warning
+  (`strict=False`); evaluation sets raise BadImageError naming the file (`strict=True`), since a
+  skipped image would change the benchmark number;
+- gray image where RGB is wanted: replicated to 3 channels, counted warning (`gray=True` kept);
+- colour image where gray is wanted: converted with PIL 'L' (ITU-R 601 luma), counted warning.
 
 Hidden files (names starting with '.') are ignored silently. Warnings are `DataWarning`s, one per
 kind and folder, with the count and the first few file names.
