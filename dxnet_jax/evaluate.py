@@ -173,13 +173,15 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
     for label, predict, protocol in methods:
       result = evaluate_images(predict, images, protocol)
       rows.append({'set': set_name, 'method': label, **result})
+  return rows, _caption(task, sigma, seed, scale)
+
+
+def _caption(task: str, sigma, seed: int, scale: int) -> str:
   if task == 'denoising':
-    caption = (f'denoising, sigma={sigma:g}, noise seed {seed}: output clipped to [0, 1] and '
-               'rounded to 8 bits, PSNR/SSIM over the whole image')
-  else:
-    caption = (f'super-resolution x{scale}: Y channel (BT.601, 16-235), 8-bit, {scale}-px border '
-               'removed; gray images scored as gray')
-  return rows, caption
+    return (f'denoising, sigma={sigma:g}, noise seed {seed}: output clipped to [0, 1] and '
+            'rounded to 8 bits, PSNR/SSIM over the whole image')
+  return (f'super-resolution x{scale}: Y channel (BT.601, 16-235), 8-bit, {scale}-px border '
+          'removed; gray images scored as gray')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
