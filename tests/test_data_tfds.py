@@ -2,7 +2,9 @@
 
 The pip wheel of tfds has no metadata for these datasets, so `info.splits` would be empty; the
 fixture writes dataset_info.json with split sizes into a temporary data_dir. The mock yields the
-same NUM examples for every split, so the metadata says NUM for every split too.
+same NUM examples for every split, so the metadata says NUM for every split too. The mock
+ignores sub-splits, so per-host reading of the streaming pipeline is tested on a small real
+tfds dataset written with `store_as_tfds_dataset` instead.
 """
 
 import itertools
@@ -107,3 +109,61 @@ def test_div2k_patches(mock):
   batch = next(data.train.iterate(0))
   assert batch['inputs'].shape == (4, 4, 4, 3) and batch['targets'].shape == (4, 16, 16, 3)
   assert sum(b['mask'].sum() for b in data.validation()) > 0
+
+
+@pytest.fixture(scope='module')
+def tfrecord_dir(tmp_path_factory):
+  """A real on-disk tfds dataset (no mock): 40 JPEGs of varied sizes whose label is their index,
+  so a batch's labels tell which examples it holds."""
+  root = tmp_path_factory.mktemp('tfrecords')
+  rng = np.random.default_rng(0)
+  features = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel(num_classes=40),
+  })
+
+  def examples(n):
+    for i in range(n):
+      size = rng.integers(20, 60, 2)
+      yield i, {'image': rng.integers(0, 256, (*size, 3), dtype=np.uint8), 'label': i}
+
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='stream_test', version='1.0.0', features=features, data_dir=root,
+      split_datasets={'train': list(examples(40)), 'validation': list(examples(10))})
+  return str(root)
+
+
+def _stream_config(data_dir):
+  return _config('classification', name='stream_test', data_dir=data_dir, augment='imagenet',
+                 validation_split='validation', image_size=16, resize_size=20,
+                 shuffle_buffer=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def _labels(batches):
+  return [tuple(b['targets']) for b in batches]
+
+
+def test_streaming_hosts_read_disjoint_parts_and_resume_exactly(tfrecord_dir):
+  config = _stream_config(tfrecord_dir)
+  hosts = [data_lib.build(config, global_batch_size=8, seed=0, process_index=p, process_count=2)
+           for p in range(2)]
+  assert hosts[0].train.steps_per_epoch == 5  # 20 examples per host, 4 per host batch
+  epochs = [_take(h, 0, 10) for h in hosts]
+  for epoch in range(2):
+    seen = [np.concatenate([b['targets'] for b in e[5 * epoch:5 * epoch + 5]]) for e in epochs]
+    assert sorted(np.concatenate(seen)) == list(range(40))  # disjoint, and together complete
+  assert _labels(epochs[0][:5]) != _labels(epochs[0][5:])  # reshuffled each epoch
+  resumed = _take(hosts[0], 4, 3)  # crosses the epoch boundary
+  for a, b in zip(epochs[0][4:7], resumed):
+    np.testing.assert_array_equal(a['targets'], b['targets'])
+    np.testing.assert_array_equal(a['inputs'], b['inputs'])
+  assert epochs[0][0]['inputs'].shape == (4, 16, 16, 3)
+
+
+def test_streaming_validation_is_padded_equally_on_every_host(tfrecord_dir):
+  config = _stream_config(tfrecord_dir)
+  per_host = [list(data_lib.build(config, global_batch_size=8, seed=0, process_index=p,
+                                  process_count=2).validation()) for p in range(2)]
+  assert [len(v) for v in per_host] == [2, 2]  # 5 examples per host in batches of 4
+  labels = [b['targets'][b['mask'] > 0] for v in per_host for b in v]
+  assert sorted(np.concatenate(labels)) == list(range(10))
