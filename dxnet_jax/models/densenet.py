@@ -1,0 +1,244 @@
+"""DenseNet-BC and Dense xUnit Networks (DxNet): dense layers, blocks, transitions, classifiers.
+
+Readings of the paper, checked against its parameter counts (see README "Models"):
+
+* Dense layer (DenseNet-BC): BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k). The x-dense layer passes the
+  k-channel output through an xUnit before it is concatenated to the input. A 2k bottleneck misses
+  the paper's sizes, so the bottleneck is 4k.
+* CIFAR/SVHN form: Conv3x3 stem to 2k channels (followed by an xUnit in DxNet), three equal dense
+  blocks, transitions BN-ReLU-Conv1x1(r*m)-AvgPool2x2 with r=0.5, final BN-ReLU, global average
+  pool, dense layer. SVHN adds dropout after each convolution.
+* ImageNet form: torchvision's DenseNet (Conv7x7/2 stem to 2k channels, BN-ReLU, MaxPool3x3/2);
+  DxNet-105 uses blocks 6-12-20-12 with k=32 and an xUnit after the stem.
+* Convolutions inside the dense path carry no bias (BatchNorm follows); xUnit convolutions and
+  the classifier do, as in the PyTorch code the counts come from.
+
+Without BatchNorm (`use_batch_norm=False`, the super-resolution nets) every convolution of the
+dense path carries a bias and the BN steps are dropped.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dxnet_jax.layers import batch_norm, conv, make_xunit
+
+Dtype = Any
+
+ACTIVATIONS = ('relu', 'xunit')
+
+
+class DenseLayer(nn.Module):
+  """BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k)[-xUnit], concatenated to its input."""
+  growth_rate: int
+  bottleneck_width: int = 4
+  activation: str = 'relu'
+  xunit_design: str = 'dxnet'
+  xunit_kernel: int = 9
+  depthwise_impl: str = 'auto'
+  use_batch_norm: bool = True
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bias = not self.use_batch_norm
+    y = self._norm_relu(x, train, 'bn1')
+    y = conv(self.bottleneck_width * self.growth_rate, 1, self.dtype, 'conv1', use_bias=bias)(y)
+    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y) if self.dropout_rate else y
+    y = self._norm_relu(y, train, 'bn2')
+    y = conv(self.growth_rate, 3, self.dtype, 'conv2', use_bias=bias)(y)
+    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y) if self.dropout_rate else y
+    if self.activation == 'xunit':
+      y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
+                     use_batch_norm=self.use_batch_norm, depthwise_impl=self.depthwise_impl,
+                     dtype=self.dtype, bn_axis_name=self.bn_axis_name, name='xunit')(y, train)
+    return jnp.concatenate([x, y.astype(x.dtype)], axis=-1)
+
+  def _norm_relu(self, x, train, name):
+    if self.use_batch_norm:
+      x = batch_norm(train, self.dtype, self.bn_axis_name, name)(x)
+    return nn.relu(x)
+
+
+class DenseBlock(nn.Module):
+  """`num_layers` dense layers; `remat` recomputes each layer in the backward pass.
+
+  DenseNet's concatenations make stored activations grow quadratically with depth; with `remat`
+  only each layer's input is kept. Layers get explicit names so the parameter tree is the same
+  with and without remat (checkpoints stay interchangeable).
+  """
+  num_layers: int
+  layer_kwargs: Any
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    layer_cls = nn.remat(DenseLayer, static_argnums=(2,)) if self.remat else DenseLayer
+    for i in range(self.num_layers):
+      x = layer_cls(**self.layer_kwargs, name=f'layer{i}')(x, train)
+    return x
+
+
+class Transition(nn.Module):
+  """BN-ReLU-Conv1x1 to `features` channels, optionally followed by 2x2 average pooling."""
+  features: int
+  pool: bool = True
+  use_batch_norm: bool = True
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.use_batch_norm:
+      x = batch_norm(train, self.dtype, self.bn_axis_name, 'bn')(x)
+    x = nn.relu(x)
+    x = conv(self.features, 1, self.dtype, 'conv', use_bias=not self.use_batch_norm)(x)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
+    if self.pool:
+      x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    return x
+
+
+def validate_dense_spec(blocks: Sequence[int], growth_rate: int, compression: float,
+                        activation: str):
+  """Fails early with a readable message on a malformed network description."""
+  if not blocks or any(int(b) != b or b < 1 for b in blocks):
+    raise ValueError(f'blocks must be a non-empty sequence of positive integers (layers per dense '
+                     f'block), e.g. (16, 16, 16); got {tuple(blocks)!r}.')
+  if growth_rate < 1:
+    raise ValueError(f'growth_rate (k) must be a positive integer, got {growth_rate}.')
+  if not 0.0 < compression <= 1.0:
+    raise ValueError(f'compression (r) must lie in (0, 1], got {compression}.')
+  if activation not in ACTIVATIONS:
+    raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}.')
+
+
+class DenseTrunk(nn.Module):
+  """Dense blocks joined by transitions: the body shared by classifiers and restoration nets."""
+  blocks: Sequence[int]
+  growth_rate: int
+  compression: float = 0.5
+  bottleneck_width: int = 4
+  activation: str = 'relu'
+  xunit_design: str = 'dxnet'
+  xunit_kernel: int = 9
+  depthwise_impl: str = 'auto'
+  use_batch_norm: bool = True
+  dropout_rate: float = 0.0
+  pool: bool = True
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
+    layer_kwargs = dict(
+        growth_rate=self.growth_rate, bottleneck_width=self.bottleneck_width,
+        activation=self.activation, xunit_design=self.xunit_design,
+        xunit_kernel=self.xunit_kernel, depthwise_impl=self.depthwise_impl,
+        use_batch_norm=self.use_batch_norm, dropout_rate=self.dropout_rate, dtype=self.dtype,
+        bn_axis_name=self.bn_axis_name)
+    for i, num_layers in enumerate(self.blocks):
+      x = DenseBlock(num_layers, layer_kwargs, self.remat, name=f'block{i}')(x, train)
+      if i < len(self.blocks) - 1:
+        x = Transition(int(x.shape[-1] * self.compression), pool=self.pool,
+                       use_batch_norm=self.use_batch_norm, dropout_rate=self.dropout_rate,
+                       dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                       name=f'transition{i}')(x, train)
+    return x
+
+
+class DenseNetBackbone(nn.Module):
+  """Stem, dense trunk and final BN-ReLU of a classifier; returns the last feature map."""
+  blocks: Sequence[int]
+  growth_rate: int
+  stem: str = 'cifar'
+  stem_features: Optional[int] = None
+  stem_xunit: Optional[bool] = None
+  compression: float = 0.5
+  bottleneck_width: int = 4
+  activation: str = 'relu'
+  xunit_design: str = 'dxnet'
+  xunit_kernel: int = 9
+  depthwise_impl: str = 'auto'
+  dropout_rate: float = 0.0
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
+    x = x.astype(self.dtype)
+    stem_features = self.stem_features or 2 * self.growth_rate
+    if self.stem == 'cifar':
+      x = conv(stem_features, 3, self.dtype, 'stem_conv')(x)
+    elif self.stem == 'imagenet':
+      x = conv(stem_features, 7, self.dtype, 'stem_conv', strides=2)(x)
+      x = batch_norm(train, self.dtype, self.bn_axis_name, 'stem_bn')(x)
+      x = nn.relu(x)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      raise ValueError(f"stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
+    use_stem_xunit = (self.activation == 'xunit') if self.stem_xunit is None else self.stem_xunit
+    if use_stem_xunit:
+      x = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
+                     depthwise_impl=self.depthwise_impl, dtype=self.dtype,
+                     bn_axis_name=self.bn_axis_name, name='stem_xunit')(x, train)
+    x = DenseTrunk(
+        self.blocks, self.growth_rate, compression=self.compression,
+        bottleneck_width=self.bottleneck_width, activation=self.activation,
+        xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl, dropout_rate=self.dropout_rate, remat=self.remat,
+        dtype=self.dtype, bn_axis_name=self.bn_axis_name, name='trunk')(x, train)
+    x = batch_norm(train, self.dtype, self.bn_axis_name, 'final_bn')(x)
+    return nn.relu(x)
+
+
+class DenseNetClassifier(nn.Module):
+  """DenseNet-BC / DxNet image classifier.
+
+  `features` returns the final feature map so class activation maps can be formed from it and
+  the `head` kernel; `__call__` returns float32 logits.
+  """
+  num_classes: int
+  blocks: Sequence[int]
+  growth_rate: int
+  stem: str = 'cifar'
+  stem_features: Optional[int] = None
+  stem_xunit: Optional[bool] = None
+  compression: float = 0.5
+  bottleneck_width: int = 4
+  activation: str = 'relu'
+  xunit_design: str = 'dxnet'
+  xunit_kernel: int = 9
+  depthwise_impl: str = 'auto'
+  dropout_rate: float = 0.0
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+  bn_axis_name: Optional[str] = None
+
+  def setup(self):
+    if self.num_classes < 1:
+      raise ValueError(f'num_classes must be positive, got {self.num_classes}.')
+    self.backbone = DenseNetBackbone(
+        self.blocks, self.growth_rate, stem=self.stem, stem_features=self.stem_features,
+        stem_xunit=self.stem_xunit, compression=self.compression,
+        bottleneck_width=self.bottleneck_width, activation=self.activation,
+        xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl, dropout_rate=self.dropout_rate, remat=self.remat,
+        dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+
+  def features(self, x, train: bool = False):
+    return self.backbone(x, train)
+
+  def __call__(self, x, train: bool = False):
+    x = self.features(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return self.head(x).astype(jnp.float32)

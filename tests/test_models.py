@@ -1,0 +1,216 @@
+"""Model library: the paper's sizes, shapes, remat equivalence and config errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dxnet_jax import models
+from dxnet_jax.models import create, init_variables, parameter_count
+
+
+@pytest.mark.parametrize('name, low, high', [
+    ('densenet_bc_k12_16', 769_162 * 0.995, 769_162 * 1.005),
+    ('densenet_bc_k12_26', 1_739_002 * 0.995, 1_739_002 * 1.005),
+    ('dxnet_k12_12', 500_000, 550_000),
+    ('dxnet_k12_19', 1_000_000, 1_100_000),
+    ('densenet121', 7_978_856, 7_978_856),
+    ('dxnet105', 6_000_000, 6_600_000),
+    ('dxnet_denoise_444', 130_000, 150_000),
+    ('dxnet16_sr', 800_000, 920_000),
+    ('dncnn', 556_000 * 0.995, 556_000 * 1.005),
+])
+def test_parameter_counts_match_the_paper(name, low, high):
+  assert low <= parameter_count(name) <= high
+
+
+def test_xunit_saves_parameters_against_relu_densenet():
+  # The paper's claim in sizes: DxNet 12-12-12 is about 30% smaller than DenseNet-BC 16-16-16.
+  assert parameter_count('dxnet_k12_12') < 0.72 * parameter_count('densenet_bc_k12_16')
+
+
+def _tiny_shape(spec):
+  size = 32 if spec.task == 'classification' else 8
+  return (2, size, size, spec.input_shape[-1])
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_every_named_model_traces_to_the_right_output_shape(name):
+  spec = models.MODELS[name]
+  model = create(name)
+  shape = _tiny_shape(spec)
+  variables = init_variables(model, shape, abstract=True)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                       jax.ShapeDtypeStruct(shape, jnp.float32))
+  if spec.task == 'classification':
+    assert out.shape == (2, spec.kwargs['num_classes'])
+  elif spec.task == 'super_resolution':
+    assert out.shape == (2, 4 * shape[1], 4 * shape[2], shape[3])
+  else:
+    assert out.shape == shape
+  assert out.dtype == jnp.float32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_every_named_model_jit_compiles_and_runs(name):
+  spec = models.MODELS[name]
+  model = create(name)
+  shape = _tiny_shape(spec)
+  variables = init_variables(model, shape)
+  x = jax.random.uniform(jax.random.key(1), shape)
+  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  assert np.all(np.isfinite(np.asarray(out)))
+
+
+# Small members of each family, compiled and trained for real in the fast suite.
+TINY = {
+    'dxnet_k12_12': dict(blocks=(2, 1), growth_rate=4),
+    'densenet_bc_k12_16': dict(blocks=(2, 1), growth_rate=4, dropout_rate=0.2),
+    'dxnet_denoise_444': dict(blocks=(2, 1), growth_rate=4, stem_features=8),
+    'dxnet16_sr': dict(blocks=(2, 1), growth_rate=4, stem_features=8, tail_features=8),
+    'xdncnn_gaussian': dict(depth=3, features=8),
+}
+
+
+def _tiny_model(name, **kw):
+  return create(name, **TINY[name], **kw)
+
+
+def _train_apply(model, variables, x):
+  out, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                       rngs={'dropout': jax.random.key(3)})
+  return out
+
+
+@pytest.mark.parametrize('name', ['dxnet_k12_12', 'dxnet_denoise_444'])
+def test_remat_gives_the_same_parameters_outputs_and_gradients(name):
+  spec = models.MODELS[name]
+  shape = (2, 8, 8, spec.input_shape[-1])
+  x = jax.random.uniform(jax.random.key(1), shape)
+  plain, remat = _tiny_model(name), _tiny_model(name, remat=True)
+  v_plain = init_variables(plain, shape)
+  v_remat = init_variables(remat, shape)
+  assert jax.tree.structure(v_plain) == jax.tree.structure(v_remat)
+
+  def loss(params, model):
+    return jnp.mean(jnp.square(_train_apply(model, {**v_plain, 'params': params}, x)))
+
+  l0, g0 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(v_plain['params'], plain)
+  l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(v_plain['params'], remat)
+  np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    scale = float(jnp.max(jnp.abs(a))) + 1e-12
+    assert float(jnp.max(jnp.abs(a - b))) / scale < 1e-5
+
+
+def test_xunit_gates_lie_in_unit_interval():
+  model = _tiny_model('dxnet_k12_12')
+  shape = (2, 8, 8, 3)
+  variables = init_variables(model, shape)
+  x = 10.0 * jax.random.normal(jax.random.key(2), shape)
+  _, state = model.apply(variables, x, train=False, mutable=['intermediates'])
+  gates = jax.tree.leaves(state['intermediates'])
+  assert len(gates) == 1 + 3  # stem xUnit + one per dense layer
+  for g in gates:
+    assert float(jnp.min(g)) >= 0.0 and float(jnp.max(g)) <= 1.0
+
+
+def test_gaussian_xunit_gate_is_gaussian_of_its_preactivation():
+  model = _tiny_model('xdncnn_gaussian')
+  shape = (1, 8, 8, 1)
+  variables = init_variables(model, shape)
+  _, state = model.apply(variables, jnp.ones(shape), train=False, mutable=['intermediates'])
+  for g in jax.tree.leaves(state['intermediates']):
+    assert float(jnp.max(g)) <= 1.0 and float(jnp.min(g)) >= 0.0
+
+
+def test_classifier_features_and_head_give_the_logits():
+  model = _tiny_model('dxnet_k12_12')
+  shape = (2, 8, 8, 3)
+  variables = init_variables(model, shape)
+  x = jax.random.uniform(jax.random.key(4), shape)
+  feats = model.apply(variables, x, method='features')
+  head = variables['params']['head']
+  logits = jnp.mean(feats, axis=(1, 2)) @ head['kernel'] + head['bias']
+  np.testing.assert_allclose(logits, model.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def test_denoiser_is_residual_and_sr_adds_bicubic_upscaling():
+  den = _tiny_model('dxnet_denoise_444')
+  shape = (1, 8, 8, 1)
+  v = init_variables(den, shape)
+  zero = jax.tree.map(jnp.zeros_like, v['params'])
+  x = jax.random.uniform(jax.random.key(5), shape)
+  # With every weight zero the predicted noise is zero: the input passes through.
+  np.testing.assert_allclose(den.apply({**v, 'params': zero}, x), x, atol=1e-6)
+  sr = _tiny_model('dxnet16_sr')
+  v = init_variables(sr, (1, 4, 4, 3))
+  zero = jax.tree.map(jnp.zeros_like, v['params'])
+  lr = jax.random.uniform(jax.random.key(6), (1, 4, 4, 3))
+  np.testing.assert_allclose(sr.apply({**v, 'params': zero}, lr),
+                             jax.image.resize(lr, (1, 16, 16, 3), 'bicubic'), atol=1e-6)
+
+
+def test_pixel_shuffle_matches_pytorch_channel_order():
+  # PyTorch: out[c, h*r + i, w*r + j] = in[c*r*r + i*r + j, h, w].
+  x = jnp.arange(2 * 2 * 8).reshape(1, 2, 2, 8)
+  y = models.pixel_shuffle(x, 2)
+  for c in range(2):
+    for i in range(2):
+      for j in range(2):
+        assert int(y[0, i, j, c]) == int(x[0, 0, 0, c * 4 + i * 2 + j])
+
+
+def test_bf16_compute_keeps_float32_parameters_and_agrees():
+  shape = (2, 8, 8, 3)
+  x = jax.random.uniform(jax.random.key(7), shape)
+  f32, bf16 = _tiny_model('dxnet_k12_12'), _tiny_model('dxnet_k12_12', dtype='bfloat16')
+  v = init_variables(f32, shape)
+  v16 = init_variables(bf16, shape)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v16['params']))
+  out32 = f32.apply(v, x)
+  out16 = bf16.apply(v, x)
+  assert out16.dtype == jnp.float32
+  np.testing.assert_allclose(out16, out32, atol=0.1 * float(jnp.max(jnp.abs(out32))) + 0.05)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(blocks=()), 'blocks must be a non-empty'),
+    (dict(blocks=(4, 0, 4)), 'blocks must be a non-empty'),
+    (dict(growth_rate=0), 'growth_rate'),
+    (dict(compression=1.5), 'compression'),
+    (dict(activation='gelu'), 'activation'),
+    (dict(xunit_kernel=4), 'odd'),
+    (dict(num_classes=0), 'num_classes'),
+])
+def test_bad_network_descriptions_fail_clearly(overrides, message):
+  model = create('dxnet_k12_12', **overrides)
+  with pytest.raises(ValueError, match=message):
+    init_variables(model, (1, 8, 8, 3), abstract=True)
+
+
+def test_unknown_model_option_or_name_fails_clearly():
+  with pytest.raises(ValueError, match='Unknown model'):
+    create('dxnet_k12_13')
+  with pytest.raises(ValueError, match="no option"):
+    create('dxnet_k12_12', growthrate=12)
+  with pytest.raises(ValueError, match='dtype'):
+    create('dxnet_k12_12', dtype='float8')
+  with pytest.raises(ValueError, match='name'):
+    create({'blocks': (1, 1)})
+
+
+def test_create_accepts_a_config_mapping():
+  model = create({'name': 'dxnet_k12_12', 'blocks': [2, 2, 2], 'num_classes': 100})
+  assert model.blocks == (2, 2, 2) and model.num_classes == 100
+
+
+def test_models_cli_prints_every_model(capsys):
+  from dxnet_jax.models.__main__ import main
+  main(['--json'])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == len(models.MODELS)
+  import json
+  rows = {r['name']: r for r in map(json.loads, lines)}
+  assert rows['densenet121']['params'] == 7_978_856
