@@ -1,0 +1,143 @@
+"""One training step of a registry net, in dxnet_jax and in PyTorch, ready to be timed.
+
+Both steps do the same work: forward in training mode (BatchNorm batch statistics and running
+averages), loss, backward, optimizer update (SGD with Nesterov momentum and weight decay for the
+classifiers, Adam for the restoration nets, as in the paper). The JAX step is one jitted function
+that donates its state; the PyTorch step runs in its fastest CPU setting (channels_last memory
+format, a chosen intra-op thread count).
+
+This is a self-contained step for timing, not `dxnet_jax.train`'s: it isolates the model's cost
+from the input pipeline, metrics and logging.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dxnet_jax import models
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """A registry net at a benchmark batch: input `[batch, *image]`, its task and target shape."""
+  name: str
+  batch: int
+  image: Tuple[int, int, int]
+
+  @property
+  def task(self) -> str:
+    return models.model_task(self.name)
+
+  def inputs(self, seed: int = 0):
+    """Random inputs and targets (numpy, NHWC) of the right shapes for the task."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((self.batch, *self.image), np.float32)
+    if self.task == 'classification':
+      classes = models.create(self.name).num_classes
+      return x, rng.integers(0, classes, self.batch).astype(np.int32)
+    if self.task == 'super_resolution':
+      h, w, c = self.image
+      return x, rng.random((self.batch, 4 * h, 4 * w, c), np.float32)
+    return x, rng.random(x.shape, np.float32)
+
+
+def _jax_loss(task: str, outputs, targets):
+  if task == 'classification':
+    return optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()
+  if task == 'super_resolution':
+    return jnp.abs(outputs - targets).mean()
+  return jnp.square(outputs - targets).mean()
+
+
+def _jax_optimizer(task: str):
+  if task == 'classification':
+    return optax.chain(optax.add_decayed_weights(1e-4),
+                       optax.sgd(0.1, momentum=0.9, nesterov=True))
+  return optax.adam(1e-3)
+
+
+def jax_step(work: Workload, **model_overrides) -> Tuple[Callable[[], Any], Callable, Any]:
+  """Returns (run, step, state): `run()` does one training step on a fixed batch.
+
+  `step(state, x, y) -> (state, loss)` is the jitted step (state donated); `state` is the initial
+  `(params, batch_stats, opt_state)`. `model_overrides` go to `models.create` (e.g.
+  `depthwise_impl`, `remat`).
+  """
+  model = models.create(work.name, **model_overrides)
+  x, y = work.inputs()
+  variables = models.init_variables(model, x.shape)
+  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  tx = _jax_optimizer(work.task)
+  state = (params, batch_stats, tx.init(params))
+
+  def loss_fn(params, batch_stats, x, y):
+    v = {'params': params}
+    if batch_stats:
+      v['batch_stats'] = batch_stats
+      outputs, updates = model.apply(v, x, train=True, mutable=['batch_stats'])
+      batch_stats = updates['batch_stats']
+    else:
+      outputs = model.apply(v, x, train=True)
+    return _jax_loss(work.task, outputs, y), batch_stats
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(state, x, y):
+    params, batch_stats, opt_state = state
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  holder = {'state': jax.tree.map(jnp.array, state)}
+
+  def run():
+    holder['state'], loss = step(holder['state'], x, y)
+    return loss
+
+  return run, step, state
+
+
+def jax_param_count(work: Workload, **model_overrides) -> int:
+  return models.parameter_count(work.name, **model_overrides)
+
+
+def torch_step(work: Workload, threads: int = 2,
+               channels_last: bool = True) -> Tuple[Callable[[], Any], int]:
+  """Returns (run, parameter count) for the PyTorch version of `work`'s net.
+
+  `run` sets torch's intra-op thread count to `threads` on every call, so steps with different
+  thread counts can be timed interleaved in one process.
+  """
+  import torch
+  from benchmarks import torch_nets
+
+  model = torch_nets.NETS[work.name]()
+  fmt = torch.channels_last if channels_last else torch.contiguous_format
+  model = model.to(memory_format=fmt).train()
+  x, y = work.inputs()
+  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+  if work.task == 'classification':
+    y = torch.from_numpy(y).long()
+    loss_fn = torch.nn.functional.cross_entropy
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                          weight_decay=1e-4)
+  else:
+    y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    loss_fn = (torch.nn.functional.l1_loss if work.task == 'super_resolution'
+               else torch.nn.functional.mse_loss)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+  def run():
+    torch.set_num_threads(threads)
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    return None
+
+  return run, torch_nets.count_params(model)
