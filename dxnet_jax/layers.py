@@ -39,10 +39,11 @@ def batch_norm(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -
 
 
 def conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = False,
-         strides: int = 1) -> nn.Conv:
-  """A 'SAME'-padded square convolution with He initialisation."""
+         strides: int = 1, zero_init: bool = False) -> nn.Conv:
+  """A 'SAME'-padded square convolution with He (or, for residual outputs, zero) init."""
+  init = nn.initializers.zeros if zero_init else conv_init
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding='SAME',
-                 use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
+                 use_bias=use_bias, kernel_init=init, dtype=dtype, name=name)
 
 
 class DepthwiseConv(nn.Module):

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from dxnet_jax.data import embedded
 from dxnet_jax.data import paths
 
 IMAGE_EXTENSIONS = frozenset(
@@ -118,10 +119,13 @@ def load_folder(folder: str | pathlib.Path, channels: int, *, strict: bool,
                 what: str = 'image folder') -> list[LoadedImage]:
   """Loads every image of a folder; `strict` turns a corrupt file into an error.
 
-  Relative folders resolve against the data root (`paths.resolve`).
+  Relative folders resolve against the data root (`paths.resolve`); `skimage:train` and
+  `skimage:test` name the photos bundled with scikit-image (`dxnet_jax.data.embedded`).
   """
   if channels not in (1, 3):
     raise ValueError(f'channels must be 1 or 3, got {channels}')
+  if embedded.is_embedded(folder):
+    return [LoadedImage(*image) for image in embedded.load(str(folder), channels)]
   folder = paths.require_dir(folder, what)
   issues = Issues(str(folder))
   files = list_images(folder, issues)

@@ -15,6 +15,8 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
   Conv3x3 to the image channels. A global residual adds the bicubic upscaling of the input. The
   authors' public code uses a full-width pixel-shuffle tail (4.8M parameters), which cannot give
   the paper's 0.86M; this narrow tail gives DxNet16 (k16, 4-4-4-6-8-8) 843,131.
+* The last convolution of every restoration net starts at zero, so an untrained net returns its
+  input (denoisers) or the bicubic upscaling (SR) and training starts from that baseline.
 * Feed-forward Conv+xUnit nets (xDnCNN, paper Fig. 4): `depth` Conv3x3 layers of `features`
   channels, each followed by BN and an xUnit of either design (or ReLU), residual learning.
 """
@@ -63,7 +65,7 @@ class DenseDenoiser(nn.Module):
         depthwise_impl=self.depthwise_impl, pool=False, remat=self.remat, dtype=self.dtype,
         bn_axis_name=self.bn_axis_name, name='trunk')(y, train)
     y = nn.relu(batch_norm(train, self.dtype, self.bn_axis_name, 'final_bn')(y))
-    noise = conv(channels, 3, self.dtype, 'output_conv', use_bias=True)(y)
+    noise = conv(channels, 3, self.dtype, 'output_conv', use_bias=True, zero_init=True)(y)
     return x - noise.astype(x.dtype)
 
 
@@ -114,7 +116,7 @@ class DenseSuperResolution(nn.Module):
     for stage in range(self.scale.bit_length() - 1):
       y = conv(4 * self.tail_features, 3, self.dtype, f'upsample{stage}', use_bias=True)(y)
       y = nn.relu(pixel_shuffle(y, 2))
-    residual = conv(channels, 3, self.dtype, 'output_conv', use_bias=True)(y)
+    residual = conv(channels, 3, self.dtype, 'output_conv', use_bias=True, zero_init=True)(y)
     upscaled = jax.image.resize(x, (n, h * self.scale, w * self.scale, channels), 'bicubic')
     return upscaled + residual.astype(x.dtype)
 
@@ -153,5 +155,6 @@ class FeedForwardXNet(nn.Module):
                        bn_axis_name=self.bn_axis_name, name=f'xunit{i}')(y, train)
       else:
         y = nn.relu(y)
-    noise = conv(channels, 3, self.dtype, f'conv{self.depth - 1}', use_bias=True)(y)
+    noise = conv(channels, 3, self.dtype, f'conv{self.depth - 1}', use_bias=True,
+                 zero_init=True)(y)
     return x - noise.astype(x.dtype)

@@ -1,0 +1,51 @@
+"""Trains one experiment: `python -m dxnet_jax.main --config configs/X.py --workdir DIR`.
+
+Any config field can be overridden on the command line, e.g. `--config.batch_size=32`.
+Rerunning the same command resumes from the workdir's latest checkpoint.
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from dxnet_jax import distributed
+
+# 128 + SIGTERM, as a shell reports a process ended by SIGTERM: schedulers restart such jobs.
+PREEMPTED_EXIT_CODE = 143
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _quiet_libraries(record) -> bool:
+  """Keeps orbax's per-save INFO chatter out of the run's log (its warnings still show)."""
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_libraries)
+  distributed.initialize()
+  # Imported after initialisation: nothing may touch the JAX backend before it.
+  from dxnet_jax.train import loop  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.default_backend())
+  try:
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except loop.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(PREEMPTED_EXIT_CODE)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,79 @@
+"""Where a run reports: the console, `metrics.jsonl` and TensorBoard events (process 0 only)."""
+
+import json
+import os
+import time
+from typing import Dict, Optional
+
+from absl import logging
+
+
+class MetricWriter:
+  """Appends scalars to `workdir/metrics.jsonl` and TensorBoard; silent on other processes."""
+
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self._tb = None
+    self._jsonl = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    if tensorboard:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.set_visible_devices([], 'GPU')  # TF must never take accelerator memory
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, split: str, scalars: Dict[str, float]):
+    if not self.enabled:
+      return
+    record = {'step': int(step), 'split': split, 'time': time.time(),
+              **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    if self._tb is not None:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      with self._tb.as_default(step=int(step)):
+        for k, v in scalars.items():
+          tf.summary.scalar(f'{split}/{k}', float(v))
+      self._tb.flush()
+
+  def close(self):
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+class Progress:
+  """Console progress: epoch, step, loss, metric, LR, images/s and ETA."""
+
+  def __init__(self, total_steps: int, steps_per_epoch: int, global_batch: int,
+               enabled: bool = True):
+    self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+    self.global_batch, self.enabled = global_batch, enabled
+    self._last_time: Optional[float] = None
+    self._last_step = 0
+
+  def start(self, step: int):
+    self._last_time, self._last_step = time.time(), step
+
+  def report(self, step: int, scalars: Dict[str, float]) -> float:
+    now = time.time()
+    steps = max(step - self._last_step, 1)
+    rate = steps * self.global_batch / max(now - self._last_time, 1e-9)
+    self._last_time, self._last_step = now, step
+    if self.enabled:
+      eta = (self.total_steps - step) * self.global_batch / max(rate, 1e-9)
+      epoch = step / self.steps_per_epoch
+      values = ' '.join(f'{k} {v:.4g}' for k, v in scalars.items())
+      logging.info('epoch %.2f step %d/%d %s | %.1f img/s | ETA %s', epoch, step,
+                   self.total_steps, values, rate, _duration(eta))
+    return rate
