@@ -23,7 +23,7 @@ from dxnet_jax import models
 from dxnet_jax.train import checkpoint as ckpt_lib
 from dxnet_jax.train import optim as optim_lib
 from dxnet_jax.train import tasks as tasks_lib
-from dxnet_jax.train import validate as validate_lib
+from dxnet_jax.train import checks
 from dxnet_jax.train import writer as writer_lib
 from dxnet_jax.train.state import create_train_state
 from dxnet_jax.train.steps import PMAP_AXIS, Runner
@@ -94,7 +94,7 @@ class _MetricMeans:
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the results."""
-  validate_lib.validate(config)
+  checks.validate_config(config)
   is_main = jax.process_index() == 0
   task = tasks_lib.get(config.task)
   model = models.create(_model_config(config))
@@ -153,30 +153,22 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     while step < total_steps:
       state, metrics = runner.train(state, next(batches))
       step += 1
-      if step % config.nan_check_every_steps == 0 or step % config.log_every_steps == 0:
+      epoch_end = step % steps_per_epoch == 0 or step == total_steps
+      epoch = math.ceil(step / steps_per_epoch)
+      periodic = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+      logged = step % config.log_every_steps == 0
+      if epoch_end or periodic or logged or step % config.nan_check_every_steps == 0:
         scalars = {k: float(v) for k, v in distributed.fetch(metrics).items()}
-        if not math.isfinite(scalars['loss']):
-          checkpoints.wait()
-          last = checkpoints.latest_step()
-          raise FloatingPointError(
-              f'Loss is {scalars["loss"]} at step {step} (epoch {step / steps_per_epoch:.2f}). '
-              f'Nothing was saved after the failure; the last good checkpoint '
-              f'({"step " + str(last) if last is not None else "none"}) is left in '
-              f'{checkpoints.directories[ckpt_lib.LATEST]}. Lower config.optim.learning_rate '
-              '(or check the data) and rerun with the same --workdir to resume from it.')
+        _check_finite(scalars, step, steps_per_epoch, checkpoints)
         train_means.add(scalars)
-      if step % config.log_every_steps == 0:
+      if logged:
         means = train_means.pop()
         means['images_per_second'] = progress.report(step, means)
         writer.write(step, 'train', means)
-
-      epoch_end = step % steps_per_epoch == 0 or step == total_steps
-      epoch = math.ceil(step / steps_per_epoch)
       if epoch_end and (epoch % config.eval_every_epochs == 0 or step == total_steps):
         _validate_epoch(config, data, runner, state, task, writer, plateau, meta, step, epoch,
                         lambda: save(ckpt_lib.BEST, epoch), is_main)
         state = state.replace(lr_scale=runner.put_scalar(plateau.scale))
-      periodic = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
       if epoch_end or periodic:
         save(ckpt_lib.LATEST, epoch)
       if stop.agreed():
@@ -193,6 +185,23 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   results = _final_results(config, workdir, meta, step)
   checkpoints.close()
   return results
+
+
+def _check_finite(scalars, step, steps_per_epoch, checkpoints):
+  """Stops the run on a NaN/Inf loss or update, before the bad state can be saved."""
+  bad = {k: v for k, v in scalars.items() if k in ('loss', 'update_norm')
+         and not math.isfinite(v)}
+  if not bad:
+    return
+  checkpoints.wait()
+  last = checkpoints.latest_step()
+  what = ', '.join(f'{k} is {v}' for k, v in bad.items())
+  raise FloatingPointError(
+      f'Training diverged at step {step} (epoch {step / steps_per_epoch:.2f}): {what}. Nothing '
+      f'was saved after it; the last good checkpoint '
+      f'({"step " + str(last) if last is not None else "none"}) is left in '
+      f'{checkpoints.directories[ckpt_lib.LATEST]}. Lower config.optim.learning_rate (or check '
+      'the data) and rerun with the same --workdir to resume from it.')
 
 
 def _validate_epoch(config, data, runner, state, task, writer, plateau, meta, step, epoch,

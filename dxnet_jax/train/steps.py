@@ -43,6 +43,8 @@ def train_step(state: TrainState, batch, *, task: Task, lr_fn: Callable,
   step_updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), step_updates)
   params = optax.apply_updates(state.params, step_updates)
   metrics['learning_rate'] = lr_fn(state.step) * state.lr_scale
+  # The loss only shows a bad update one step later; this flags it before the state is saved.
+  metrics['update_norm'] = optax.tree.norm(step_updates)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=updates['batch_stats'] if has_bn else state.batch_stats)
   return new_state, metrics

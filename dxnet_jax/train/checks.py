@@ -11,7 +11,7 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field and the fix."""
 
 
-def validate(config, device_count: int = None):
+def validate_config(config, device_count: int = None):
   """Raises ConfigError naming the first problem found in `config`."""
   device_count = jax.device_count() if device_count is None else device_count
   try:
