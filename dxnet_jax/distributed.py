@@ -286,6 +286,12 @@ def _enable_cpu_collectives() -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
+# Substrings of the errors a collective raises when a peer process vanished (gloo on CPU, the
+# coordination service elsewhere).
+_PEER_LOST_MARKERS = ("Connection reset by peer", "Connection closed by peer", "Gloo",
+                      "Socket closed", "UNAVAILABLE", "heartbeat")
+
+
 def _fail_fast_excepthook(exc_type, exc, tb):
     """Report an uncaught exception and leave at once (see the module docstring)."""
     try:
@@ -294,9 +300,13 @@ def _fail_fast_excepthook(exc_type, exc, tb):
         info = _info
         where = (f"process {info.process_id} of {info.num_processes}" if info else "process")
         hb = info.heartbeat_timeout_s if info else None
-        print(f"dxnet_jax.distributed: {where} failed with an uncaught {exc_type.__name__}; "
-              f"exiting now (os._exit(1)) so the other processes stop within the heartbeat "
-              f"timeout ({hb} s) instead of waiting in a collective.",
+        text = str(exc)
+        peer = any(s in text for s in _PEER_LOST_MARKERS)
+        cause = (" A cross-process collective lost its connection: another process probably "
+                 "died; see its log." if peer else "")
+        print(f"dxnet_jax.distributed: {where} failed with an uncaught {exc_type.__name__}."
+              f"{cause} Exiting now (os._exit(1)) so the other processes stop within the "
+              f"heartbeat timeout ({hb} s) instead of waiting in a collective.",
               file=sys.stderr, flush=True)
     finally:
         os._exit(1)
