@@ -3,10 +3,12 @@
   python -m dxnet_jax.evaluate --baseline bicubic --set Set5 --set Set14 --set BSD100
   python -m dxnet_jax.evaluate --baseline noisy --set BSD68 --sigma 50
   python -m dxnet_jax.evaluate --workdir runs/dxnet_denoise --set BSD68 --json
+  python -m dxnet_jax.evaluate --pretrained denoise_dxnet_444_s50_budget --set Set12
 
 Sets are names (BSD68, Set12, Set5, Set14, BSD100), existing folders, or folders relative to the
-data root. With --workdir the task, sigma, scale, channels, noise seed and default sets come from
-the run's config. The model sees one whole image at a time (jit compiles once per image shape).
+data root. With --workdir, or --pretrained NAME (a shipped model; `python -m dxnet_jax.pretrained
+list` names them), the task, sigma, scale, channels, noise seed and default sets come from the
+run's config. The model sees one whole image at a time (jit compiles once per image shape).
 Protocols are in `dxnet_jax.metrics`: denoising outputs are clipped and rounded to 8 bits;
 SR is scored on Y with the border shaved. The `noisy` baseline reports the noisy input both as it
 is (unclipped float) and clipped + rounded like any output.
@@ -117,6 +119,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument('--workdir', help='a training workdir with a checkpoint')
+  source.add_argument('--pretrained', metavar='NAME',
+                      help='a shipped pretrained model (dxnet_jax.pretrained.available())')
   source.add_argument('--baseline', choices=('bicubic', 'noisy'))
   parser.add_argument('--set', dest='sets', action='append', default=[],
                       help='set name or folder (repeatable; default: the config eval_sets)')
@@ -133,8 +137,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> tuple[list[dict], str]:
   """Evaluates as `args` say; returns (rows, caption)."""
   config_data = None
-  if args.workdir:
-    predict_fn, task, config_data = _settings_from_workdir(args.workdir)
+  pretrained_name = getattr(args, 'pretrained', None)
+  if args.workdir or pretrained_name:
+    if pretrained_name:
+      from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+      model, variables, config = pretrained.load(pretrained_name)
+      if config.task == 'classification':
+        raise ValueError(f'{pretrained_name} is a classifier: evaluate scores restoration models')
+      predict_fn, task, config_data = model_predict(model, variables), config.task, config.data
+    else:
+      predict_fn, task, config_data = _settings_from_workdir(args.workdir)
     if args.task and args.task != task:
       raise ValueError(f'--task {args.task} contradicts the run task {task}')
   else:
@@ -162,7 +174,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
   if task == 'denoising' and sigma is None:
     raise ValueError('denoising needs --sigma')
 
-  if args.workdir:
+  if pretrained_name:
+    methods = [(pretrained_name, predict_fn, protocol_for(task, scale))]
+  elif args.workdir:
     methods = [(pathlib.Path(args.workdir).name, predict_fn, protocol_for(task, scale))]
   else:
     methods = baseline_methods(args.baseline, task, scale)
