@@ -45,6 +45,12 @@ class Workload:
     return x, rng.random(x.shape, np.float32)
 
 
+def impl_kwargs(name: str, impl: Optional[str] = None) -> dict:
+  """`depthwise_impl` override for nets with xUnits (None: the model's default, 'auto')."""
+  has_xunit = models.create(name).activation == 'xunit'
+  return {'depthwise_impl': impl} if (has_xunit and impl) else {}
+
+
 def _jax_loss(task: str, outputs, targets):
   if task == 'classification':
     return optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()

@@ -1,0 +1,91 @@
+"""Peak training-step memory from XLA's compiled memory analysis, with and without remat.
+
+    python -m benchmarks.memory [--nets densenet_bc_k12_16,dxnet_k12_12] [--batch 64] [--time]
+
+For each net and setting the full training step (benchmarks/steps.py) is compiled and XLA's
+`memory_analysis()` read: peak = temp + argument + output bytes (donated arguments alias outputs,
+so this over-counts the state once; the alias column says by how much). Settings: remat off/on
+(`nn.remat` around each dense layer), XLA:CPU's default vs memory-optimised scheduler, and 1x1
+convolutions as matmuls (benchmarks/patches.py). `--time` also times each step (interleaved
+medians) for the time ratio to the first setting.
+"""
+import argparse
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import patches, steps, timing
+from dxnet_jax.ops import xla_flags
+
+MiB = 2 ** 20
+
+
+def _settings():
+  """(label, remat, compiler options, pointwise as matmul)."""
+  mem = xla_flags.MEMORY_OPTIMIZED_SCHEDULER
+  return [('remat off', False, {}, False), ('remat on', True, {}, False),
+          ('remat off, mem. scheduler', False, mem, False),
+          ('remat on, mem. scheduler', True, mem, False),
+          ('remat off, 1x1 as matmul', False, {}, True),
+          ('remat on, 1x1 as matmul, mem. scheduler', True, mem, True)]
+
+
+def compile_step(work, remat, options, pointwise):
+  """Compiles the training step; returns (compiled, run) where run() times a step of it."""
+  with patches.pointwise_as_matmul() if pointwise else _nothing():
+    _, step, state = steps.jax_step(work, remat=remat, **steps.impl_kwargs(work.name))
+  x, y = (jnp.asarray(a) for a in work.inputs())
+  compiled = step.lower(state, x, y).compile(compiler_options=dict(options) or None)
+  holder = {'state': jax.tree.map(jnp.array, state)}
+
+  def run():
+    holder['state'], loss = compiled(holder['state'], x, y)
+    return loss
+  return compiled, run
+
+
+class _nothing:
+  def __enter__(self):
+    return None
+
+  def __exit__(self, *exc):
+    return False
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--nets', default='densenet_bc_k12_16,dxnet_k12_12')
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--time', action='store_true')
+  parser.add_argument('--reps', type=int, default=3)
+  args = parser.parse_args()
+  print(f'# training-step memory (XLA memory analysis), batch {args.batch}; {timing.machine()}')
+  rows = []
+  for name in args.nets.split(','):
+    work = steps.Workload(name, args.batch, (32, 32, 3))
+    results, runs = [], {}
+    for label, remat, options, pointwise in _settings():
+      compiled, run = compile_step(work, remat, options, pointwise)
+      m = compiled.memory_analysis()
+      results.append((label, m))
+      runs[label] = run
+      print(f'# compiled {name} [{label}]', flush=True)
+    times = timing.time_interleaved(runs, reps=args.reps) if args.time else {}
+    base = results[0][1]
+    peak = lambda m: m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+    for label, m in results:
+      row = [name, label, m.temp_size_in_bytes / MiB, m.argument_size_in_bytes / MiB,
+             m.output_size_in_bytes / MiB, m.alias_size_in_bytes / MiB, peak(m) / MiB,
+             peak(base) / peak(m)]
+      if times:
+        row += [times[label], times[label] / times[results[0][0]]]
+      rows.append(row)
+  headers = ['net', 'setting', 'temp MiB', 'args MiB', 'out MiB', 'alias MiB', 'peak MiB',
+             'peak reduction x']
+  if args.time:
+    headers += ['s/step', 'time ratio']
+  timing.print_table(headers, rows)
+
+
+if __name__ == '__main__':
+  main()
