@@ -27,15 +27,22 @@ along W (2-3x slower than 'fft'), and a weight gradient as a grouped convolution
 (as slow as 'xla').
 
 `impl='auto'` picks per backend (`jax.default_backend()`), see `default_impl`. Measured on a
-2-core AMD EPYC CPU (jax 0.10.2; `python -m benchmarks.depthwise`), 9x9 kernel, fwd+bwd time as a
-ratio to 'xla' (lower is faster), medians of interleaved repetitions:
+2-core AMD EPYC CPU shared with other jobs (jax 0.10.2; `python -m benchmarks.depthwise --reps 3`),
+9x9 kernel, forward+backward (output and both gradients) time as a ratio to 'xla' in the same
+run (lower is faster), medians of interleaved repetitions:
 
-    shape (N,H,W,C)   xla      shift   fft     shift_fft
-    64x32x32x12       1.00     0.53    0.06    0.08
-    (full table in docs/performance.md)
+    stage, N x H x W x C           xla (ms)   shift   fft     shift_fft
+    CIFAR stage 1, 64x32x32x12     379        0.48    0.078   0.085
+    CIFAR stage 2, 64x16x16x12     134        0.36    0.045   0.047
+    CIFAR stage 3, 64x8x8x12       102        0.14    0.033   0.057
+    CIFAR stem,    64x32x32x24     398        0.96    0.19    0.16
+    denoising,     32x50x50x16     869        0.75    0.065   0.091
 
-so 'auto' is 'fft' on CPU. GPU and TPU were not measured here: 'auto' keeps 'xla' there, where
-the grouped convolution is a native kernel (cuDNN/TPU); pass `impl=` to override.
+Forward only, 'shift' is the fastest (0.03-0.07x 'xla'), 'fft' close (0.03-0.2x); the backward
+decides, and 'auto' is 'fft' on CPU. GPU and TPU were not measured (no accelerator was available
+to this work): 'auto' keeps 'xla' there, where the grouped convolution is a native kernel
+(cuDNN, TPU); its CUDA backward is known to be slow (jax issue 13800), so time 'fft' and
+'shift_fft' there with benchmarks/depthwise.py before relying on the default.
 
 Inputs may be bfloat16: 'shift' and 'fft' compute in float32 and return the promoted input dtype.
 """
