@@ -1,4 +1,4 @@
-"""PointwiseConv is nn.Conv(features, (1, 1)) computed as a matmul: same parameters, values, grads."""
+"""PointwiseConv is nn.Conv(features, (1, 1)) as a matmul: same parameters, values, gradients."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
