@@ -1,4 +1,8 @@
-"""SVHN, DenseNet-BC k=12 16-16-16 with dropout 0.2. Run: python -m dxnet_jax.main --config configs/svhn_densenet_bc_16.py --workdir runs/svhn_densenet_bc_16"""
+"""SVHN, DenseNet-BC k=12 16-16-16 with dropout 0.2.
+
+Run: python -m dxnet_jax.main --config configs/svhn_densenet_bc_16.py
+       --workdir runs/svhn_densenet_bc_16
+"""
 
 from dxnet_jax import experiments
 

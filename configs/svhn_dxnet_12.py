@@ -1,4 +1,7 @@
-"""SVHN, DxNet k=12 12-12-12 with dropout 0.2. Run: python -m dxnet_jax.main --config configs/svhn_dxnet_12.py --workdir runs/svhn_dxnet_12"""
+"""SVHN, DxNet k=12 12-12-12 with dropout 0.2.
+
+Run: python -m dxnet_jax.main --config configs/svhn_dxnet_12.py --workdir runs/svhn_dxnet_12
+"""
 
 from dxnet_jax import experiments
 

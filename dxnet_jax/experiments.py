@@ -64,7 +64,7 @@ def denoising(model: str, sigma: float = 50.0) -> ml_collections.ConfigDict:
 
 
 def parse_sigma(arg: str, default: float = 50.0) -> float:
-  """Config-string argument `configs/denoise_X.py:25` -> sigma 25 (15, 25 and 50 are the paper's)."""
+  """Config-string argument: `configs/denoise_X.py:25` gives sigma 25 (the paper: 15, 25, 50)."""
   if not arg:
     return default
   sigma = float(arg)

@@ -223,12 +223,6 @@ def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "dxnet_jax.train.checkpoint.load_for_inference restores without target shardings, so orbax "
-    "reuses the saved device topology and refuses a checkpoint written on other devices "
-    "('Topology mismatch detected'). Fix in train/checkpoint.py: pass "
-    "abstract_like(abstract, jax.tree.map(lambda _: "
-    "jax.sharding.SingleDeviceSharding(jax.devices()[0]), abstract))."))
 def test_load_for_inference_on_one_device(two_and_one, tmp_path):
     """`load_for_inference` (evaluate CLI, analysis) reads a checkpoint written by 2 processes
     x 2 devices in a plain 1-device process."""

@@ -21,7 +21,6 @@ from PIL import Image
 
 from dxnet_jax import train
 from dxnet_jax.train import checkpoint as ckpt_lib
-from dxnet_jax.train import defaults
 from dxnet_jax.train import checks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = '''\
 import os
 
-from dxnet_jax.train import defaults
 
 
 def get_config():
@@ -70,7 +68,7 @@ def project(tmp_path_factory):
 
 def tiny_config(project, **overrides):
   namespace = {'__file__': str(project / 'tiny.py')}
-  exec(compile(CONFIG_FILE, str(project / 'tiny.py'), 'exec'), namespace)  # pylint: disable=exec-used
+  exec(compile(CONFIG_FILE, str(project / 'tiny.py'), 'exec'), namespace)  # noqa: S102
   config = namespace['get_config']()
   config.update_from_flattened_dict(overrides)
   return config
@@ -127,7 +125,9 @@ def _main(project, workdir, *flags):
 
 def _saved_steps(workdir):
   folder = Path(workdir) / 'checkpoints' / 'latest'
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+  if not folder.exists():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
 def _wait_for_checkpoint(proc, workdir, after, timeout=240):
@@ -264,10 +264,13 @@ PARALLEL_SCRIPT = textwrap.dedent('''
         state, metrics = runner.train(state, batch)
       state = jax.device_get(runner.get_state(state))
       results[mode] = (state.params, state.batch_stats)
-    worst = 0.0
+    # Worst excess over an allclose(rtol=1e-4, atol=1e-6) bound: <= 0 means every value agrees.
+    # (A relative error alone is meaningless for leaves that stay near zero, such as a conv bias
+    # feeding BatchNorm, whose gradient is pure rounding noise.)
+    worst = -1.0
     for mode in ('pmap', 'single'):
       for a, b in zip(jax.tree.leaves(results['jit']), jax.tree.leaves(results[mode])):
-        worst = max(worst, float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12)))
+        worst = max(worst, float(np.max(np.abs(a - b) - 1e-6 - 1e-4 * np.abs(a))))
     print('WORST', worst)
 ''')
 
@@ -282,4 +285,4 @@ def test_jit_pmap_and_single_device_reach_the_same_parameters_and_batch_stats(pr
                        cwd=REPO, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   worst = float(out.stdout.split('WORST')[-1])
-  assert worst < 1e-5
+  assert worst <= 0.0

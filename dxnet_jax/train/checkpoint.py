@@ -38,13 +38,16 @@ class Checkpoints:
     root = os.path.join(os.path.abspath(workdir) if '://' not in workdir else workdir,
                         'checkpoints')
     self.directories = {LATEST: os.path.join(root, LATEST), BEST: os.path.join(root, BEST)}
-    make = lambda path, keep: ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(
+    # Each manager gets its own barrier names: at an epoch end both save at once, and on several
+    # processes shared names collide in the coordination service ("barrier already ongoing").
+    make = lambda which, keep: ocp.CheckpointManager(
+        self.directories[which], options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True),
+            cleanup_tmp_directories=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=which)),
         item_names=('state', 'meta'))
-    self.managers = {LATEST: make(self.directories[LATEST], keep),
-                     BEST: make(self.directories[BEST], 1)}
+    self.managers = {LATEST: make(LATEST, keep), BEST: make(BEST, 1)}
 
   def latest_step(self, which: str = LATEST) -> Optional[int]:
     return self.managers[which].latest_step()
@@ -126,9 +129,12 @@ def load_for_inference(workdir: str, which: str = 'auto'):
   abstract = jax.eval_shape(lambda: create_train_state(model, tx, shape, 0))
   checkpoints = Checkpoints(workdir, async_save=False)
   order = {'auto': (BEST, LATEST), BEST: (BEST,), LATEST: (LATEST,)}[which]
+  # Restore onto this process's first device, whatever topology wrote the checkpoint.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
   for kind in order:
     if checkpoints.latest_step(kind) is not None:
-      state, _ = checkpoints.restore(kind, abstract_like(abstract))
+      state, _ = checkpoints.restore(kind, target)
       checkpoints.close()
       return model, state.variables(), config
   checkpoints.close()

@@ -10,10 +10,9 @@ import math
 import os
 import signal
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
