@@ -97,8 +97,7 @@ def append_results(path: str, records: Iterable[dict]) -> None:
 
 
 def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
+    # No backend is forced here: notebooks keep their inline backend; the CLI selects Agg.
     import matplotlib.pyplot as plt
     return plt
 
@@ -168,10 +167,11 @@ def plot_panel(ax, records: Sequence[dict], *, title: str | None = None,
     ax.legend(fontsize=6, loc="best")
 
 
-def plot_budget(records: Sequence[dict], path: str, *, include_paper: bool = True,
-                datasets: Sequence[str] | None = None, dpi: int = 100) -> str:
-    """A figure with one panel per (data set, metric) of `records` (plus the paper's points of
-    those data sets when `include_paper`); writes a PNG and returns its path."""
+def budget_figure(records: Sequence[dict], *, include_paper: bool = True,
+                  datasets: Sequence[str] | None = None):
+    """A matplotlib figure with one panel per (data set, metric) of `records`, plus the paper's
+    points of those data sets when `include_paper`. `datasets` restricts (or, with no records of
+    ours, chooses) the data sets."""
     records = [validate(r) for r in records]
     if datasets is not None:
         records = [r for r in records if r["dataset"] in datasets]
@@ -193,6 +193,14 @@ def plot_budget(records: Sequence[dict], path: str, *, include_paper: bool = Tru
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def plot_budget(records: Sequence[dict], path: str, *, include_paper: bool = True,
+                datasets: Sequence[str] | None = None, dpi: int = 100) -> str:
+    """`budget_figure` written to a PNG; returns its path."""
+    plt = _pyplot()
+    fig = budget_figure(records, include_paper=include_paper, datasets=datasets)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
@@ -212,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parser.parse_args(argv)
     if not args.results and not args.dataset:
         parser.error("give --results, or --dataset to plot the paper's points alone")
+    import matplotlib
+    matplotlib.use("Agg")
     records = load_results(args.results) if args.results else []
     out = args.out if args.out.endswith(".png") else os.path.join(args.out, "budget.png")
     path = plot_budget(records, out, include_paper=not args.no_paper, datasets=args.dataset)
