@@ -18,9 +18,12 @@ with optional "family" (the line it joins; default: the model name) and free-for
 horizontal line. `value` may be null when it is not known: the point is marked on the parameter
 axis only. `append_results` writes records in this schema.
 
+Finished training runs can be read directly (`records_from_workdir`, `--workdir`).
+
 CLI:
 
-    python -m dxnet_jax.analysis.budget_plots --results ours.jsonl --out DIR [--dataset cifar10]
+    python -m dxnet_jax.analysis.budget_plots --results ours.jsonl [--workdir RUN ...] --out DIR
+        [--dataset cifar10]
 """
 
 from __future__ import annotations
@@ -94,6 +97,61 @@ def append_results(path: str, records: Iterable[dict]) -> None:
     with open(path, "a") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+
+
+def family_of(model: str) -> str:
+    """'DxNet' / 'DenseNet' / 'DnCNN' from a registry name, else the name itself."""
+    name = model.lower()
+    for key, family in (("dxnet", "DxNet"), ("densenet", "DenseNet"), ("dncnn", "DnCNN")):
+        if name.startswith(key) or f"_{key}" in name:
+            return family
+    return model
+
+
+def records_from_workdir(workdir: str) -> list[dict]:
+    """Budget records of a finished training run, from its `results.json` and `config.json`.
+
+    Classification: the best validation accuracy (a fraction in results.json, a percentage here)
+    on `config.data.name`; note that it is the run's validation split (e.g. the CIFAR-10 holdout),
+    not the test set the paper reports, which the record's `note` says. Restoration: the model's
+    PSNR on each evaluation set (dataset key `<set>_sigma<s>` or `<set>_x<scale>`), plus the
+    bicubic / noisy-input baselines the trainer scored beside it (params null).
+    """
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    model, task, params = results["model"], results["task"], results["parameters"]
+    base = dict(model=model, params=params, source="ours", family=family_of(model),
+                workdir=os.path.basename(os.path.normpath(workdir)), steps=results.get("steps"))
+    if task == "classification":
+        best = results["best_validation"]
+        if best is None or best.get("metric") != "accuracy":
+            raise ValueError(f"{workdir}: no best validation accuracy in results.json")
+        return [validate({**base, "metric": "accuracy", "value": 100.0 * best["value"],
+                          "dataset": config["data"]["name"],
+                          "note": "best validation accuracy (the run's validation split)"})]
+    data = config["data"]
+    if task == "denoising":
+        sigma = data.get("eval_sigma") or data.get("sigma")
+        suffix = f"_sigma{float(sigma):g}"
+    else:
+        suffix = f"_x{int(data.get('scale') or 4)}"
+    run_name = os.path.basename(os.path.normpath(workdir))
+    records = []
+    for row in results.get("evaluation", []):
+        dataset = row["set"].lower() + suffix
+        if row["method"] == run_name:
+            records.append(validate({**base, "metric": "psnr", "value": row["psnr"],
+                                     "dataset": dataset}))
+        elif row["method"] in ("bicubic", "noisy input (unclipped float)"):
+            label = "Bicubic" if row["method"] == "bicubic" else "Noisy input"
+            records.append(validate({"model": label, "params": None, "metric": "psnr",
+                                     "value": row["psnr"], "dataset": dataset, "source": "ours",
+                                     "family": label}))
+    if not records:
+        raise ValueError(f"{workdir}: results.json has no evaluation rows of {run_name}")
+    return records
 
 
 def _pyplot():
@@ -213,16 +271,20 @@ def main(argv: Sequence[str] | None = None) -> str:
         description="Parameters against accuracy / PSNR, ours beside the paper's points.")
     parser.add_argument("--results", action="append", default=[],
                         help="JSON or JSONL results file; repeatable")
+    parser.add_argument("--workdir", action="append", default=[],
+                        help="a finished training workdir (results.json); repeatable")
     parser.add_argument("--out", required=True, help="output folder (or a .png path)")
     parser.add_argument("--dataset", action="append", default=None,
                         help="only these data sets (repeatable); default: those in the results")
     parser.add_argument("--no-paper", action="store_true", help="leave out the paper's points")
     args = parser.parse_args(argv)
-    if not args.results and not args.dataset:
-        parser.error("give --results, or --dataset to plot the paper's points alone")
+    if not args.results and not args.workdir and not args.dataset:
+        parser.error("give --results or --workdir, or --dataset to plot the paper's points alone")
     import matplotlib
     matplotlib.use("Agg")
     records = load_results(args.results) if args.results else []
+    for workdir in args.workdir:
+        records += records_from_workdir(workdir)
     out = args.out if args.out.endswith(".png") else os.path.join(args.out, "budget.png")
     path = plot_budget(records, out, include_paper=not args.no_paper, datasets=args.dataset)
     print(f"wrote {path}")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from dxnet_jax import train
-from dxnet_jax.analysis import cam, sharpness
+from dxnet_jax.analysis import budget_plots, cam, sharpness
 from dxnet_jax.train import checkpoint, defaults
 
 CLASSES = ("dark", "stripes", "bright")
@@ -101,3 +101,16 @@ def test_cam_cli_validation_set_and_folder(workdirs, tmp_path):
     path = cam.main([f"--workdir={workdirs[1]}", f"--images={folder}", "--name=DxNet",
                      f"--out={tmp_path / 'folder'}"])
     assert Image.open(path).size == (400, 630)   # 3 rows, image + 1 model
+
+
+@pytest.mark.slow
+def test_budget_plot_from_trainer_workdirs(workdirs, tmp_path):
+    records = [r for w in workdirs for r in budget_plots.records_from_workdir(w)]
+    assert [r["family"] for r in records] == ["DenseNet", "DxNet"]
+    for workdir, r in zip(workdirs, records):
+        results = json.loads(open(f"{workdir}/results.json").read())
+        assert r["params"] == results["parameters"]
+        assert r["value"] == pytest.approx(100 * results["best_validation"]["value"])
+        assert r["dataset"] == "tiny"
+    path = budget_plots.main([f"--workdir={w}" for w in workdirs] + [f"--out={tmp_path}"])
+    assert Image.open(path).size == (500, 400)

@@ -77,3 +77,27 @@ def test_paper_points_alone(tmp_path):
     assert Image.open(path).size == (1000, 400)
     with pytest.raises(ValueError, match="nothing to plot"):
         budget_plots.plot_budget(OURS, str(tmp_path / "x.png"), datasets=["svhn"])
+
+
+def test_records_from_a_restoration_workdir(tmp_path):
+    # The layout `dxnet_jax.train.loop._final_results` writes (a classification run is read in
+    # tests/analysis/test_analysis_cli.py from a real trainer workdir).
+    run = tmp_path / "dxnet_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(
+        {"task": "denoising", "data": {"sigma": 50.0, "eval_sigma": None}}))
+    (run / "results.json").write_text(json.dumps({
+        "model": "dxnet_denoise_444", "task": "denoising", "steps": 100, "parameters": 140353,
+        "best_validation": {"metric": "psnr", "value": 25.1, "step": 100, "epoch": 1},
+        "evaluation": [
+            {"set": "BSD68", "method": "dxnet_run", "psnr": 25.4, "ssim": 0.7},
+            {"set": "BSD68", "method": "noisy input (unclipped float)", "psnr": 14.2, "ssim": 0.1},
+            {"set": "BSD68", "method": "noisy input (clipped, 8-bit)", "psnr": 14.9, "ssim": 0.1},
+        ]}))
+    records = budget_plots.records_from_workdir(str(run))
+    assert [(r["model"], r["dataset"], r["value"], r["params"]) for r in records] == [
+        ("dxnet_denoise_444", "bsd68_sigma50", 25.4, 140353),
+        ("Noisy input", "bsd68_sigma50", 14.2, None)]
+    assert records[0]["family"] == "DxNet"
+    path = budget_plots.main(["--workdir", str(run), "--out", str(tmp_path)])
+    assert Image.open(path).size == (500, 400)   # one panel, beside the paper's BSD68 points
