@@ -11,10 +11,7 @@ medians) for the time ratio to the first setting.
 """
 import argparse
 
-import jax
-import jax.numpy as jnp
-
-from benchmarks import patches, steps, timing
+from benchmarks import steps, timing
 from dxnet_jax.ops import xla_flags
 
 MiB = 2 ** 20
@@ -30,42 +27,27 @@ def _settings():
           ('remat on, 1x1 as matmul, mem. scheduler', True, mem, True)]
 
 
-def compile_step(work, remat, options, pointwise):
-  """Compiles the training step; returns (compiled, run) where run() times a step of it."""
-  with patches.pointwise_as_matmul() if pointwise else _nothing():
-    _, step, state = steps.jax_step(work, remat=remat, **steps.impl_kwargs(work.name))
-  x, y = (jnp.asarray(a) for a in work.inputs())
-  compiled = step.lower(state, x, y).compile(compiler_options=dict(options) or None)
-  holder = {'state': jax.tree.map(jnp.array, state)}
-
-  def run():
-    holder['state'], loss = compiled(holder['state'], x, y)
-    return loss
-  return compiled, run
-
-
-class _nothing:
-  def __enter__(self):
-    return None
-
-  def __exit__(self, *exc):
-    return False
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='densenet_bc_k12_16,dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--time', action='store_true')
   parser.add_argument('--reps', type=int, default=3)
+  parser.add_argument('--settings', default='',
+                      help='comma-separated indices into the settings list (default: all)')
   args = parser.parse_args()
   print(f'# training-step memory (XLA memory analysis), batch {args.batch}; {timing.machine()}')
   rows = []
   for name in args.nets.split(','):
     work = steps.Workload(name, args.batch, (32, 32, 3))
     results, runs = [], {}
-    for label, remat, options, pointwise in _settings():
-      compiled, run = compile_step(work, remat, options, pointwise)
+    chosen = _settings()
+    if args.settings:
+      chosen = [chosen[int(i)] for i in args.settings.split(',')]
+    for label, remat, options, pointwise in chosen:
+      run, compiled, _ = steps.jax_step(work, remat=remat, pointwise_matmul=pointwise,
+                                        compiler_options=dict(options),
+                                        **steps.impl_kwargs(work.name, 'auto'))
       m = compiled.memory_analysis()
       results.append((label, m))
       runs[label] = run

@@ -9,6 +9,7 @@ format, a chosen intra-op thread count).
 This is a self-contained step for timing, not `dxnet_jax.train`'s: it isolates the model's cost
 from the input pipeline, metrics and logging.
 """
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable, Optional, Tuple
@@ -66,19 +67,21 @@ def _jax_optimizer(task: str):
   return optax.adam(1e-3)
 
 
-def jax_step(work: Workload, **model_overrides) -> Tuple[Callable[[], Any], Callable, Any]:
-  """Returns (run, step, state): `run()` does one training step on a fixed batch.
+def jax_step(work: Workload, *, pointwise_matmul: bool = False, compiler_options=None,
+             **model_overrides) -> Tuple[Callable[[], Any], Any, Any]:
+  """Returns (run, compiled, state): `run()` does one training step on a fixed batch.
 
-  `step(state, x, y) -> (state, loss)` is the jitted step (state donated); `state` is the initial
-  `(params, batch_stats, opt_state)`. `model_overrides` go to `models.create` (e.g.
-  `depthwise_impl`, `remat`).
+  The step (forward, backward, optimizer update, BatchNorm statistics; state donated) is
+  compiled ahead of time here, with XLA `compiler_options` if given, and with the model's 1x1
+  convolutions as matmuls if `pointwise_matmul` (benchmarks/patches.py; the substitution must
+  be active while the model is traced, which is why compilation happens here). `compiled` has
+  `memory_analysis()`; `state` is the initial `(params, batch_stats, opt_state)`.
+  `model_overrides` go to `models.create` (e.g. `depthwise_impl`, `remat`).
   """
+  from benchmarks import patches  # pylint: disable=g-import-not-at-top
   model = models.create(work.name, **model_overrides)
-  x, y = work.inputs()
-  variables = models.init_variables(model, x.shape)
-  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  x, y = (jnp.asarray(a) for a in work.inputs())
   tx = _jax_optimizer(work.task)
-  state = (params, batch_stats, tx.init(params))
 
   def loss_fn(params, batch_stats, x, y):
     v = {'params': params}
@@ -98,14 +101,18 @@ def jax_step(work: Workload, **model_overrides) -> Tuple[Callable[[], Any], Call
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-  x, y = jnp.asarray(x), jnp.asarray(y)
+  with patches.pointwise_as_matmul() if pointwise_matmul else contextlib.nullcontext():
+    variables = models.init_variables(model, x.shape)
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    state = (params, batch_stats, tx.init(params))
+    compiled = step.lower(state, x, y).compile(compiler_options=compiler_options or None)
   holder = {'state': jax.tree.map(jnp.array, state)}
 
   def run():
-    holder['state'], loss = step(holder['state'], x, y)
+    holder['state'], loss = compiled(holder['state'], x, y)
     return loss
 
-  return run, step, state
+  return run, compiled, state
 
 
 def jax_param_count(work: Workload, **model_overrides) -> int:

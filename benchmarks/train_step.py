@@ -11,7 +11,7 @@ times slower than 1). Parameter counts of both implementations are asserted equa
 """
 import argparse
 
-from benchmarks import patches, steps, timing
+from benchmarks import steps, timing
 from dxnet_jax.ops import IMPLEMENTATIONS, default_impl
 
 WORKLOADS = {
@@ -42,9 +42,9 @@ def _jax_variants(work, impls):
       label += ' (auto)'
     variants[label] = steps.jax_step(work, **steps.impl_kwargs(work.name, impl))[0]
   impl = default_impl() if has_xunit else None
-  with patches.pointwise_as_matmul():
-    label = f'jax {impl} +1x1 matmul' if impl else 'jax +1x1 matmul'
-    variants[label] = steps.jax_step(work, **steps.impl_kwargs(work.name, impl))[0]
+  label = f'jax {impl} +1x1 matmul' if impl else 'jax +1x1 matmul'
+  variants[label] = steps.jax_step(work, pointwise_matmul=True,
+                                   **steps.impl_kwargs(work.name, impl))[0]
   return variants
 
 
