@@ -90,3 +90,17 @@ def test_env_override_and_mismatched_files(tmp_path, monkeypatch):
   assert pretrained.available() == []
   with pytest.raises(ValueError, match='Available: none'):
     pretrained.load('good')
+
+
+def test_cifar_classifiers_beat_chance_on_held_out_images():
+  """The last images of each class folder were held out of training (the run's validation)."""
+  root = paths.data_root() / 'cifar10' / 'train'
+  classes = sorted(p.name for p in root.iterdir())
+  images = np.stack([np.asarray(Image.open(root / c / f'{j:04d}.jpg').convert('RGB'))
+                     for c in classes for j in range(4980, 5000)]).astype(np.float32)
+  labels = np.repeat(np.arange(len(classes)), 20)
+  for name in (n for n in NAMES if pretrained.manifest(n)['task'] == 'classification'):
+    model, variables, config = pretrained.load(name)
+    x = (images / 255.0 - np.asarray(config.data.mean)) / np.asarray(config.data.std)
+    logits = model.apply(variables, x.astype(np.float32), train=False)
+    assert np.mean(np.argmax(logits, -1) == labels) > 0.25, name  # chance: 0.10
