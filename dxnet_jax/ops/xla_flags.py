@@ -6,8 +6,9 @@ function the same options can be passed without touching the environment:
 `jax.jit(f).lower(*args).compile(compiler_options=options)`.
 
 Measured effects (2-core CPU, docs/performance.md has the tables):
-- `MEMORY_OPTIMIZED_SCHEDULER`: XLA:CPU's memory-optimised instruction scheduler lowers the
-  compiled step's temp buffer (DenseNet-BC 16-16-16, batch 64) without changing the results.
+- `MEMORY_OPTIMIZED_SCHEDULER`: XLA:CPU's memory-optimised instruction scheduler. DenseNet-BC
+  16-16-16 training step, batch 64: peak 3160 -> 1622 MiB (1.95x), with `remat` 1404 MiB (2.25x;
+  remat alone changes nothing on XLA:CPU), step time unchanged within noise. Results are equal.
 """
 import os
 from typing import Mapping
