@@ -22,11 +22,11 @@ def pointwise_as_matmul():
     yield
     return
 
-  def conv(features, kernel, dtype, name, use_bias=False, strides=1):
-    if kernel == 1 and strides == 1:
+  def conv(features, kernel, dtype, name, use_bias=False, strides=1, **kwargs):
+    if kernel == 1 and strides == 1 and not kwargs:
       return PointwiseConv(features, use_bias=use_bias, dtype=dtype,
                            kernel_init=layers.conv_init, name=name)
-    return original(features, kernel, dtype, name, use_bias=use_bias, strides=strides)
+    return original(features, kernel, dtype, name, use_bias=use_bias, strides=strides, **kwargs)
 
   conv.is_pointwise_patch = True
   saved = [m.conv for m in _MODULES]
