@@ -1,8 +1,6 @@
 """The evaluate CLI: baselines, any folder, and a workdir's model through load_for_inference."""
 
 import json
-import sys
-import types
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -84,9 +82,9 @@ def test_workdir_mode_uses_load_for_inference(capsys, monkeypatch):
   config.data = default_config('denoising', sigma=25.0, eval_sets=('Set12',))
   model = _Identity()
   variables = {'params': {'gain': jnp.ones(())}}
-  fake = types.ModuleType('dxnet_jax.train.checkpoint')
-  fake.load_for_inference = lambda workdir: (model, variables, config)
-  monkeypatch.setitem(sys.modules, 'dxnet_jax.train.checkpoint', fake)
+  from dxnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(checkpoint, 'load_for_inference',
+                      lambda workdir: (model, variables, config))
 
   out = _json(capsys, ['--workdir', '/runs/identity'])
   noisy = _json(capsys, ['--baseline', 'noisy', '--set', 'Set12', '--sigma', '25'])

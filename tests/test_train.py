@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = '''\
 import os
 
+from dxnet_jax.train import defaults
 
 
 def get_config():
