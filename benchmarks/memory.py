@@ -5,26 +5,31 @@
 For each net and setting the full training step (benchmarks/steps.py) is compiled and XLA's
 `memory_analysis()` read: peak = temp + argument + output bytes (donated arguments alias outputs,
 so this over-counts the state once; the alias column says by how much). Settings: remat off/on
-(`nn.remat` around each dense layer), XLA:CPU's default vs memory-optimised scheduler, and 1x1
-convolutions as matmuls (benchmarks/patches.py). `--time` also times each step (interleaved
-medians) for the time ratio to the first setting.
+(the models' `remat=True`: `dxnet_jax.ops.remat.ordered_remat` around each dense layer), the same
+with flax's plain `nn.remat` for comparison, and XLA:CPU's default vs memory-optimised scheduler.
+`--time` also times each step (interleaved medians) for the time ratio to the first setting.
 """
 import argparse
+import contextlib
+from unittest import mock
+
+import flax.linen as nn
 
 from benchmarks import steps, timing
+from dxnet_jax.models import densenet
 from dxnet_jax.ops import xla_flags
 
 MiB = 2 ** 20
 
 
 def _settings():
-  """(label, remat, compiler options, pointwise as matmul)."""
+  """(label, remat, compiler options, use flax's nn.remat instead of ordered_remat)."""
   mem = xla_flags.MEMORY_OPTIMIZED_SCHEDULER
   return [('remat off', False, {}, False), ('remat on', True, {}, False),
           ('remat off, mem. scheduler', False, mem, False),
           ('remat on, mem. scheduler', True, mem, False),
-          ('remat off, 1x1 as matmul', False, {}, True),
-          ('remat on, 1x1 as matmul, mem. scheduler', True, mem, True)]
+          ('flax nn.remat', True, {}, True),
+          ('flax nn.remat, mem. scheduler', True, mem, True)]
 
 
 def main():
@@ -44,10 +49,12 @@ def main():
     chosen = _settings()
     if args.settings:
       chosen = [chosen[int(i)] for i in args.settings.split(',')]
-    for label, remat, options, pointwise in chosen:
-      run, compiled, _ = steps.jax_step(work, remat=remat, pointwise_matmul=pointwise,
-                                        compiler_options=dict(options),
-                                        **steps.impl_kwargs(work.name, 'auto'))
+    for label, remat, options, flax_remat in chosen:
+      swap = (mock.patch.object(densenet, 'ordered_remat', nn.remat) if flax_remat
+              else contextlib.nullcontext())
+      with swap:
+        run, compiled, _ = steps.jax_step(work, remat=remat, compiler_options=dict(options),
+                                          **steps.impl_kwargs(work.name, 'auto'))
       m = compiled.memory_analysis()
       results.append((label, m))
       runs[label] = run

@@ -4,8 +4,8 @@
 
 Each net's steps are timed interleaved in one process (median of `--reps` after a warm-up), so
 the ratios hold even on a busy machine. JAX rows: the model as `dxnet_jax.models.create` builds
-it (for DxNets once per depthwise implementation), and '+1x1 matmul' with its 1x1 convolutions
-computed by `ops.PointwiseConv` (benchmarks/patches.py). PyTorch runs channels_last at 1 and 2
+it (for DxNets once per depthwise implementation), and '+remat' with `remat=True`
+(`ops.remat.ordered_remat` around each dense layer). PyTorch runs channels_last at 1 and 2
 intra-op threads; the faster is the reference (on a loaded 2-core machine 2 threads can be many
 times slower than 1). Parameter counts of both implementations are asserted equal.
 """
@@ -19,7 +19,8 @@ WORKLOADS = {
               steps.Workload('dxnet_k12_12', 64, (32, 32, 3))],
     'restoration': [steps.Workload('dxnet_denoise_444', 16, (50, 50, 1)),
                     steps.Workload('dxnet16_sr', 8, (24, 24, 3))],
-    'imagenet': [steps.Workload('dxnet105', 4, (224, 224, 3))],
+    'imagenet': [steps.Workload('densenet121', 4, (224, 224, 3)),
+                 steps.Workload('dxnet105', 4, (224, 224, 3))],
 }
 
 
@@ -42,9 +43,8 @@ def _jax_variants(work, impls):
       label += ' (auto)'
     variants[label] = steps.jax_step(work, **steps.impl_kwargs(work.name, impl))[0]
   impl = default_impl() if has_xunit else None
-  label = f'jax {impl} +1x1 matmul' if impl else 'jax +1x1 matmul'
-  variants[label] = steps.jax_step(work, pointwise_matmul=True,
-                                   **steps.impl_kwargs(work.name, impl))[0]
+  label = f'jax {impl} +remat' if impl else 'jax +remat'
+  variants[label] = steps.jax_step(work, remat=True, **steps.impl_kwargs(work.name, impl))[0]
   return variants
 
 

@@ -103,8 +103,13 @@ def test_remat_gives_the_same_parameters_outputs_and_gradients(name):
   l0, g0 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(v_plain['params'], plain)
   l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(v_plain['params'], remat)
   np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  # Some leaves are analytically zero (a bias right before BatchNorm) and hold only round-off
+  # (~1e-9): they are compared on the scale of 1% of the model's largest gradient.
+  flat0, flat1 = (jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)]) for g in (g0, g1))
+  assert float(jnp.linalg.norm(flat0 - flat1) / jnp.linalg.norm(flat0)) < 1e-5
+  floor = 1e-2 * float(jnp.max(jnp.abs(flat0)))
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    scale = float(jnp.max(jnp.abs(a))) + 1e-12
+    scale = max(float(jnp.max(jnp.abs(a))), floor)
     assert float(jnp.max(jnp.abs(a - b))) / scale < 1e-5
 
 

@@ -1,0 +1,121 @@
+"""Rematerialisation whose recomputation waits for the backward pass (`ordered_remat`).
+
+`jax.checkpoint` (flax's `nn.remat`) recomputes a function's forward pass from its inputs in the
+backward pass. That recomputation depends only on the inputs, so the compiler is free to run it
+early. On XLA:CPU it does: a DenseNet-BC 16-16-16 training step (batch 64) has the same peak
+memory with and without `nn.remat` (3.1 GiB), and the compiled step's peak holds every layer's
+recomputed activations at once (docs/performance.md).
+
+`tied_checkpoint` is a `jax.custom_vjp` that stores the inputs and, in the backward pass, adds a
+zero computed from the incoming cotangent (``0 * g[0]``) to every floating input before
+recomputing. The values are unchanged (``x + 0.0 == x``), but the recomputation now depends on the
+cotangent, so it cannot start before the backward pass reaches the layer, and cannot be merged
+with the forward pass. The gradients it returns are tied to each other the same way, so a layer's
+weight gradients are not postponed to the end of the backward pass (which would keep its
+recomputed activations alive). With both, the same step peaks at 1.0 GiB.
+
+One consequence: a NaN or inf anywhere in a layer's cotangent makes all of that layer's gradients
+NaN (``0 * inf`` is NaN). Training stops on a non-finite loss or gradient anyway.
+
+`ordered_remat` lifts it to flax modules like `nn.remat` does: variables (parameters, BatchNorm
+statistics) and RNG streams flow through unchanged, and the parameter tree is the module's own.
+"""
+import functools
+from typing import Any, Callable, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+from flax.core import lift
+from flax.linen import transforms
+
+
+def _is_float(x) -> bool:
+  return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def _tie(tree, anchor):
+  """`tree` with `0 * anchor` added to its floating leaves: same values, new data dependency."""
+  return jax.tree.map(lambda x: x + anchor.astype(x.dtype) if _is_float(x) else x, tree)
+
+
+def _zero_from(tree):
+  """A float32 zero computed from one element of every floating leaf of `tree`."""
+  zero = jnp.zeros((), jnp.float32)
+  for x in jax.tree.leaves(tree):
+    if _is_float(x) and x.size:
+      zero = zero + x.reshape(-1)[0].astype(jnp.float32) * 0
+  return zero
+
+
+def tied_checkpoint(fn: Callable[..., Any],
+                    static_argnums: Union[int, Sequence[int]] = ()) -> Callable[..., Any]:
+  """`jax.checkpoint(fn)` whose recomputation is ordered after the output's cotangent.
+
+  `static_argnums` name hashable arguments (flags such as `train`) passed through unchanged.
+  Integer inputs (RNG keys) get zero (float0) cotangents. `fn` is traced once and the traced
+  computation is replayed in the backward pass, so a function with Python-side state (flax
+  scopes count the RNG streams they hand out) recomputes exactly what it computed.
+  """
+  static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+  def wrapped(*args):
+    statics = [a for i, a in enumerate(args) if i in static]
+    dynamic = tuple(a for i, a in enumerate(args) if i not in static)
+
+    def call(*dynamic_args):
+      fixed, free = iter(statics), iter(dynamic_args)
+      return fn(*[next(fixed) if i in static else next(free) for i in range(len(args))])
+
+    traced, consts = jax.closure_convert(call, *dynamic)
+    return _checkpointed(traced, tuple(consts), dynamic)
+
+  return wrapped
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _checkpointed(traced, consts, dynamic):
+  return traced(*dynamic, *consts)
+
+
+def _checkpointed_forward(traced, consts, dynamic):
+  return traced(*dynamic, *consts), (consts, dynamic)
+
+
+def _checkpointed_backward(traced, residuals, cotangent):
+  consts, dynamic = _tie(residuals, _zero_from(cotangent))
+  _, vjp = jax.vjp(lambda c, d: traced(*d, *c), consts, dynamic)
+  # Every gradient waits for all the others, so the weight gradients (which only the optimizer
+  # needs) are not postponed to the end of the backward pass, keeping this layer's recomputed
+  # activations alive.
+  grads = vjp(cotangent)
+  return _tie(grads, _zero_from(grads))
+
+
+_checkpointed.defvjp(_checkpointed_forward, _checkpointed_backward)
+
+
+def _lifted_tied_checkpoint(fn, variables=True, rngs=True, static_argnums=()):
+  """`flax.core.lift.checkpoint` with `tied_checkpoint` in place of `jax.checkpoint`."""
+  static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+  def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args):
+    def rematted(variable_groups, rng_groups, *args):
+      scope = scope_fn(variable_groups, rng_groups)
+      y = fn(scope, *args)
+      return y, repack_fn(scope)
+    # Two leading arguments (variables, RNGs) precede the module's own.
+    checkpointed = tied_checkpoint(rematted, tuple(i + 2 for i in static))
+    return checkpointed(variable_groups, rng_groups, *args)
+
+  return lift.pack(inner, (variables,), (variables,), (rngs,), name='ordered_remat')
+
+
+def ordered_remat(module_class, static_argnums: Union[int, Sequence[int]] = ()):
+  """`nn.remat(module_class, static_argnums=...)` with the recomputation ordered (see above).
+
+  As in `nn.remat`, `static_argnums` count `self` as argument 0. The wrapped module has the same
+  variables as `module_class`.
+  """
+  static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+  return transforms.lift_transform(_lifted_tied_checkpoint, module_class,
+                                   static_argnums=tuple(i - 1 for i in static))
