@@ -87,3 +87,22 @@ def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not(monkeypatch):
         f'ordered_remat {ordered / 2**20:.1f}')
   assert ordered < 0.6 * plain
   assert ordered < 0.6 * flax_remat
+
+
+def test_ordered_remat_under_pmap_with_synchronised_batch_norm():
+  """The pmap trainer path: BatchNorm statistics averaged over the device axis inside remat."""
+  x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 6))  # [devices, batch, H, W, C]
+  kwargs = dict(growth_rate=4, bn_axis_name='batch')
+  plain, remat = DenseBlock(3, kwargs), DenseBlock(3, kwargs, remat=True)
+  variables = jax.pmap(lambda x: plain.init(jax.random.key(1), x, False),
+                       axis_name='batch')(x)
+
+  def grads(model):
+    def loss(params, batch_stats, x):
+      y, _ = model.apply({'params': params, 'batch_stats': batch_stats}, x, True,
+                         mutable=['batch_stats'])
+      return jnp.mean(jnp.square(y))
+    step = lambda v, x: jax.lax.pmean(jax.grad(loss)(v['params'], v['batch_stats'], x), 'batch')
+    return jax.pmap(step, axis_name='batch')(variables, x)
+
+  _assert_trees_close(grads(plain), grads(remat))
