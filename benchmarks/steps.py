@@ -9,7 +9,6 @@ format, a chosen intra-op thread count).
 This is a self-contained step for timing, not `dxnet_jax.train`'s: it isolates the model's cost
 from the input pipeline, metrics and logging.
 """
-import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable, Optional, Tuple
@@ -67,18 +66,15 @@ def _jax_optimizer(task: str):
   return optax.adam(1e-3)
 
 
-def jax_step(work: Workload, *, pointwise_matmul: bool = False, compiler_options=None,
+def jax_step(work: Workload, *, compiler_options=None,
              **model_overrides) -> Tuple[Callable[[], Any], Any, Any]:
   """Returns (run, compiled, state): `run()` does one training step on a fixed batch.
 
   The step (forward, backward, optimizer update, BatchNorm statistics; state donated) is
-  compiled ahead of time here, with XLA `compiler_options` if given, and with the model's 1x1
-  convolutions as matmuls if `pointwise_matmul` (benchmarks/patches.py; the substitution must
-  be active while the model is traced, which is why compilation happens here). `compiled` has
+  compiled ahead of time here, with XLA `compiler_options` if given. `compiled` has
   `memory_analysis()`; `state` is the initial `(params, batch_stats, opt_state)`.
   `model_overrides` go to `models.create` (e.g. `depthwise_impl`, `remat`).
   """
-  from benchmarks import patches  # pylint: disable=g-import-not-at-top
   model = models.create(work.name, **model_overrides)
   x, y = (jnp.asarray(a) for a in work.inputs())
   tx = _jax_optimizer(work.task)
@@ -101,11 +97,10 @@ def jax_step(work: Workload, *, pointwise_matmul: bool = False, compiler_options
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-  with patches.pointwise_as_matmul() if pointwise_matmul else contextlib.nullcontext():
-    variables = models.init_variables(model, x.shape)
-    params, batch_stats = variables['params'], variables.get('batch_stats', {})
-    state = (params, batch_stats, tx.init(params))
-    compiled = step.lower(state, x, y).compile(compiler_options=compiler_options or None)
+  variables = models.init_variables(model, x.shape)
+  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  state = (params, batch_stats, tx.init(params))
+  compiled = step.lower(state, x, y).compile(compiler_options=compiler_options or None)
   holder = {'state': jax.tree.map(jnp.array, state)}
 
   def run():
