@@ -20,9 +20,7 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
     if tensorboard:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.config.set_visible_devices([], 'GPU')  # TF must never take accelerator memory
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      self._tb = _tensorboard_writer(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, split: str, scalars: Dict[str, float]):
     if not self.enabled:
@@ -43,6 +41,22 @@ class MetricWriter:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def _tensorboard_writer(logdir: str):
+  """A TF summary writer, or None (with a warning) where TensorFlow is not installed.
+
+  Accelerator images often ship JAX without TensorFlow; a run must not fail for want of
+  TensorBoard events when `metrics.jsonl` has the same numbers.
+  """
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    logging.warning('TensorBoard events are off (%s); metrics go to metrics.jsonl only. '
+                    'pip install tensorflow-cpu to write them.', error)
+    return None
+  tf.config.set_visible_devices([], 'GPU')  # TF must never take accelerator memory
+  return tf.summary.create_file_writer(logdir)
 
 
 def _duration(seconds: float) -> str:
