@@ -114,38 +114,44 @@ def jax_param_count(work: Workload, **model_overrides) -> int:
   return models.parameter_count(work.name, **model_overrides)
 
 
-def torch_step(work: Workload, threads: int = 2,
-               channels_last: bool = True) -> Tuple[Callable[[], Any], int]:
+def torch_step(work: Workload, threads: int = 2, channels_last: bool = True,
+               device: str = 'cpu') -> Tuple[Callable[[], Any], int]:
   """Returns (run, parameter count) for the PyTorch version of `work`'s net.
 
-  `run` sets torch's intra-op thread count to `threads` on every call, so steps with different
-  thread counts can be timed interleaved in one process.
+  On the CPU, `run` sets torch's intra-op thread count to `threads` on every call, so steps with
+  different thread counts can be timed interleaved in one process. On 'cuda', cuDNN picks its
+  fastest algorithms (`cudnn.benchmark`) and `run` waits for the GPU before it returns.
   """
   import torch
   from benchmarks import torch_nets
 
+  cuda = device.startswith('cuda')
+  torch.backends.cudnn.benchmark = cuda
   model = torch_nets.NETS[work.name]()
   fmt = torch.channels_last if channels_last else torch.contiguous_format
-  model = model.to(memory_format=fmt).train()
+  model = model.to(device=device, memory_format=fmt).train()
   x, y = work.inputs()
-  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+  x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(device)
   if work.task == 'classification':
-    y = torch.from_numpy(y).long()
+    y = torch.from_numpy(y).long().to(device)
     loss_fn = torch.nn.functional.cross_entropy
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
   else:
-    y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(device)
     loss_fn = (torch.nn.functional.l1_loss if work.task == 'super_resolution'
                else torch.nn.functional.mse_loss)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
   def run():
-    torch.set_num_threads(threads)
+    if not cuda:
+      torch.set_num_threads(threads)
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(model(x), y)
     loss.backward()
     opt.step()
+    if cuda:
+      torch.cuda.synchronize()
     return None
 
   return run, torch_nets.count_params(model)

@@ -7,9 +7,14 @@ the ratios hold even on a busy machine. JAX rows: the model as `dxnet_jax.models
 it (for DxNets once per depthwise implementation), and '+remat' with `remat=True`
 (`ops.remat.ordered_remat` around each dense layer). PyTorch runs channels_last at 1 and 2
 intra-op threads; the faster is the reference (on a loaded 2-core machine 2 threads can be many
-times slower than 1). Parameter counts of both implementations are asserted equal.
+times slower than 1). On a GPU (JAX's default backend 'gpu' and a CUDA build of torch) PyTorch
+runs channels_last on the GPU with `cudnn.benchmark`, one row 'torch cuda'. Parameter counts of
+both implementations are asserted equal.
 """
 import argparse
+import json
+
+import jax
 
 from benchmarks import steps, timing
 from dxnet_jax.ops import IMPLEMENTATIONS, default_impl
@@ -22,15 +27,18 @@ WORKLOADS = {
     'imagenet': [steps.Workload('densenet121', 4, (224, 224, 3)),
                  steps.Workload('dxnet105', 4, (224, 224, 3))],
 }
+HEADERS = ['net', 'batch', 'variant', 'jax s/step', 'jax img/s', 'torch s/step', 'torch best',
+           'jax / torch']
 
 
 def _workloads(spec: str):
-  if spec == 'all':
-    return [w for ws in WORKLOADS.values() for w in ws]
-  if spec in WORKLOADS:
-    return WORKLOADS[spec]
-  known = {w.name: w for ws in WORKLOADS.values() for w in ws}
-  return [known[n] for n in spec.split(',')]
+  """'all', or comma-separated groups (cifar, restoration, imagenet) and net names."""
+  known = {w.name: [w] for ws in WORKLOADS.values() for w in ws}
+  known.update(WORKLOADS, all=[w for ws in WORKLOADS.values() for w in ws])
+  unknown = [n for n in spec.split(',') if n not in known]
+  if unknown:
+    raise SystemExit(f'--nets: unknown {unknown}; choose from {sorted(known)}')
+  return [w for n in spec.split(',') for w in known[n]]
 
 
 def _jax_variants(work, impls):
@@ -44,7 +52,11 @@ def _jax_variants(work, impls):
     variants[label] = steps.jax_step(work, **steps.impl_kwargs(work.name, impl))[0]
   impl = default_impl() if has_xunit else None
   label = f'jax {impl} +remat' if impl else 'jax +remat'
-  variants[label] = steps.jax_step(work, remat=True, **steps.impl_kwargs(work.name, impl))[0]
+  try:
+    variants[label] = steps.jax_step(work, remat=True, **steps.impl_kwargs(work.name, impl))[0]
+  except Exception as error:  # pylint: disable=broad-except
+    # One variant failing to compile (a new JAX, an accelerator) must not lose the table.
+    print(f'# {work.name}: {label} failed: {error!r}', flush=True)
   return variants
 
 
@@ -54,20 +66,24 @@ def main():
   parser.add_argument('--reps', type=int, default=5)
   parser.add_argument('--impls', default=','.join(IMPLEMENTATIONS),
                       help='depthwise implementations to time inside the DxNets')
+  parser.add_argument('--torch-device', default='auto',
+                      help="'cpu', 'cuda' or 'auto' (cuda when JAX runs on a GPU)")
+  parser.add_argument('--json', help='also write the rows to this file')
   args = parser.parse_args()
+  torch_variants = _torch_variants(args.torch_device)
   print(f'# training step, {timing.machine()}')
   print(f'# medians of {args.reps} interleaved steps after one warm-up; ratio = jax / torch')
   rows = []
   for work in _workloads(args.nets):
     fns = _jax_variants(work, args.impls.split(','))
     jax_params = steps.jax_param_count(work)
-    for threads in (1, 2):
-      fns[f'torch {threads}t'], torch_params = steps.torch_step(work, threads=threads)
+    for label, kwargs in torch_variants.items():
+      fns[label], torch_params = steps.torch_step(work, **kwargs)
     assert torch_params == jax_params, (work.name, torch_params, jax_params)
     print(f'# {work.name}: {jax_params:,} parameters in both; timing {len(fns)} steps',
           flush=True)
     t = timing.time_interleaved(fns, reps=args.reps)
-    torch_label = min(('torch 1t', 'torch 2t'), key=t.get)
+    torch_label = min(torch_variants, key=t.get)
     ref = t[torch_label]
     shape = f'{work.batch}x' + 'x'.join(map(str, work.image))
     for label, seconds in t.items():
@@ -75,11 +91,24 @@ def main():
         continue
       rows.append([work.name, shape, label, seconds, work.batch / seconds, ref,
                    torch_label, seconds / ref])
-    rows.append([work.name, shape, 'torch (other threads)',
-                 t['torch 2t' if torch_label == 'torch 1t' else 'torch 1t'], '', ref,
-                 torch_label, ''])
-  timing.print_table(['net', 'batch', 'variant', 'jax s/step', 'jax img/s', 'torch s/step',
-                      'torch best', 'jax / torch'], rows)
+    for label in torch_variants:
+      if label != torch_label:
+        rows.append([work.name, shape, f'{label} (not the best)', t[label], '', ref,
+                     torch_label, ''])
+    # The table so far after every net: a long run stopped early still leaves its rows.
+    timing.print_table(HEADERS, rows)
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump({'machine': timing.machine(), 'headers': HEADERS, 'rows': rows}, f, indent=1)
+
+
+def _torch_variants(device: str) -> dict:
+  """{label: torch_step kwargs}: two CPU thread counts, or the GPU."""
+  if device == 'auto':
+    device = 'cuda' if jax.default_backend() == 'gpu' else 'cpu'
+  if device == 'cpu':
+    return {f'torch {n}t': {'threads': n} for n in (1, 2)}
+  return {f'torch {device}': {'device': device}}
 
 
 if __name__ == '__main__':

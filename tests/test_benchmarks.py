@@ -1,0 +1,50 @@
+"""The benchmark scripts' plumbing (their numbers are read from their tables, not tested)."""
+import json
+import sys
+
+import pytest
+
+from benchmarks import depthwise, train_step
+
+
+def test_nets_argument_takes_groups_and_names():
+  names = [w.name for w in train_step._workloads('cifar,dxnet105')]
+  assert names == ['densenet_bc_k12_16', 'dxnet_k12_12', 'dxnet105']
+  assert len(train_step._workloads('all')) == 6
+  with pytest.raises(SystemExit, match="unknown \\['nope'\\]"):
+    train_step._workloads('cifar,nope')
+
+
+def test_torch_variants_per_device():
+  assert set(train_step._torch_variants('cpu')) == {'torch 1t', 'torch 2t'}
+  assert train_step._torch_variants('cuda') == {'torch cuda': {'device': 'cuda'}}
+  assert set(train_step._torch_variants('auto')) == {'torch 1t', 'torch 2t'}  # CI has no GPU
+
+
+def test_depthwise_table_and_json(tmp_path, monkeypatch, capsys):
+  out = tmp_path / 'dw.json'
+  monkeypatch.setattr(depthwise, 'SHAPES', [('tiny', (2, 8, 8, 3))])
+  monkeypatch.setattr(sys, 'argv', ['depthwise', '--impls', 'xla,fft', '--reps', '1',
+                                    '--calls', '2', '--kernel', '3', '--json', str(out)])
+  depthwise.main()
+  table = capsys.readouterr().out
+  assert 'tiny' in table and 'fwd+bwd' in table
+  measured = json.loads(out.read_text())['ms']['tiny']
+  assert set(measured) == {'xla', 'fft'}
+  assert all(v['fwd'] > 0 and v['fwd+bwd'] > 0 for v in measured.values())
+
+
+@pytest.mark.slow
+def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys):
+  pytest.importorskip('torch')
+  out = tmp_path / 'ts.json'
+  monkeypatch.setitem(train_step.WORKLOADS, 'tiny', [
+      train_step.steps.Workload('dxnet_denoise_444', 2, (12, 12, 1))])
+  monkeypatch.setattr(sys, 'argv', ['train_step', '--nets', 'tiny', '--impls', 'fft',
+                                    '--reps', '1', '--json', str(out)])
+  train_step.main()
+  rows = json.loads(out.read_text())['rows']
+  variants = [r[2] for r in rows]
+  assert 'jax fft (auto)' in variants and 'jax fft +remat' in variants
+  assert all(r[3] > 0 for r in rows)
+  assert 'dxnet_denoise_444' in capsys.readouterr().out
