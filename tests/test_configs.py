@@ -125,3 +125,18 @@ def test_a_bad_config_argument_fails_clearly():
     load(CONFIG_DIR / 'denoise_dxnet_444.py', '0')
   with pytest.raises(ValueError, match='design'):
     load(CONFIG_DIR / 'xunit_designs.py', 'swish,5')
+
+
+@pytest.mark.parametrize('arg', ['dxnet_denoise_444,fft', 'densenet_denoise_555'])
+def test_gpu_denoising_config_takes_model_and_depthwise_impl(arg):
+  config = load(CONFIG_DIR / 'gpu' / 'denoise.py', arg)
+  model_name, _, impl = arg.partition(',')
+  assert config.model.name == model_name and config.batch_size == 64
+  assert config.model.get('depthwise_impl') == (impl or None)
+  checks.validate_config(config, device_count=1)
+  models.init_variables(models.create(config.model), (1, 40, 40, 1), abstract=True)
+
+
+def test_gpu_denoising_config_refuses_other_tasks():
+  with pytest.raises(ValueError, match='denoising model'):
+    load(CONFIG_DIR / 'gpu' / 'denoise.py', 'dxnet_k12_12')
