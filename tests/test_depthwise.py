@@ -80,7 +80,8 @@ def test_same_parameters_and_output_as_flax_grouped_conv():
 
 def test_auto_uses_the_backend_default():
   x, kernel = _inputs((1, 6, 6, 2), (3, 3))
-  assert default_impl('cpu') == 'fft' and default_impl('tpu') == 'xla'
+  assert default_impl('cpu') == 'fft' and default_impl('gpu') == 'fft'
+  assert default_impl('tpu') == 'xla'
   assert default_impl() in IMPLEMENTATIONS
   np.testing.assert_array_equal(depthwise_conv2d(x, kernel),
                                 depthwise_conv2d(x, kernel, default_impl()))
