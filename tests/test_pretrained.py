@@ -1,6 +1,8 @@
 """Shipped pretrained models: every one loads in one call, matches its manifest, and runs."""
 
 import json
+import pathlib
+import re
 import shutil
 
 import jax
@@ -12,6 +14,7 @@ from dxnet_jax import metrics
 from dxnet_jax import pretrained
 from dxnet_jax.data import paths
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = pretrained.available()
 TASKS = ('denoising', 'super_resolution', 'classification')
 
@@ -27,7 +30,10 @@ def test_every_task_has_a_shipped_model():
 @pytest.mark.parametrize('name', NAMES)
 def test_manifest_records_command_budget_and_numbers(name):
   info = pretrained.manifest(name)
-  assert info['command'].startswith('python -m dxnet_jax.main --config configs/budget/')
+  assert info['command'].startswith(('python -m dxnet_jax.main --config configs/',
+                                     'python launch/timeboxed.py '))
+  configs = re.findall(r'configs/[\w/]+\.py', info['command'])
+  assert configs and all((REPO / c).is_file() for c in configs), configs
   assert info['wall_seconds'] > 0 and info['results']['steps'] > 0
   assert (pretrained.root() / name / pretrained.WEIGHTS).stat().st_size < pretrained.MAX_BYTES
 
