@@ -127,8 +127,14 @@ def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None
       if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)  # the trainer saves its state and exits 143
 
+  terminated = []
+
+  def on_sigterm(*_):
+    terminated.append(True)
+    stop_all()
+
   # A SIGTERM to this driver (a scheduler, `timeout`) reaches the trainers, so nothing is lost.
-  previous = signal.signal(signal.SIGTERM, stop_all)
+  previous = signal.signal(signal.SIGTERM, on_sigterm)
   try:
     if stop_after is not None:
       deadline = time.time() + stop_after
@@ -140,6 +146,10 @@ def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None
     signal.signal(signal.SIGTERM, previous)
   for _, log in procs.values():
     log.close()
+  if terminated:
+    print(f'SIGTERM: every run saved its state ({codes}); each workdir resumes with '
+          '`python -m dxnet_jax.main --config ... --workdir ...`.', file=sys.stderr)
+    raise SystemExit(PREEMPTED)
   return codes
 
 

@@ -1,8 +1,10 @@
 """launch/timeboxed.py: the phase-2 schedule, and a real two-phase run of a tiny denoiser."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,25 @@ def test_two_phase_run_decays_and_finishes(project, tmp_path):  # noqa: F811
   rates = {round(r['learning_rate'], 7) for r in train}
   assert 1e-3 in rates and min(rates) < 1e-3, rates  # decayed in phase 2 only
   assert all(r['learning_rate'] == pytest.approx(1e-3) for r in train if r['step'] <= phase1_steps)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_saves_every_run(project, tmp_path):  # noqa: F811
+  root = tmp_path / 'runs'
+  driver = subprocess.Popen(
+      [sys.executable, str(REPO / 'launch' / 'timeboxed.py'), '--minutes', '30', '--root',
+       str(root), '--run', f'tiny={project / "tiny.py"}', '--',
+       '--config.checkpoint_every_steps=0', '--config.data.patches_per_epoch=4000'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = root / 'tiny' / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('\n') >= 3):
+    time.sleep(0.5)
+  driver.send_signal(signal.SIGTERM)
+  _, err = driver.communicate(timeout=120)
+  assert driver.returncode == 143, err[-2000:]
+  assert 'every run saved its state' in err
+  with open(metrics) as f:
+    last_step = max(json.loads(line)['step'] for line in f)
+  saved = timeboxed.latest_checkpoint_step(root / 'tiny')
+  assert saved >= last_step > 0  # saved at SIGTERM, not only at an epoch end (500 steps)
