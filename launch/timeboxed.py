@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 UNREACHABLE_STEPS = 10**9
+MIN_PHASE_TWO_STEPS = 10  # even when the box is spent, so that the decays happen
 PREEMPTED = 143  # dxnet_jax.main's exit code after a SIGTERM save
 
 
@@ -95,9 +96,10 @@ def step_rate(records: list[dict], since: float) -> float:
 
 def phase_two_schedule(steps_done: dict[str, int], rate: float, seconds: float,
                        decay_shares: list[float]) -> tuple[int, tuple[float, ...]]:
-  """(num_steps, decay_at) that fill `seconds` at `rate` after the furthest run's step."""
+  """(num_steps, decay_at) that fill `seconds` at `rate` after the furthest run's step (at least
+  MIN_PHASE_TWO_STEPS more)."""
   start = max(steps_done.values())
-  remaining = max(int(rate * seconds), 1)
+  remaining = max(int(rate * seconds), MIN_PHASE_TWO_STEPS)
   total = start + remaining
   decay_at = tuple(round((start + share * remaining) / total, 6) for share in decay_shares)
   return total, decay_at
@@ -110,8 +112,12 @@ def _command(args, name: str, config: str, extra: list[str]) -> list[str]:
 
 
 def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None,
-             log_mode: str) -> dict[str, int]:
-  """Starts every run, SIGTERMs them after `stop_after` seconds (if given), waits; exit codes."""
+             log_mode: str, ready=lambda: True) -> dict[str, int]:
+  """Starts every run, SIGTERMs them after `stop_after` seconds (if given), waits; exit codes.
+
+  The stop waits past `stop_after` (up to twice it) until `ready()`: a slow start on a loaded
+  machine must not leave a run without the records its step rate is measured from.
+  """
   env = dict(os.environ)
   if len(args.runs) > 1:  # several processes share one accelerator
     env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
@@ -137,8 +143,11 @@ def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None
   previous = signal.signal(signal.SIGTERM, on_sigterm)
   try:
     if stop_after is not None:
-      deadline = time.time() + stop_after
-      while time.time() < deadline and any(p.poll() is None for p, _ in procs.values()):
+      start = time.time()
+      while any(p.poll() is None for p, _ in procs.values()):
+        elapsed = time.time() - start
+        if elapsed >= 2 * stop_after or (elapsed >= stop_after and ready()):
+          break
         time.sleep(0.5)
       stop_all()
     codes = {name: proc.wait() for name, (proc, _) in procs.items()}
@@ -168,8 +177,12 @@ def main(argv=None):
   report = {'minutes': args.minutes, 'runs': args.runs, 'overrides': args.overrides}
 
   phase1 = box * (1 - args.tail)
+  def rates_measurable():
+    return all(len([r for r in train_records(root / n) if r['time'] >= started]) >= 2
+               for n in args.runs)
+
   codes = _run_all(args, {n: [f'--config.num_steps={UNREACHABLE_STEPS}'] for n in args.runs},
-                   phase1, 'w')
+                   phase1, 'w', ready=rates_measurable)
   for name, code in codes.items():
     if code not in (PREEMPTED, 0):
       _fail(name, code, root, 1)

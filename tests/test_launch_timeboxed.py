@@ -83,3 +83,9 @@ def test_sigterm_to_the_driver_saves_every_run(project, tmp_path):  # noqa: F811
     last_step = max(json.loads(line)['step'] for line in f)
   saved = timeboxed.latest_checkpoint_step(root / 'tiny')
   assert saved >= last_step > 0  # saved at SIGTERM, not only at an epoch end (500 steps)
+
+
+def test_phase_two_keeps_a_few_steps_when_the_box_is_spent():
+  total, decay_at = timeboxed.phase_two_schedule({'a': 100}, rate=5.0, seconds=-3.0,
+                                                 decay_shares=[0.5])
+  assert total == 100 + timeboxed.MIN_PHASE_TWO_STEPS and 100 / total < decay_at[0] < 1
