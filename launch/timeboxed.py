@@ -128,6 +128,7 @@ def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None
     log = open(workdir / 'timeboxed.log', log_mode)
     procs[name] = (subprocess.Popen(_command(args, name, config, extra_by_name[name]), env=env,
                                     stdout=log, stderr=subprocess.STDOUT), log)
+
   def stop_all(*_):
     for proc, _ in procs.values():
       if proc.poll() is None:
@@ -177,9 +178,12 @@ def main(argv=None):
   report = {'minutes': args.minutes, 'runs': args.runs, 'overrides': args.overrides}
 
   phase1 = box * (1 - args.tail)
+
+  def fresh_records(name):  # this invocation's, not those of an earlier one in the same root
+    return [r for r in train_records(root / name) if r['time'] >= started]
+
   def rates_measurable():
-    return all(len([r for r in train_records(root / n) if r['time'] >= started]) >= 2
-               for n in args.runs)
+    return all(len(fresh_records(n)) >= 2 for n in args.runs)
 
   codes = _run_all(args, {n: [f'--config.num_steps={UNREACHABLE_STEPS}'] for n in args.runs},
                    phase1, 'w', ready=rates_measurable)
@@ -187,7 +191,7 @@ def main(argv=None):
     if code not in (PREEMPTED, 0):
       _fail(name, code, root, 1)
   steps_done = {n: latest_checkpoint_step(root / n) for n in args.runs}
-  records = {n: train_records(root / n) for n in args.runs}
+  records = {n: fresh_records(n) for n in args.runs}
   rates = {n: step_rate(records[n], started) for n in args.runs}
   # Start-up of phase 1 (imports, data, compilation) predicts phase 2's.
   startup = max(records[n][0]['time'] - started - records[n][0]['step'] / rates[n]
