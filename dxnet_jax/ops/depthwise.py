@@ -53,9 +53,9 @@ convolution):
     denoising,     32x50x50x16     0.960      0.37    0.20    0.60
 
 Summed over a DxNet 12-12-12's 36 xUnits and its stem, 'fft' takes 9.6 ms against 'xla''s 18.0
-ms, and 5x less at the denoising shape, so 'auto' is 'fft' on GPU too. Larger maps (DxNet-105's 56x56
-stem xUnit) were not measured on GPU. TPU was not measured:
-'auto' keeps 'xla' there (a native kernel); time the others with benchmarks/depthwise.py.
+ms, and 5x less at the denoising shape, so 'auto' is 'fft' on GPU too. Larger maps (DxNet-105's
+56x56 stem xUnit) were not measured on GPU. TPU was not measured: 'auto' keeps 'xla' there (a
+native kernel); time the others with benchmarks/depthwise.py.
 
 Inputs may be bfloat16: 'shift' and 'fft' compute in float32 and return the promoted input dtype.
 """
