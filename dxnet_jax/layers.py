@@ -20,6 +20,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dxnet_jax.ops.batchnorm import BatchNormReLU
 from dxnet_jax.ops.depthwise import depthwise_conv2d
 from dxnet_jax.ops.pointwise import PointwiseConv
 
@@ -37,6 +38,15 @@ def batch_norm(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -
   """BatchNorm with PyTorch-equivalent momentum; `axis_name` syncs statistics under pmap."""
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
                       dtype=dtype, axis_name=axis_name, name=name)
+
+
+def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -> BatchNormReLU:
+  """`relu(batch_norm(...)(x))` as one op with a cheaper gradient (`dxnet_jax.ops.batchnorm`).
+
+  Same variables under the same name as `batch_norm`, so checkpoints do not change.
+  """
+  return BatchNormReLU(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                       dtype=dtype, axis_name=axis_name, name=name)
 
 
 def conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = False,
@@ -92,8 +102,9 @@ class XUnit(nn.Module):
     channels = x.shape[-1]
     g = conv(channels, 1, self.dtype, 'pointwise', use_bias=True)(x)
     if self.use_batch_norm:
-      g = batch_norm(train, self.dtype, self.bn_axis_name, 'pointwise_bn')(g)
-    g = nn.relu(g)
+      g = norm_relu(train, self.dtype, self.bn_axis_name, 'pointwise_bn')(g)
+    else:
+      g = nn.relu(g)
     g = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dtype, name='depthwise')(g)
     if self.use_batch_norm:
       g = batch_norm(train, self.dtype, self.bn_axis_name, 'depthwise_bn')(g)
@@ -115,8 +126,9 @@ class GaussianXUnit(nn.Module):
     _check_kernel_size(self.kernel_size)
     g = x
     if self.use_batch_norm:
-      g = batch_norm(train, self.dtype, self.bn_axis_name, 'input_bn')(g)
-    g = nn.relu(g)
+      g = norm_relu(train, self.dtype, self.bn_axis_name, 'input_bn')(g)
+    else:
+      g = nn.relu(g)
     g = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dtype, name='depthwise')(g)
     if self.use_batch_norm:
       g = batch_norm(train, self.dtype, self.bn_axis_name, 'depthwise_bn')(g)

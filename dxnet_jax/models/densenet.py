@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dxnet_jax.layers import batch_norm, conv, make_xunit
+from dxnet_jax.layers import conv, make_xunit, norm_relu
 from dxnet_jax.ops.remat import ordered_remat
 
 Dtype = Any
@@ -66,7 +66,7 @@ class DenseLayer(nn.Module):
 
   def _norm_relu(self, x, train, name):
     if self.use_batch_norm:
-      x = batch_norm(train, self.dtype, self.bn_axis_name, name)(x)
+      return norm_relu(train, self.dtype, self.bn_axis_name, name)(x)
     return nn.relu(x)
 
 
@@ -111,8 +111,9 @@ class Transition(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.use_batch_norm:
-      x = batch_norm(train, self.dtype, self.bn_axis_name, 'bn')(x)
-    x = nn.relu(x)
+      x = norm_relu(train, self.dtype, self.bn_axis_name, 'bn')(x)
+    else:
+      x = nn.relu(x)
     x = conv(self.features, 1, self.dtype, 'conv', use_bias=not self.use_batch_norm)(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x) if self.dropout_rate else x
     if self.pool:
@@ -197,8 +198,7 @@ class DenseNetBackbone(nn.Module):
       x = conv(stem_features, 3, self.dtype, 'stem_conv')(x)
     elif self.stem == 'imagenet':
       x = conv(stem_features, 7, self.dtype, 'stem_conv', strides=2)(x)
-      x = batch_norm(train, self.dtype, self.bn_axis_name, 'stem_bn')(x)
-      x = nn.relu(x)
+      x = norm_relu(train, self.dtype, self.bn_axis_name, 'stem_bn')(x)
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       raise ValueError(f"stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
@@ -213,8 +213,7 @@ class DenseNetBackbone(nn.Module):
         xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
         depthwise_impl=self.depthwise_impl, dropout_rate=self.dropout_rate, remat=self.remat,
         dtype=self.dtype, bn_axis_name=self.bn_axis_name, name='trunk')(x, train)
-    x = batch_norm(train, self.dtype, self.bn_axis_name, 'final_bn')(x)
-    return nn.relu(x)
+    return norm_relu(train, self.dtype, self.bn_axis_name, 'final_bn')(x)
 
 
 class DenseNetClassifier(nn.Module):

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dxnet_jax.layers import batch_norm, conv, make_xunit
+from dxnet_jax.layers import batch_norm, conv, make_xunit, norm_relu
 from dxnet_jax.models.densenet import DenseTrunk, validate_dense_spec
 
 Dtype = Any
@@ -64,7 +64,7 @@ class DenseDenoiser(nn.Module):
         xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
         depthwise_impl=self.depthwise_impl, pool=False, remat=self.remat, dtype=self.dtype,
         bn_axis_name=self.bn_axis_name, name='trunk')(y, train)
-    y = nn.relu(batch_norm(train, self.dtype, self.bn_axis_name, 'final_bn')(y))
+    y = norm_relu(train, self.dtype, self.bn_axis_name, 'final_bn')(y)
     noise = conv(channels, 3, self.dtype, 'output_conv', use_bias=True, zero_init=True)(y)
     return x - noise.astype(x.dtype)
 
@@ -147,12 +147,14 @@ class FeedForwardXNet(nn.Module):
     y = x.astype(self.dtype)
     for i in range(self.depth - 1):
       y = conv(self.features, 3, self.dtype, f'conv{i}', use_bias=(i == 0))(y)
-      if i > 0:
-        y = batch_norm(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
       if self.activation == 'xunit':
+        if i > 0:
+          y = batch_norm(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
         y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
                        depthwise_impl=self.depthwise_impl, dtype=self.dtype,
                        bn_axis_name=self.bn_axis_name, name=f'xunit{i}')(y, train)
+      elif i > 0:
+        y = norm_relu(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
       else:
         y = nn.relu(y)
     noise = conv(channels, 3, self.dtype, f'conv{self.depth - 1}', use_bias=True,
