@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from dxnet_jax import host_memory
 from dxnet_jax import metrics
 from dxnet_jax.data import eval_sets
 
@@ -36,6 +37,7 @@ def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+  host_memory.keep_freed_memory()
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--set', dest='sets', action='append', default=[])

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import timing
+from dxnet_jax import host_memory
 from dxnet_jax.ops import IMPLEMENTATIONS, default_impl, depthwise_conv2d
 
 SHAPES = [  # (label, (N, H, W, C))
@@ -40,6 +41,7 @@ def _forward_backward(impl):
 
 
 def main():
+  host_memory.keep_freed_memory()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--kernel', type=int, default=9)
   parser.add_argument('--reps', type=int, default=7)

@@ -16,6 +16,7 @@ from unittest import mock
 import flax.linen as nn
 
 from benchmarks import steps, timing
+from dxnet_jax import host_memory
 from dxnet_jax.models import densenet
 from dxnet_jax.ops import xla_flags
 
@@ -33,6 +34,7 @@ def _settings():
 
 
 def main():
+  host_memory.keep_freed_memory()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='densenet_bc_k12_16,dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)

@@ -17,6 +17,7 @@ import json
 import jax
 
 from benchmarks import steps, timing
+from dxnet_jax import host_memory
 from dxnet_jax.ops import IMPLEMENTATIONS, default_impl
 
 WORKLOADS = {
@@ -61,6 +62,7 @@ def _jax_variants(work, impls):
 
 
 def main():
+  host_memory.keep_freed_memory()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='all')
   parser.add_argument('--reps', type=int, default=5)

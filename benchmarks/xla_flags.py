@@ -11,6 +11,7 @@ import argparse
 import numpy as np
 
 from benchmarks import steps, timing
+from dxnet_jax import host_memory
 from dxnet_jax.ops import xla_flags
 
 CANDIDATES = {
@@ -21,10 +22,28 @@ CANDIDATES = {
     'vector_width_512': {'xla_cpu_prefer_vector_width': 512},
     'concurrency_scheduler': {'xla_cpu_enable_concurrency_optimized_scheduler': True},
     'memory_scheduler': dict(xla_flags.MEMORY_OPTIMIZED_SCHEDULER),
+    'no_xnnpack': {'xla_cpu_use_xnnpack': False},
+    'xnn_graph_greedy': {'xla_cpu_experimental_xnn_graph_fusion_mode':
+                         'XNN_GRAPH_FUSION_MODE_GREEDY'},
+    'xnn_graph_slinky': {'xla_cpu_experimental_xnn_graph_fusion_mode':
+                         'XNN_GRAPH_FUSION_MODE_GREEDY_SLINKY'},
+    'onednn_fusions': {'xla_cpu_use_onednn': True,
+                       'xla_cpu_experimental_onednn_fusion_type':
+                       'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE'},
+    'ynn_no_reduce': {'xla_cpu_experimental_ynn_fusion_type':
+                      'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,'
+                      'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE'},
+    'ynn_dots_convs_only': {'xla_cpu_experimental_ynn_fusion_type':
+                            'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
+                            'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'},
+    'fast_runtime_preset': {'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_RUNTIME'},
+    'tiling_propagation': {'xla_cpu_experimental_enable_tiling_propagation': True},
+    'no_fusion_emitters': {'xla_cpu_use_fusion_emitters': False},
 }
 
 
 def main():
+  host_memory.keep_freed_memory()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--net', default='dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)

@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 
+from dxnet_jax import host_memory
 from dxnet_jax import metrics
 from dxnet_jax import pretrained
 
@@ -87,6 +88,7 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> int:
+  host_memory.keep_freed_memory()
   args = _parse(argv)
   try:
     rows = run(args)

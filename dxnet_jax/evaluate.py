@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from dxnet_jax import host_memory
 from dxnet_jax import metrics
 from dxnet_jax.data import degrade
 from dxnet_jax.data import eval_sets
@@ -199,6 +200,7 @@ def _caption(task: str, sigma, seed: int, scale: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  host_memory.keep_freed_memory()
   args = _parse(argv)
   rows, caption = run(args)
   if args.json:

@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from dxnet_jax import distributed
+from dxnet_jax import host_memory
 
 # 128 + SIGTERM, as a shell reports a process ended by SIGTERM: schedulers restart such jobs.
 PREEMPTED_EXIT_CODE = 143
@@ -33,6 +34,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  host_memory.keep_freed_memory()
   distributed.initialize()
   # Imported after initialisation: nothing may touch the JAX backend before it.
   from dxnet_jax.train import loop  # pylint: disable=g-import-not-at-top
