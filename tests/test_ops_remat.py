@@ -79,9 +79,10 @@ def _block_step_temp_bytes(remat_cls, monkeypatch):
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not(monkeypatch):
-  no_remat = lambda cls, static_argnums: cls
+  no_remat = lambda cls, static_argnums, sync=None: cls
   plain = _block_step_temp_bytes(no_remat, monkeypatch)
-  flax_remat = _block_step_temp_bytes(nn.remat, monkeypatch)
+  flax_remat = _block_step_temp_bytes(
+      lambda cls, static_argnums, sync: nn.remat(cls, static_argnums=static_argnums), monkeypatch)
   ordered = _block_step_temp_bytes(ordered_remat, monkeypatch)
   print(f'temp MiB: no remat {plain / 2**20:.1f}, nn.remat {flax_remat / 2**20:.1f}, '
         f'ordered_remat {ordered / 2**20:.1f}')
@@ -106,3 +107,50 @@ def test_ordered_remat_under_pmap_with_synchronised_batch_norm():
     return jax.pmap(step, axis_name='batch')(variables, x)
 
   _assert_trees_close(grads(plain), grads(remat))
+
+
+def test_barrier_sync_matches_plain_function():
+  def f(w, x):
+    return jnp.tanh(x @ w) ** 2
+
+  w = jax.random.normal(jax.random.key(0), (5, 3))
+  x = jax.random.normal(jax.random.key(1), (4, 5))
+  loss = lambda fn, w, x: jnp.sum(jnp.sin(fn(w, x)))
+  plain = jax.jit(jax.value_and_grad(lambda w, x: loss(f, w, x), argnums=(0, 1)))(w, x)
+  barrier = tied_checkpoint(f, sync='barrier')
+  tied = jax.jit(jax.value_and_grad(lambda w, x: loss(barrier, w, x), argnums=(0, 1)))(w, x)
+  _assert_trees_close(plain, tied)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
+def test_barrier_sync_also_lowers_peak_memory(monkeypatch):
+  no_remat = lambda cls, static_argnums, sync=None: cls
+  plain = _block_step_temp_bytes(no_remat, monkeypatch)
+  barrier = _block_step_temp_bytes(
+      lambda cls, static_argnums, sync: ordered_remat(cls, static_argnums, sync='barrier'),
+      monkeypatch)
+  print(f'temp MiB: no remat {plain / 2**20:.1f}, barrier {barrier / 2**20:.1f}')
+  assert barrier < 0.8 * plain
+
+
+@pytest.mark.parametrize('mode', [True, 'memory', 'speed'])
+def test_dense_block_remat_modes_give_the_same_gradients(mode):
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
+  plain, remat = DenseBlock(3, dict(growth_rate=4)), DenseBlock(3, dict(growth_rate=4), mode)
+  variables = plain.init(jax.random.key(1), x, False)
+
+  def grads(model):
+    def loss(params):
+      y, _ = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
+      return jnp.mean(jnp.square(y))
+    return jax.jit(jax.grad(loss))(variables['params'])
+
+  _assert_trees_close(grads(plain), grads(remat))
+
+
+def test_unknown_remat_mode_is_a_clear_error():
+  x = jnp.ones((1, 4, 4, 3))
+  with pytest.raises(ValueError, match="remat must be one of.*'speed'"):
+    DenseBlock(2, dict(growth_rate=2), 'fast').init(jax.random.key(0), x, False)
+  with pytest.raises(ValueError, match='sync must be one of'):
+    tied_checkpoint(lambda x: x, sync='eager')

@@ -21,7 +21,7 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
   channels, each followed by BN and an xUnit of either design (or ReLU), residual learning.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -44,7 +44,7 @@ class DenseDenoiser(nn.Module):
   xunit_design: str = 'dxnet'
   xunit_kernel: int = 9
   depthwise_impl: str = 'auto'
-  remat: bool = False
+  remat: Union[bool, str] = False
   dtype: Dtype = jnp.float32
   bn_axis_name: Optional[str] = None
 
@@ -91,7 +91,7 @@ class DenseSuperResolution(nn.Module):
   xunit_design: str = 'dxnet'
   xunit_kernel: int = 9
   depthwise_impl: str = 'auto'
-  remat: bool = False
+  remat: Union[bool, str] = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
