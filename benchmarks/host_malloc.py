@@ -4,8 +4,8 @@
 
 The allocator is a process-wide setting made before JAX starts, so each measurement is a fresh
 process (`DXNET_HOST_MALLOC=system` or `keep`); the two settings alternate, `--rounds` times each,
-and the table shows medians (after 5 warm-up steps per process): wall time per step, minor page faults per step and kernel (system)
-CPU time per step, which is where the faults' cost shows.
+and the table shows medians (after 5 warm-up steps per process): wall time per step, minor page
+faults per step and kernel (system) CPU time per step, which is where the faults' cost shows.
 """
 import argparse
 import json

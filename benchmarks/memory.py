@@ -35,6 +35,12 @@ def _settings():
           ("remat='speed'", 'speed', {}, False)]
 
 
+def _flax_remat(module_class, static_argnums, sync):
+  """flax's `nn.remat` in `ordered_remat`'s place (it has no `sync` choice)."""
+  del sync
+  return nn.remat(module_class, static_argnums=static_argnums)
+
+
 def main():
   host_memory.keep_freed_memory()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -54,8 +60,7 @@ def main():
     if args.settings:
       chosen = [chosen[int(i)] for i in args.settings.split(',')]
     for label, remat, options, flax_remat in chosen:
-      flax_lift = lambda cls, static_argnums, sync: nn.remat(cls, static_argnums=static_argnums)
-      swap = (mock.patch.object(densenet, 'ordered_remat', flax_lift) if flax_remat
+      swap = (mock.patch.object(densenet, 'ordered_remat', _flax_remat) if flax_remat
               else contextlib.nullcontext())
       with swap:
         run, compiled, _ = steps.jax_step(work, remat=remat, compiler_options=dict(options),

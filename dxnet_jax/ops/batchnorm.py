@@ -49,15 +49,17 @@ def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: fl
   `scale` and `bias` are float32 `[C]`; `y` has `x`'s dtype. Mean and variance are returned for
   the running averages and carry no gradient.
   """
-  y, mean, var = _forward(x, scale, bias, epsilon, axis_name)
-  return y, mean, var
+  return _forward(x, scale, bias, epsilon, axis_name)
+
+
+def _scale_shift_relu(x, a, b):
+  """relu(x * a + b) computed in float32, returned in `x`'s dtype."""
+  return jnp.maximum(x.astype(jnp.float32) * a + b, 0.0).astype(x.dtype)
 
 
 def _forward(x, scale, bias, epsilon, axis_name):
   mean, var = _channel_stats(x, axis_name)
-  a, b = _affine(scale, bias, mean, var, epsilon)
-  y = jnp.maximum(x.astype(jnp.float32) * a + b, 0.0).astype(x.dtype)
-  return y, mean, var
+  return _scale_shift_relu(x, *_affine(scale, bias, mean, var, epsilon)), mean, var
 
 
 def _fwd(x, scale, bias, epsilon, axis_name):
@@ -110,8 +112,8 @@ class BatchNormReLU(nn.Module):
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), jnp.float32)
     dtype = self.dtype or x.dtype
     if self.use_running_average:
-      a, b = _affine(scale, bias, ra_mean.value, ra_var.value, self.epsilon)
-      return jnp.maximum(x.astype(jnp.float32) * a + b, 0.0).astype(dtype)
+      affine = _affine(scale, bias, ra_mean.value, ra_var.value, self.epsilon)
+      return _scale_shift_relu(x, *affine).astype(dtype)
     y, mean, var = batch_norm_relu(x, scale, bias, self.epsilon, self.axis_name)
     if not self.is_initializing():
       m = self.momentum

@@ -150,8 +150,6 @@ def ordered_remat(module_class, static_argnums: Union[int, Sequence[int]] = (),
   As in `nn.remat`, `static_argnums` count `self` as argument 0. The wrapped module has the same
   variables as `module_class`. `sync`: 'tied' (least memory) or 'barrier' (faster).
   """
-  if sync not in SYNC_MODES:
-    raise ValueError(f'sync must be one of {SYNC_MODES}, got {sync!r}.')
   static = _as_tuple(static_argnums)
   return transforms.lift_transform(_lifted_tied_checkpoint, module_class,
                                    static_argnums=tuple(i - 1 for i in static), sync=sync)
