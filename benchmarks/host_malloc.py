@@ -5,7 +5,8 @@
 The allocator is a process-wide setting made before JAX starts, so each measurement is a fresh
 process (`DXNET_HOST_MALLOC=system` or `keep`); the two settings alternate, `--rounds` times each,
 and the table shows medians (after 5 warm-up steps per process): wall time per step, minor page
-faults per step and kernel (system) CPU time per step, which is where the faults' cost shows.
+faults per step and kernel (system) CPU time per step, which is where the faults' cost shows, and
+the compile time, which the single arena makes longer (threads contend for it).
 """
 import argparse
 import json
@@ -22,7 +23,9 @@ from dxnet_jax import host_memory
 host_memory.keep_freed_memory()
 from benchmarks import steps
 work = steps.Workload(sys.argv[1], int(sys.argv[2]), tuple(json.loads(sys.argv[3])))
+start = time.perf_counter()
 run = steps.jax_step(work)[0]
+compile_s = time.perf_counter() - start
 for _ in range(5):  # the kept heap settles within a few steps
   run().block_until_ready()
 n = int(sys.argv[4])
@@ -32,7 +35,7 @@ for _ in range(n):
 wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({'wall': wall / n, 'faults': (after.ru_minflt - before.ru_minflt) / n,
                   'sys': (after.ru_stime - before.ru_stime) / n,
-                  'user': (after.ru_utime - before.ru_utime) / n}))
+                  'user': (after.ru_utime - before.ru_utime) / n, 'compile': compile_s}))
 '''
 
 _IMAGES = {'dxnet_k12_12': (64, (32, 32, 3)), 'densenet_bc_k12_16': (64, (32, 32, 3)),
@@ -68,9 +71,9 @@ def main():
     for setting, runs in results.items():
       med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
       rows.append([net, setting, med['wall'], med['wall'] / base, med['faults'], med['sys'],
-                   med['user']])
+                   med['user'], med['compile']])
     timing.print_table(['net', 'DXNET_HOST_MALLOC', 's/step', 'ratio', 'faults/step',
-                        'sys s/step', 'user s/step'], rows)
+                        'sys s/step', 'user s/step', 'compile s'], rows)
 
 
 if __name__ == '__main__':

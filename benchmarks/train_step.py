@@ -13,6 +13,7 @@ both implementations are asserted equal.
 """
 import argparse
 import json
+import time
 
 import jax
 
@@ -42,19 +43,34 @@ def _workloads(spec: str):
   return [w for n in spec.split(',') for w in known[n]]
 
 
-def _jax_variants(work, impls):
-  """{label: run} for the JAX steps of one workload."""
+def _compiled_step(work, label, **overrides):
+  """`steps.jax_step(...)[0]`, printing how long building and compiling it took.
+
+  On a GPU, compiling (cuDNN autotuning included) can take longer than timing; the printed
+  seconds show where a time-limited run went.
+  """
+  start = time.perf_counter()
+  run = steps.jax_step(work, **overrides)[0]
+  print(f'# {work.name}: {label} compiled in {time.perf_counter() - start:.1f} s', flush=True)
+  return run
+
+
+def _jax_variants(work, impls, remat=True):
+  """{label: run} for the JAX steps of one workload; '+remat' too unless `remat` is False."""
   has_xunit = bool(steps.impl_kwargs(work.name, 'auto'))
   variants = {}
   for impl in (impls if has_xunit else [None]):
     label = f'jax {impl}' if impl else 'jax'
     if impl == default_impl():
       label += ' (auto)'
-    variants[label] = steps.jax_step(work, **steps.impl_kwargs(work.name, impl))[0]
+    variants[label] = _compiled_step(work, label, **steps.impl_kwargs(work.name, impl))
+  if not remat:
+    return variants
   impl = default_impl() if has_xunit else None
   label = f'jax {impl} +remat' if impl else 'jax +remat'
   try:
-    variants[label] = steps.jax_step(work, remat=True, **steps.impl_kwargs(work.name, impl))[0]
+    variants[label] = _compiled_step(work, label, remat=True,
+                                     **steps.impl_kwargs(work.name, impl))
   except Exception as error:  # pylint: disable=broad-except
     # One variant failing to compile (a new JAX, an accelerator) must not lose the table.
     print(f'# {work.name}: {label} failed: {error!r}', flush=True)
@@ -70,6 +86,8 @@ def main():
                       help='depthwise implementations to time inside the DxNets')
   parser.add_argument('--torch-device', default='auto',
                       help="'cpu', 'cuda' or 'auto' (cuda when JAX runs on a GPU)")
+  parser.add_argument('--no-remat', action='store_true',
+                      help="skip the '+remat' rows (one compile less per net)")
   parser.add_argument('--json', help='also write the rows to this file')
   args = parser.parse_args()
   torch_variants = _torch_variants(args.torch_device)
@@ -77,7 +95,7 @@ def main():
   print(f'# medians of {args.reps} interleaved steps after one warm-up; ratio = jax / torch')
   rows = []
   for work in _workloads(args.nets):
-    fns = _jax_variants(work, args.impls.split(','))
+    fns = _jax_variants(work, args.impls.split(','), remat=not args.no_remat)
     jax_params = steps.jax_param_count(work)
     for label, kwargs in torch_variants.items():
       fns[label], torch_params = steps.torch_step(work, **kwargs)

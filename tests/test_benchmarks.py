@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from benchmarks import depthwise, train_step
+from benchmarks import depthwise, host_malloc, train_step
 
 
 def test_nets_argument_takes_groups_and_names():
@@ -35,16 +35,34 @@ def test_depthwise_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize('remat', [True, False])
+def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys, remat):
   pytest.importorskip('torch')
   out = tmp_path / 'ts.json'
   monkeypatch.setitem(train_step.WORKLOADS, 'tiny', [
       train_step.steps.Workload('dxnet_denoise_444', 2, (12, 12, 1))])
   monkeypatch.setattr(sys, 'argv', ['train_step', '--nets', 'tiny', '--impls', 'fft',
-                                    '--reps', '1', '--json', str(out)])
+                                    '--reps', '1', '--json', str(out)]
+                      + ([] if remat else ['--no-remat']))
   train_step.main()
   rows = json.loads(out.read_text())['rows']
   variants = [r[2] for r in rows]
-  assert 'jax fft (auto)' in variants and 'jax fft +remat' in variants
+  assert 'jax fft (auto)' in variants
+  assert ('jax fft +remat' in variants) == remat
   assert all(r[3] > 0 for r in rows)
-  assert 'dxnet_denoise_444' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert 'dxnet_denoise_444' in printed
+  assert 'jax fft (auto) compiled in' in printed
+
+
+@pytest.mark.slow
+def test_host_malloc_table_compares_both_allocators(monkeypatch, capsys):
+  monkeypatch.setitem(host_malloc._IMAGES, 'dxnet_denoise_444', (2, (12, 12, 1)))
+  monkeypatch.setattr(sys, 'argv', ['host_malloc', '--nets', 'dxnet_denoise_444',
+                                    '--rounds', '1', '--steps', '1'])
+  host_malloc.main()
+  rows = [line for line in capsys.readouterr().out.splitlines()
+          if line.startswith('| dxnet_denoise_444')]
+  assert [r.split('|')[2].strip() for r in rows] == ['system', 'keep']
+  compile_s = [float(r.split('|')[8]) for r in rows]
+  assert all(s > 0 for s in compile_s)

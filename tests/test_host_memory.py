@@ -51,10 +51,73 @@ def test_keep_stops_page_faults_that_system_allocator_takes_every_call():
 
 def test_unknown_setting_is_a_clear_error(monkeypatch):
   monkeypatch.setenv(host_memory.ENV_VAR, 'fast')
-  with pytest.raises(ValueError, match='DXNET_HOST_MALLOC.*keep.*system'):
+  with pytest.raises(ValueError, match='DXNET_HOST_MALLOC.*auto.*keep.*system'):
     host_memory.keep_freed_memory()
 
 
 def test_system_setting_leaves_the_allocator_alone(monkeypatch):
   monkeypatch.setenv(host_memory.ENV_VAR, 'system')
   assert host_memory.keep_freed_memory() is False
+
+
+class _RecordingLibc:
+  """Stands in for glibc: records mallopt calls and accepts them."""
+
+  def __init__(self):
+    self.calls = []
+
+  def mallopt(self, param, value):
+    self.calls.append((param, value))
+    return 1
+
+
+@pytest.fixture
+def fresh_state(monkeypatch):
+  """No earlier keep_freed_memory call in this process, no pinned platforms, a fake glibc."""
+  import jax
+  monkeypatch.setattr(host_memory, '_state', {'applied': None})
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
+  libc = _RecordingLibc()
+  monkeypatch.setattr(host_memory, '_glibc', lambda: libc)
+  pinned = jax.config.jax_platforms
+  jax.config.update('jax_platforms', None)
+  yield libc
+  jax.config.update('jax_platforms', pinned)
+
+
+@pytest.mark.parametrize('platforms, expected', [
+    ('cpu', None), ('cuda', 'cuda'), ('cuda,cpu', 'cuda'), (' tpu ', 'tpu'), ('cpu,cuda', None)])
+def test_pinned_platforms_decide_the_expected_accelerator(fresh_state, monkeypatch, platforms,
+                                                          expected):
+  monkeypatch.setenv('JAX_PLATFORMS', platforms)
+  assert host_memory.expected_accelerator() == expected
+
+
+def test_an_installed_pjrt_plugin_means_an_accelerator(fresh_state, monkeypatch, tmp_path):
+  import importlib
+  plugin = tmp_path / 'jax_plugins' / 'xla_fake_gpu'
+  plugin.mkdir(parents=True)
+  (plugin / '__init__.py').write_text('')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.delitem(sys.modules, 'jax_plugins', raising=False)
+  importlib.invalidate_caches()
+  assert host_memory.expected_accelerator() == 'xla_fake_gpu'
+  # Pinning the CPU wins over an installed plugin.
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  assert host_memory.expected_accelerator() is None
+
+
+def test_auto_applies_on_the_cpu_only(fresh_state, monkeypatch):
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  assert host_memory.keep_freed_memory() is False
+  assert fresh_state.calls == []  # compilation on a GPU host would contend for one arena
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  assert host_memory.keep_freed_memory() is True
+  assert (host_memory._M_ARENA_MAX, 1) in fresh_state.calls
+
+
+def test_keep_applies_whatever_the_backend(fresh_state, monkeypatch):
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  monkeypatch.setenv(host_memory.ENV_VAR, 'keep')
+  assert host_memory.keep_freed_memory() is True
+  assert len(fresh_state.calls) == 3
