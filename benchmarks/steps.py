@@ -11,7 +11,7 @@ from the input pipeline, metrics and logging.
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,7 @@ def _jax_optimizer(task: str):
   return optax.adam(1e-3)
 
 
-def jax_step(work: Workload, *, compiler_options=None,
+def jax_step(work: Workload, *, compiler_options=None, devices: Optional[Sequence[Any]] = None,
              **model_overrides) -> Tuple[Callable[[], Any], Any, Any]:
   """Returns (run, compiled, state): `run()` does one training step on a fixed batch.
 
@@ -74,9 +74,22 @@ def jax_step(work: Workload, *, compiler_options=None,
   compiled ahead of time here, with XLA `compiler_options` if given. `compiled` has
   `memory_analysis()`; `state` is the initial `(params, batch_stats, opt_state)`.
   `model_overrides` go to `models.create` (e.g. `depthwise_impl`, `remat`).
+
+  With several `devices` the batch is split across them and the state replicated, as the
+  trainer's data parallelism does: the same step (BatchNorm statistics over the whole batch),
+  run by one XLA program per device, e.g. on virtual CPU devices that share the host's cores.
   """
   model = models.create(work.name, **model_overrides)
   x, y = (jnp.asarray(a) for a in work.inputs())
+  replicate = lambda tree: tree
+  if devices is not None and len(devices) > 1:
+    if work.batch % len(devices):
+      raise ValueError(f'batch {work.batch} does not split across {len(devices)} devices')
+    mesh = jax.sharding.Mesh(np.asarray(devices), ('data',))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    x, y = jax.device_put((x, y), split)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    replicate = lambda tree: jax.device_put(tree, replicated)
   tx = _jax_optimizer(work.task)
 
   def loss_fn(params, batch_stats, x, y):
@@ -99,9 +112,9 @@ def jax_step(work: Workload, *, compiler_options=None,
 
   variables = models.init_variables(model, x.shape)
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
-  state = (params, batch_stats, tx.init(params))
+  state = replicate((params, batch_stats, tx.init(params)))
   compiled = step.lower(state, x, y).compile(compiler_options=compiler_options or None)
-  holder = {'state': jax.tree.map(jnp.array, state)}
+  holder = {'state': replicate(jax.tree.map(jnp.array, state))}
 
   def run():
     holder['state'], loss = compiled(holder['state'], x, y)

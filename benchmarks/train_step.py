@@ -55,8 +55,12 @@ def _compiled_step(work, label, **overrides):
   return run
 
 
-def _jax_variants(work, impls, remat=True):
-  """{label: run} for the JAX steps of one workload; '+remat' too unless `remat` is False."""
+def _jax_variants(work, impls, remat=True, cpu_devices=1):
+  """{label: run} for the JAX steps of one workload.
+
+  '+remat' too unless `remat` is False, and the default step split across `cpu_devices`
+  virtual CPU devices when that is above 1.
+  """
   has_xunit = bool(steps.impl_kwargs(work.name, 'auto'))
   variants = {}
   for impl in (impls if has_xunit else [None]):
@@ -64,6 +68,12 @@ def _jax_variants(work, impls, remat=True):
     if impl == default_impl():
       label += ' (auto)'
     variants[label] = _compiled_step(work, label, **steps.impl_kwargs(work.name, impl))
+  if cpu_devices > 1 and jax.default_backend() == 'cpu':
+    impl = default_impl() if has_xunit else None
+    label = f'jax {impl} ' if impl else 'jax '
+    label += f'{cpu_devices} CPU devices'
+    variants[label] = _compiled_step(work, label, devices=jax.devices('cpu')[:cpu_devices],
+                                     **steps.impl_kwargs(work.name, impl))
   if not remat:
     return variants
   impl = default_impl() if has_xunit else None
@@ -88,14 +98,21 @@ def main():
                       help="'cpu', 'cuda' or 'auto' (cuda when JAX runs on a GPU)")
   parser.add_argument('--no-remat', action='store_true',
                       help="skip the '+remat' rows (one compile less per net)")
+  parser.add_argument('--cpu-devices', type=int, default=1,
+                      help='also time the step split across this many virtual CPU devices '
+                           '(data parallel on one host; CPU backend only)')
   parser.add_argument('--json', help='also write the rows to this file')
   args = parser.parse_args()
+  if args.cpu_devices > 1:
+    # Before anything starts the backend (torch's device choice below asks JAX for it).
+    jax.config.update('jax_num_cpu_devices', args.cpu_devices)
   torch_variants = _torch_variants(args.torch_device)
   print(f'# training step, {timing.machine()}')
   print(f'# medians of {args.reps} interleaved steps after one warm-up; ratio = jax / torch')
   rows = []
   for work in _workloads(args.nets):
-    fns = _jax_variants(work, args.impls.split(','), remat=not args.no_remat)
+    fns = _jax_variants(work, args.impls.split(','), remat=not args.no_remat,
+                      cpu_devices=args.cpu_devices)
     jax_params = steps.jax_param_count(work)
     for label, kwargs in torch_variants.items():
       fns[label], torch_params = steps.torch_step(work, **kwargs)

@@ -1,10 +1,14 @@
 """The benchmark scripts' plumbing (their numbers are read from their tables, not tested)."""
 import json
+import os
+import subprocess
 import sys
 
 import pytest
 
 from benchmarks import depthwise, host_malloc, train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_nets_argument_takes_groups_and_names():
@@ -66,3 +70,29 @@ def test_host_malloc_table_compares_both_allocators(monkeypatch, capsys):
   assert [r.split('|')[2].strip() for r in rows] == ['system', 'keep']
   compile_s = [float(r.split('|')[8]) for r in rows]
   assert all(s > 0 for s in compile_s)
+
+
+_SPLIT_STEP = r'''
+import json
+import jax
+jax.config.update('jax_num_cpu_devices', 2)
+from benchmarks import steps
+work = steps.Workload('dxnet_denoise_444', 4, (12, 12, 1))
+one = steps.jax_step(work)[0]
+two, compiled, _ = steps.jax_step(work, devices=jax.devices()[:2])
+losses = [[float(one()), float(two())] for _ in range(3)]
+print(json.dumps({'losses': losses, 'devices': len(compiled.input_shardings[0][1].device_set)}))
+'''
+
+
+@pytest.mark.slow
+def test_step_split_across_cpu_devices_is_the_same_step():
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  out = subprocess.run([sys.executable, '-c', _SPLIT_STEP], env=env, capture_output=True,
+                       text=True, timeout=600, check=True).stdout
+  result = json.loads(out.strip().splitlines()[-1])
+  assert result['devices'] == 2
+  # BatchNorm statistics over the whole batch: the same losses, step after step.
+  for one, two in result['losses']:
+    assert two == pytest.approx(one, rel=1e-4)
