@@ -80,10 +80,10 @@ def final_params(workdir):
   return jax.tree.map(np.asarray, variables)
 
 
-def assert_trees_equal(a, b, rtol=1e-6):
+def assert_trees_equal(a, b, rtol=1e-6, atol=1e-7):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-7)
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
 @pytest.fixture(scope='module')
@@ -180,6 +180,31 @@ def test_sigterm_saves_and_exits_then_the_run_resumes(project, reference, tmp_pa
   assert _saved_steps(tmp_path)[-1] == 9
   if stopped_at < 9:
     assert f'Resumed {tmp_path} from step {stopped_at}' in out
+
+
+@pytest.mark.slow
+def test_cpu_devices_flag_trains_data_parallel_to_the_same_parameters(project, reference,
+                                                                       tmp_path):
+  proc = _main(project, tmp_path, '--cpu_devices=2')
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out[-3000:]
+  assert '2 local / 2 global devices (cpu)' in out
+  # The global batch split over two devices: the same steps up to float summation order. Losses
+  # step by step, then parameters (conv biases that feed a BatchNorm get pure rounding noise as
+  # gradient, which Adam scales up to a step of its own, hence the absolute tolerance).
+  def train_losses(workdir):
+    records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+    return [r['loss'] for r in records if r['split'] == 'train']
+  np.testing.assert_allclose(train_losses(tmp_path), train_losses(reference[0]), rtol=1e-4)
+  assert_trees_equal(final_params(tmp_path), final_params(reference[0]), rtol=1e-3, atol=1e-4)
+
+
+def test_cpu_devices_flag_rejects_zero(project, tmp_path):
+  proc = _main(project, tmp_path, '--cpu_devices=0')
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode != 0
+  assert '--cpu_devices=0' in out and 'positive integer' in out
+  assert not (tmp_path / 'checkpoints').exists()
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(project, tmp_path):
