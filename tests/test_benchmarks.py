@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks import depthwise, host_malloc, train_step
+from benchmarks import depthwise, host_malloc, profile_step, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,3 +96,27 @@ def test_step_split_across_cpu_devices_is_the_same_step():
   # BatchNorm statistics over the whole batch: the same losses, step after step.
   for one, two in result['losses']:
     assert two == pytest.approx(one, rel=1e-4)
+
+
+def test_profile_step_groups_xla_ops_by_kind():
+  kind = profile_step.op_kind
+  assert kind('ynn_fusion.12') == 'library (YNN/XNN) calls'
+  assert kind('fft.3') == 'FFTs'
+  assert kind('dot.81') == kind('convolution') == 'dots/convolutions'
+  assert kind('copy_bitcast_fusion.1') == kind('transpose_copy_fusion') == 'copy/transpose fusions'
+  assert kind('add_maximum_fusion') == 'other fusions'
+
+
+@pytest.mark.slow
+def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(sys, 'argv', ['profile_step', '--net', 'dxnet_denoise_444', '--batch', '2',
+                                    '--image', '12,12,1', '--steps', '2', '--top', '5',
+                                    '--trace-dir', str(tmp_path)])
+  profile_step.main()
+  out = capsys.readouterr().out
+  shares = [float(line.rsplit('|', 2)[1].strip().rstrip('%')) for line in out.splitlines()
+            if line.startswith('|') and line.rstrip().endswith('% |')]
+  kinds_total = sum(shares[:len(shares) - 5])
+  assert 99.0 < kinds_total < 101.0  # the kinds' shares add up to all op time
+  assert 'FFTs' in out  # the xUnit's default depthwise on CPU
+  assert list(tmp_path.glob('**/*.trace.json.gz'))

@@ -1,0 +1,94 @@
+"""Where a training step's time goes: XLA ops of one jitted step, grouped, from a JAX trace.
+
+    python -m benchmarks.profile_step [--net dxnet_denoise_444] [--batch 16] [--image 50,50,1]
+                                      [--steps 3] [--top 15] [--impl fft] [--trace-dir DIR]
+
+Traces `--steps` steps (after warm-up) with `jax.profiler` (Perfetto JSON), sums each XLA op's
+time per step, and prints two tables: op kinds (YNNPACK/XNNPACK library calls, FFTs, plain
+dots/convolutions, fusions whose name says they copy or transpose, other fusions) and the
+`--top` single ops. Op times can add up to more than the wall time when XLA runs ops
+concurrently; both are printed.
+"""
+import argparse
+import collections
+import glob
+import gzip
+import json
+import re
+import tempfile
+import time
+
+import jax
+
+from benchmarks import steps, timing
+from dxnet_jax import host_memory
+
+# Trace events that are not XLA ops: Python frames, the executor's own spans, the dispatch.
+_NOT_OPS = ('$', 'ThunkExecutor', 'PjitFunction')
+
+
+def op_kind(name: str) -> str:
+  """A coarse kind of an XLA op from its HLO instruction name."""
+  base = re.sub(r'\.\d+$', '', name)
+  if base.startswith(('ynn', 'xnn')):
+    return 'library (YNN/XNN) calls'
+  if base.startswith('fft'):
+    return 'FFTs'
+  if base.startswith(('dot', 'convolution', 'custom-call')):
+    return 'dots/convolutions'
+  if 'copy' in base or 'transpose' in base:
+    return 'copy/transpose fusions'
+  return 'other fusions'
+
+
+def op_times(trace_file: str, steps_traced: int) -> dict:
+  """{op name: seconds per step} from a Perfetto trace written by `jax.profiler.trace`."""
+  with gzip.open(trace_file) as f:
+    events = json.load(f)['traceEvents']
+  totals = collections.Counter()
+  for event in events:
+    if event.get('ph') == 'X' and not event['name'].startswith(_NOT_OPS):
+      totals[event['name']] += event['dur'] * 1e-6 / steps_traced
+  return dict(totals)
+
+
+def main():
+  host_memory.keep_freed_memory()
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--net', default='dxnet_denoise_444')
+  parser.add_argument('--batch', type=int, default=16)
+  parser.add_argument('--image', default='50,50,1', help='H,W,C of one input')
+  parser.add_argument('--impl', default=None, help='depthwise implementation (xUnit nets)')
+  parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--top', type=int, default=15)
+  parser.add_argument('--trace-dir', default=None, help='keep the trace here (default: temp)')
+  args = parser.parse_args()
+  work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))
+  run = steps.jax_step(work, **steps.impl_kwargs(work.name, args.impl))[0]
+  for _ in range(3):
+    timing.block(run())
+  trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='profile_step_')
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      timing.block(run())
+    wall = (time.perf_counter() - start) / args.steps
+  trace_file = sorted(glob.glob(f'{trace_dir}/**/*.trace.json.gz', recursive=True))[-1]
+  ops = op_times(trace_file, args.steps)
+  total = sum(ops.values())
+  kinds = collections.Counter()
+  for name, seconds in ops.items():
+    kinds[op_kind(name)] += seconds
+  print(f'# {work.name}, batch {work.batch}x{args.image}, {timing.machine()}')
+  print(f'# {args.steps} traced steps: wall {wall * 1e3:.0f} ms/step (traced), op time '
+        f'{total * 1e3:.0f} ms/step, {len(ops)} ops; trace: {trace_file}')
+  timing.print_table(['kind', 'ms/step', 'share of op time'],
+                     [[k, s * 1e3, f'{100 * s / total:.1f}%'] for k, s in kinds.most_common()])
+  print()
+  timing.print_table(['op', 'kind', 'ms/step', 'share of op time'],
+                     [[n, op_kind(n), s * 1e3, f'{100 * s / total:.1f}%']
+                      for n, s in collections.Counter(ops).most_common(args.top)])
+
+
+if __name__ == '__main__':
+  main()
