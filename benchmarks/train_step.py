@@ -68,16 +68,16 @@ def _jax_variants(work, impls, remat=True, cpu_devices=1):
     if impl == default_impl():
       label += ' (auto)'
     variants[label] = _compiled_step(work, label, **steps.impl_kwargs(work.name, impl))
+  # The extra rows use the model's default depthwise implementation.
+  impl = default_impl() if has_xunit else None
+  base = f'jax {impl}' if impl else 'jax'
   if cpu_devices > 1 and jax.default_backend() == 'cpu':
-    impl = default_impl() if has_xunit else None
-    label = f'jax {impl} ' if impl else 'jax '
-    label += f'{cpu_devices} CPU devices'
+    label = f'{base} {cpu_devices} CPU devices'
     variants[label] = _compiled_step(work, label, devices=jax.devices('cpu')[:cpu_devices],
                                      **steps.impl_kwargs(work.name, impl))
   if not remat:
     return variants
-  impl = default_impl() if has_xunit else None
-  label = f'jax {impl} +remat' if impl else 'jax +remat'
+  label = f'{base} +remat'
   try:
     variants[label] = _compiled_step(work, label, remat=True,
                                      **steps.impl_kwargs(work.name, impl))

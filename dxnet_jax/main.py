@@ -39,15 +39,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  host_memory.keep_freed_memory()
+  host_memory.keep_freed_memory()  # before JAX starts any thread
+  import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.cpu_devices:
-    import jax  # pylint: disable=g-import-not-at-top
     # A setting of the CPU client: it must be made before anything starts the backend.
     jax.config.update('jax_num_cpu_devices', FLAGS.cpu_devices)
   distributed.initialize()
   # Imported after initialisation: nothing may touch the JAX backend before it.
   from dxnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())
