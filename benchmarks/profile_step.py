@@ -4,10 +4,12 @@
                                       [--steps 3] [--top 15] [--impl fft] [--trace-dir DIR]
 
 Traces `--steps` steps (after warm-up) with `jax.profiler` (Perfetto JSON), sums each XLA op's
-time per step, and prints two tables: op kinds (YNNPACK/XNNPACK library calls, FFTs, plain
-dots/convolutions, fusions whose name says they copy or transpose, other fusions) and the
-`--top` single ops. Op times can add up to more than the wall time when XLA runs ops
-concurrently; both are printed.
+time per step, and prints three tables: op kinds (YNNPACK/XNNPACK library calls, FFTs, plain
+dots/convolutions, fusions whose name says they copy or transpose, other fusions); the parts of
+the net the ops belong to, forward and backward (read from the compiled step's HLO metadata:
+bn1, conv1, bn2, conv2, xunit of the dense layers, transitions, concatenations...); and the
+`--top` single ops. Op times are summed over XLA's worker threads, so they add up to more than
+the wall time when ops run in parallel; both are printed.
 """
 import argparse
 import collections
@@ -41,6 +43,29 @@ def op_kind(name: str) -> str:
   return 'other fusions'
 
 
+# Parts of a DenseNet/DxNet a traced op can belong to, in the order they are looked for in the
+# op's source path (an xUnit's BatchNorms are 'xunit', not 'bn1'/'bn2').
+PARTS = ('xunit', 'bn1', 'conv1', 'bn2', 'conv2', 'transition', 'stem', 'concatenate')
+UNATTRIBUTED = 'no source (made by XLA)'
+
+
+def op_places(hlo_text: str) -> dict:
+  """{HLO instruction name: (direction, part)} from a compiled module's `op_name` metadata.
+
+  Direction is 'backward' for ops of the transposed (gradient) computation; part is the first
+  of PARTS in the op's path, else 'other'. Instructions XLA made itself (layout copies,
+  weight-gradient transposes) carry no metadata and are left out: see `UNATTRIBUTED`.
+  """
+  places = {}
+  for m in re.finditer(r'^\s*%?([\w.\-]+) = .*?op_name="([^"]*)"', hlo_text, re.M):
+    name, path = m.groups()
+    direction = 'backward' if 'transpose(' in path else 'forward'
+    segments = re.split(r'[/.]', path)
+    part = next((p for p in PARTS if any(seg.startswith(p) for seg in segments)), 'other')
+    places[name] = (direction, part)
+  return places
+
+
 def op_times(trace_file: str, steps_traced: int) -> dict:
   """{op name: seconds per step} from a Perfetto trace written by `jax.profiler.trace`."""
   with gzip.open(trace_file) as f:
@@ -50,6 +75,24 @@ def op_times(trace_file: str, steps_traced: int) -> dict:
     if event.get('ph') == 'X' and not event['name'].startswith(_NOT_OPS):
       totals[event['name']] += event['dur'] * 1e-6 / steps_traced
   return dict(totals)
+
+
+def part_rows(ops: dict, places: dict) -> list:
+  """Table rows [part, forward ms, backward ms, total ms, share] from op times and `op_places`.
+
+  Ops without a source have no known direction: their forward and backward cells are '-'.
+  """
+  by_part = collections.defaultdict(lambda: [0.0, 0.0])
+  for name, seconds in ops.items():
+    direction, part = places.get(name, ('backward', UNATTRIBUTED))
+    by_part[part][direction == 'backward'] += seconds
+  total = sum(ops.values())
+  rows = []
+  for part, (f, b) in sorted(by_part.items(), key=lambda kv: -sum(kv[1])):
+    known = part != UNATTRIBUTED
+    rows.append([part, f * 1e3 if known else '-', b * 1e3 if known else '-', (f + b) * 1e3,
+                 f'{100 * (f + b) / total:.1f}%'])
+  return rows
 
 
 def main():
@@ -64,7 +107,8 @@ def main():
   parser.add_argument('--trace-dir', default=None, help='keep the trace here (default: temp)')
   args = parser.parse_args()
   work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))
-  run = steps.jax_step(work, **steps.impl_kwargs(work.name, args.impl))[0]
+  run, compiled, _ = steps.jax_step(work, **steps.impl_kwargs(work.name, args.impl))
+  places = op_places(compiled.as_text())
   for _ in range(3):
     timing.block(run())
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='profile_step_')
@@ -84,6 +128,9 @@ def main():
         f'{total * 1e3:.0f} ms/step, {len(ops)} ops; trace: {trace_file}')
   timing.print_table(['kind', 'ms/step', 'share of op time'],
                      [[k, s * 1e3, f'{100 * s / total:.1f}%'] for k, s in kinds.most_common()])
+  print()
+  timing.print_table(['part', 'forward ms/step', 'backward ms/step', 'ms/step', 'share of op time'],
+                     part_rows(ops, places))
   print()
   timing.print_table(['op', 'kind', 'ms/step', 'share of op time'],
                      [[n, op_kind(n), s * 1e3, f'{100 * s / total:.1f}%']

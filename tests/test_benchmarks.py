@@ -4,9 +4,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from benchmarks import depthwise, host_malloc, profile_step, train_step
+from benchmarks import depthwise, host_malloc, layer_ops, profile_step, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,6 +108,38 @@ def test_profile_step_groups_xla_ops_by_kind():
   assert kind('add_maximum_fusion') == 'other fusions'
 
 
+def test_profile_step_places_ops_in_the_net():
+  hlo = '\n'.join([
+      '  %ynn_fusion.3 = f32[8] fusion(%p), metadata={op_name="jit(step)/transpose(jvp(Net))/'
+      'trunk/block0/layer1/layer1._norm_relu/bn1/reduce_sum" stack_frame_id=1}',
+      '  %fft.2 = c64[2,4] fft(%q), metadata={op_name="jit(step)/jvp(Net)/block0/layer1/xunit/'
+      'bn/jit(fft)/fft"}',
+      '  %concatenate.1 = f32[2,8] concatenate(%a, %b), metadata={op_name="jit(step)/jvp(Net)/'
+      'block0/concatenate"}',
+      '  %copy.7 = f32[8,2] copy(%c)',
+  ])
+  places = profile_step.op_places(hlo)
+  assert places == {'ynn_fusion.3': ('backward', 'bn1'), 'fft.2': ('forward', 'xunit'),
+                    'concatenate.1': ('forward', 'concatenate')}
+  rows = profile_step.part_rows({'ynn_fusion.3': 0.002, 'fft.2': 0.001, 'copy.7': 0.001}, places)
+  assert rows[0] == ['bn1', 0.0, 2.0, 2.0, '50.0%']
+  assert rows[-1][0] == profile_step.UNATTRIBUTED and rows[-1][1:3] == ['-', '-']
+
+
+def _tables(printed):
+  """Markdown tables of a benchmark's output, each a list of its data rows' cells."""
+  tables, current = [], None
+  for line in printed.splitlines():
+    if line.startswith('|'):
+      if current is None:
+        current = []
+        tables.append(current)
+      current.append([c.strip() for c in line.strip('|').split('|')])
+    else:
+      current = None
+  return [t[2:] for t in tables]  # drop each header and its rule
+
+
 @pytest.mark.slow
 def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(sys, 'argv', ['profile_step', '--net', 'dxnet_denoise_444', '--batch', '2',
@@ -114,9 +147,40 @@ def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsy
                                     '--trace-dir', str(tmp_path)])
   profile_step.main()
   out = capsys.readouterr().out
-  shares = [float(line.rsplit('|', 2)[1].strip().rstrip('%')) for line in out.splitlines()
-            if line.startswith('|') and line.rstrip().endswith('% |')]
-  kinds_total = sum(shares[:len(shares) - 5])
-  assert 99.0 < kinds_total < 101.0  # the kinds' shares add up to all op time
-  assert 'FFTs' in out  # the xUnit's default depthwise on CPU
+  kinds, parts, top = _tables(out)
+  share = lambda rows: sum(float(r[-1].rstrip('%')) for r in rows)
+  assert 99.0 < share(kinds) < 101.0  # the kinds' shares add up to all op time
+  assert 99.0 < share(parts) < 101.0  # and so do the parts'
+  assert 'FFTs' in [r[0] for r in kinds]  # the xUnit's default depthwise on CPU
+  assert {'xunit', 'conv1'} <= {r[0] for r in parts}
+  assert len(top) == 5
   assert list(tmp_path.glob('**/*.trace.json.gz'))
+
+
+@pytest.mark.parametrize('op,out', [('bn_relu', 8), ('conv1x1', 5), ('conv3x3', 3),
+                                    ('depthwise9x9', 8), ('concat', 11)])
+def test_layer_ops_time_the_same_op_in_jax_and_torch(op, out):
+  torch = pytest.importorskip('torch')
+  spec = layer_ops.LayerOp(op, 'test', (2, 10, 10, 8), out)
+  f, inputs = layer_ops.jax_op(spec)
+  y, grads = layer_ops.jax_forward_backward(f)(*inputs, layer_ops.cotangent_for(spec))
+  torch_forward, torch_forward_backward, _ = layer_ops.torch_op(spec, inputs)
+  nhwc = lambda t: t.detach().permute(0, 2, 3, 1).numpy()
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  with torch.no_grad():
+    close(nhwc(torch_forward()), y)
+  torch_y, torch_dx = torch_forward_backward()
+  close(nhwc(torch_y), y)
+  close(nhwc(torch_dx), grads[0])
+
+
+@pytest.mark.slow
+def test_layer_ops_prints_a_row_per_op(monkeypatch, capsys):
+  pytest.importorskip('torch')
+  monkeypatch.setattr(layer_ops, 'OPS', [layer_ops.LayerOp('conv3x3', 'tiny', (2, 8, 8, 4), 2),
+                                         layer_ops.LayerOp('concat', 'tiny', (2, 8, 8, 4), 6)])
+  monkeypatch.setattr(sys, 'argv', ['layer_ops', '--reps', '2', '--ops', 'concat'])
+  layer_ops.main()
+  (rows,) = _tables(capsys.readouterr().out)
+  assert [r[:3] for r in rows] == [['concat', 'tiny', '2x8x8x4->6']]
+  assert all(float(c) > 0 for c in rows[0][3:])
