@@ -184,3 +184,10 @@ def test_layer_ops_prints_a_row_per_op(monkeypatch, capsys):
   (rows,) = _tables(capsys.readouterr().out)
   assert [r[:3] for r in rows] == [['concat', 'tiny', '2x8x8x4->6']]
   assert all(float(c) > 0 for c in rows[0][3:])
+
+
+def test_layer_ops_says_how_to_install_torch(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now raises ImportError
+  monkeypatch.setattr(sys, 'argv', ['layer_ops', '--reps', '1'])
+  with pytest.raises(SystemExit, match=r'pip install -e "\.\[bench\]"'):
+    layer_ops.main()
