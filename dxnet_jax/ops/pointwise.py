@@ -13,6 +13,7 @@ slices and a sum over them, instead of one product contracting every row, which 
 about 2x faster (8 vs 18 ms at 64x32x32x156 -> 48 on a 2-core CPU). It is still plain autodiff,
 so forward-mode derivatives (Hessian-vector products) work as before.
 """
+import math
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 # Row slices of a float32 product on the CPU: 8 measured fastest of 4/8/16 in a DxNet 12-12-12
-# step (0.93x the step time of one product). Other backends and dtypes keep one product, and so
+# step (0.91-0.93x the step time of one product). Other backends and dtypes keep one product, and so
 # do products of fewer than CPU_MIN_ROWS rows: slicing those too made the super-resolution net's
 # step (mostly 8 x 24 x 24 = 4,608 rows) 1.04x slower (docs/performance.md).
 CPU_ROW_CHUNKS = 8
@@ -52,7 +53,7 @@ def pointwise_conv2d(x: jax.Array, kernel: jax.Array,
   dtype = jnp.result_type(x, kernel)
   x, kernel = x.astype(dtype), kernel[0, 0].astype(dtype)
   cin, cout = kernel.shape
-  rows = x.size // cin if cin else 0
+  rows = math.prod(x.shape[:-1])
   chunks = default_row_chunks(rows, dtype) if row_chunks is None else int(row_chunks)
   chunks = next(c for c in range(min(chunks, max(rows, 1)), 0, -1) if rows % c == 0)
   if chunks == 1:
