@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dxnet_jax import models
-from dxnet_jax.models import create, init_variables, parameter_count
+from dxnet_jax.models import create, densenet, init_variables, parameter_count
 
 
 @pytest.mark.parametrize('name, low, high', [
@@ -223,3 +223,29 @@ def test_models_cli_prints_every_model(capsys):
   import json
   rows = {r['name']: r for r in map(json.loads, lines)}
   assert rows['densenet121']['params'] == 7_978_856
+
+
+@pytest.mark.parametrize('remat', [False, True])
+def test_shared_block_statistics_equal_per_layer_statistics(monkeypatch, remat):
+  """Dense blocks' shared BatchNorm statistics change nothing: loss, gradients, running stats."""
+  shape = (2, 8, 8, 3)
+  x = jax.random.uniform(jax.random.key(1), shape)
+  model = _tiny_model('densenet_bc_k12_16', remat=remat)
+  variables = init_variables(model, shape)
+
+  def loss(params):
+    out, updates = model.apply({**variables, 'params': params}, x, train=True,
+                               mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
+    return jnp.sum(out * jnp.arange(out.shape[-1])), updates['batch_stats']
+
+  results = {}
+  for share in (False, True):
+    monkeypatch.setattr(densenet, 'SHARE_STATS', share)
+    results[share] = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
+  (l0, stats0), g0 = results[False]
+  (l1, stats1), g1 = results[True]
+  np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(stats0), jax.tree.leaves(stats1)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  flat0, flat1 = (jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)]) for g in (g0, g1))
+  assert float(jnp.linalg.norm(flat0 - flat1) / jnp.linalg.norm(flat0)) < 1e-5

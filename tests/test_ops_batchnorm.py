@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dxnet_jax.ops.batchnorm import BatchNormReLU, batch_norm_relu
+from dxnet_jax.ops.batchnorm import (BatchNormReLU, batch_norm_relu, batch_norm_relu_given_stats,
+                                     channel_stats)
 
 
 class _Reference(nn.Module):
@@ -107,6 +108,61 @@ def test_axis_name_statistics_and_gradients_equal_one_big_batch():
   def local(x, u):
     def f(x, scale, bias):
       return jnp.sum(batch_norm_relu(x, scale, bias, 1e-5, 'batch')[0] * u)
+    return jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
+
+  dx, dscale, dbias = jax.vmap(local, axis_name='batch')(xs, us)
+  ref = jax.grad(lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream),
+                 argnums=(0, 1, 2))(x, scale, bias)
+  np.testing.assert_allclose(dx.reshape(x.shape), ref[0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(dscale.sum(0), ref[1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(dbias.sum(0), ref[2], rtol=1e-4, atol=1e-5)
+
+
+def _given_stats(x, scale, bias, axis_name=None):
+  """BatchNorm+ReLU with statistics computed outside, as a dense block does it."""
+  mean, var = channel_stats(x, axis_name)
+  return batch_norm_relu_given_stats(x, scale, bias, mean, var, 1e-5)
+
+
+@pytest.mark.parametrize('shape', [(4, 6, 5, 7), (3, 2, 2, 1)])
+def test_given_statistics_values_and_gradients_equal_the_fused_op(shape):
+  """Gradients through the statistics (returned as d mean, d var) add up to the fused op's."""
+  x, scale, bias, upstream = _inputs(shape)
+  loss_given = lambda x, s, b: jnp.sum(_given_stats(x, s, b) * upstream)
+  loss_fused = lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream)
+  np.testing.assert_allclose(_given_stats(x, scale, bias),
+                             batch_norm_relu(x, scale, bias, 1e-5)[0], rtol=1e-5, atol=1e-6)
+  got = jax.grad(loss_given, argnums=(0, 1, 2))(x, scale, bias)
+  want = jax.grad(loss_fused, argnums=(0, 1, 2))(x, scale, bias)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_statistics_of_pieces_serve_their_concatenation():
+  """One (mean, var) per piece, concatenated, normalises the concatenation exactly."""
+  x, scale, bias, upstream = _inputs((4, 6, 5, 7))
+  pieces = (x[..., :3], x[..., 3:])
+
+  def loss_pieces(a, b, s, c):
+    stats = [channel_stats(p) for p in (a, b)]
+    mean, var = (jnp.concatenate(parts) for parts in zip(*stats))
+    y = batch_norm_relu_given_stats(jnp.concatenate([a, b], -1), s, c, mean, var, 1e-5)
+    return jnp.sum(y * upstream)
+
+  got = jax.grad(loss_pieces, argnums=(0, 1, 2, 3))(*pieces, scale, bias)
+  want = jax.grad(lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream),
+                  argnums=(0, 1, 2))(x, scale, bias)
+  np.testing.assert_allclose(jnp.concatenate(got[:2], -1), want[0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got[2], want[1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got[3], want[2], rtol=1e-4, atol=1e-5)
+
+
+def test_given_statistics_with_axis_name_equal_one_big_batch():
+  x, scale, bias, upstream = _inputs((4, 3, 3, 5))
+  xs, us = x.reshape(2, 2, 3, 3, 5), upstream.reshape(2, 2, 3, 3, 5)
+
+  def local(x, u):
+    f = lambda x, s, b: jnp.sum(_given_stats(x, s, b, 'batch') * u)
     return jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
 
   dx, dscale, dbias = jax.vmap(local, axis_name='batch')(xs, us)
