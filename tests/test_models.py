@@ -225,12 +225,11 @@ def test_models_cli_prints_every_model(capsys):
   assert rows['densenet121']['params'] == 7_978_856
 
 
-@pytest.mark.parametrize('remat', [False, True])
-def test_shared_block_statistics_equal_per_layer_statistics(monkeypatch, remat):
+def test_shared_block_statistics_equal_per_layer_statistics(monkeypatch):
   """Dense blocks' shared BatchNorm statistics change nothing: loss, gradients, running stats."""
   shape = (2, 8, 8, 3)
   x = jax.random.uniform(jax.random.key(1), shape)
-  model = _tiny_model('densenet_bc_k12_16', remat=remat)
+  model = _tiny_model('densenet_bc_k12_16')
   variables = init_variables(model, shape)
 
   def loss(params):

@@ -84,7 +84,7 @@ def _concat_stats(stats):
   return tuple(jnp.concatenate(parts) for parts in zip(*stats))
 
 
-# Dense blocks compute each piece's batch statistics once and hand them to every later layer's
+# Dense blocks without remat compute each piece's batch statistics once and hand them to every later layer's
 # first BatchNorm (`ops.batchnorm.batch_norm_relu_given_stats`): the same values and gradients
 # as each layer reducing its whole input, without a reduction (and, under pmap, an all-reduce)
 # over an ever wider concatenation per layer. A step of DenseNet-BC 16-16-16 took 0.85x the
@@ -103,7 +103,8 @@ class DenseBlock(nn.Module):
   (checkpoints stay interchangeable).
 
   `remat`: False; True or 'memory' (least memory: 5.4-5.7x less than without, about 1.3x the
-  step time on a 2-core CPU); 'speed' (about 3x less memory at 1.2x the time). See
+  step time on a 2-core CPU); 'speed' (about 3x less memory at 1.2x the time); against the
+  faster step without remat that shares batch statistics, 1.5-1.6x and 1.3-1.5x. See
   `dxnet_jax.ops.remat` and docs/performance.md.
   """
   num_layers: int
@@ -128,15 +129,11 @@ class DenseBlock(nn.Module):
       raise ValueError(f'remat must be one of {REMAT_MODES}, got {self.remat!r}.')
     sync = 'barrier' if self.remat == 'speed' else 'tied'
     remat_layer = ordered_remat(DenseLayer, static_argnums=(2,), sync=sync)
-    share = self._share_stats(train)
+    # Each layer reduces its own input here: handing the shared statistics to the recomputed
+    # layers made compiling a DenseNet-BC 16-16-16 step (batch 64) exhaust 12 GB of memory.
     features = [x]
-    stats = [self._stats(x)] if share else None
     for i in range(self.num_layers):
-      y = remat_layer(**self.layer_kwargs, name=f'layer{i}')(
-          tuple(features), train, tuple(stats) if share else None)
-      features.append(y)
-      if share:
-        stats.append(self._stats(y))
+      features.append(remat_layer(**self.layer_kwargs, name=f'layer{i}')(tuple(features), train))
     return jnp.concatenate(features, axis=-1)
 
   def _share_stats(self, train: bool) -> bool:
