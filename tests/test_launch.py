@@ -19,8 +19,9 @@ LAUNCH = REPO / "launch"
 SCRIPTS = ["local.sh", "gpu_host.sh", "tpu_pod.sh"]
 
 # A stand-in executable: records its argv and a few environment variables as one JSON line in
-# $RECORD; exits with $FAKE_FAIL_STATUS when $FAKE_FAIL_MATCH occurs in its arguments, and
-# sleeps $FAKE_SLEEP seconds first when given.
+# $RECORD; exits with $FAKE_FAIL_STATUS when $FAKE_FAIL_MATCH occurs in its arguments (once
+# $FAKE_FAIL_AFTER_RECORDS calls are recorded, if given), and sleeps $FAKE_SLEEP_<process id>
+# seconds first when given.
 RECORDER = """\
 import json, os, sys, time
 argv = sys.argv[1:]
@@ -37,6 +38,12 @@ match = os.environ.get("FAKE_FAIL_MATCH")
 if match and any(match in a for a in argv) and \\
         os.environ.get("FAKE_FAIL_PID", os.environ.get("DXNET_PROCESS_ID")) == \\
         os.environ.get("DXNET_PROCESS_ID"):
+    # Wait (at most 20 s) until $FAKE_FAIL_AFTER_RECORDS calls are recorded, so that the others
+    # have started before this one fails.
+    deadline = time.time() + 20
+    while time.time() < deadline and len(open(os.environ["RECORD"]).read().splitlines()) < \
+            int(os.environ.get("FAKE_FAIL_AFTER_RECORDS", "0")):
+        time.sleep(0.05)
     sys.exit(int(os.environ.get("FAKE_FAIL_STATUS", "7")))
 """
 
@@ -201,10 +208,14 @@ def test_local_runs_processes_with_distributed_env(fakes, config, tmp_path):
 
 
 def test_local_failure_stops_the_other_processes(fakes, config, tmp_path):
-    """Process 1 fails at once; process 0 (sleeping 60 s) is stopped, the status passed on."""
+    """Process 1 fails once both run; process 0 (sleeping 60 s) is stopped, the status passed on.
+
+    Process 1 waits for process 0's record before failing: under load process 0 could otherwise
+    be stopped before it started, and the test would see one call.
+    """
     env, record = fakes
     env.update(FAKE_SLEEP_0="60", FAKE_FAIL_MATCH="dxnet_jax.main", FAKE_FAIL_PID="1",
-               FAKE_FAIL_STATUS="5")
+               FAKE_FAIL_STATUS="5", FAKE_FAIL_AFTER_RECORDS="2")
     t0 = time.monotonic()
     result = launch("local.sh", "--config", str(config), "--workdir", str(tmp_path / "w"),
                     "--processes", "2", env=env, timeout=50)
