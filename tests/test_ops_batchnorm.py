@@ -100,14 +100,24 @@ def test_bfloat16_input_keeps_dtype_and_matches_float32():
   np.testing.assert_allclose(np.asarray(g16, np.float32), g32, rtol=5e-2, atol=5e-2)
 
 
-def test_axis_name_statistics_and_gradients_equal_one_big_batch():
+def _fused(x, scale, bias, axis_name=None):
+  return batch_norm_relu(x, scale, bias, 1e-5, axis_name)[0]
+
+
+def _given_stats(x, scale, bias, axis_name=None):
+  """BatchNorm+ReLU with statistics computed outside, as a dense block does it."""
+  mean, var = channel_stats(x, axis_name)
+  return batch_norm_relu_given_stats(x, scale, bias, mean, var, 1e-5)
+
+
+@pytest.mark.parametrize('op', [_fused, _given_stats], ids=['fused', 'given_stats'])
+def test_axis_name_statistics_and_gradients_equal_one_big_batch(op):
   """With an axis name (pmap; here vmap, same collectives) it is the whole batch's BatchNorm."""
   x, scale, bias, upstream = _inputs((4, 3, 3, 5))
   xs, us = x.reshape(2, 2, 3, 3, 5), upstream.reshape(2, 2, 3, 3, 5)
 
   def local(x, u):
-    def f(x, scale, bias):
-      return jnp.sum(batch_norm_relu(x, scale, bias, 1e-5, 'batch')[0] * u)
+    f = lambda x, s, b: jnp.sum(op(x, s, b, 'batch') * u)
     return jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
 
   dx, dscale, dbias = jax.vmap(local, axis_name='batch')(xs, us)
@@ -116,12 +126,6 @@ def test_axis_name_statistics_and_gradients_equal_one_big_batch():
   np.testing.assert_allclose(dx.reshape(x.shape), ref[0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(dscale.sum(0), ref[1], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(dbias.sum(0), ref[2], rtol=1e-4, atol=1e-5)
-
-
-def _given_stats(x, scale, bias, axis_name=None):
-  """BatchNorm+ReLU with statistics computed outside, as a dense block does it."""
-  mean, var = channel_stats(x, axis_name)
-  return batch_norm_relu_given_stats(x, scale, bias, mean, var, 1e-5)
 
 
 @pytest.mark.parametrize('shape', [(4, 6, 5, 7), (3, 2, 2, 1)])
@@ -155,19 +159,3 @@ def test_statistics_of_pieces_serve_their_concatenation():
   np.testing.assert_allclose(jnp.concatenate(got[:2], -1), want[0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got[2], want[1], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got[3], want[2], rtol=1e-4, atol=1e-5)
-
-
-def test_given_statistics_with_axis_name_equal_one_big_batch():
-  x, scale, bias, upstream = _inputs((4, 3, 3, 5))
-  xs, us = x.reshape(2, 2, 3, 3, 5), upstream.reshape(2, 2, 3, 3, 5)
-
-  def local(x, u):
-    f = lambda x, s, b: jnp.sum(_given_stats(x, s, b, 'batch') * u)
-    return jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
-
-  dx, dscale, dbias = jax.vmap(local, axis_name='batch')(xs, us)
-  ref = jax.grad(lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream),
-                 argnums=(0, 1, 2))(x, scale, bias)
-  np.testing.assert_allclose(dx.reshape(x.shape), ref[0], rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(dscale.sum(0), ref[1], rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(dbias.sum(0), ref[2], rtol=1e-4, atol=1e-5)

@@ -67,15 +67,23 @@ def _fwd(x, scale, bias, epsilon, axis_name):
   return (y, mean, var), (x, scale, bias, mean, var)
 
 
-def _bwd(epsilon, axis_name, residuals, cotangents):
+def _masked_gradient(residuals, g, epsilon):
+  """The gradient through the ReLU, and what the BatchNorm gradients are built from.
+
+  Returns (g', x_hat, rstd, dbias, dscale) with g' = g * [y > 0] in float32,
+  dbias = sum g' and dscale = sum g' x_hat (local sums, per channel).
+  """
   x, scale, bias, mean, var = residuals
-  g = cotangents[0].astype(jnp.float32)
   rstd = lax.rsqrt(var + epsilon)
   x_hat = (x.astype(jnp.float32) - mean) * rstd
-  g = jnp.where(x_hat * scale + bias > 0, g, 0.0)
+  g = jnp.where(x_hat * scale + bias > 0, g.astype(jnp.float32), 0.0)
   axes = tuple(range(x.ndim - 1))
-  dbias = jnp.sum(g, axes)
-  dscale = jnp.sum(g * x_hat, axes)
+  return g, x_hat, rstd, jnp.sum(g, axes), jnp.sum(g * x_hat, axes)
+
+
+def _bwd(epsilon, axis_name, residuals, cotangents):
+  x, scale = residuals[:2]
+  g, x_hat, rstd, dbias, dscale = _masked_gradient(residuals, cotangents[0], epsilon)
   count = x.size // x.shape[-1]
   if axis_name is not None:
     dbias_all, dscale_all = lax.psum((dbias, dscale), axis_name)
@@ -111,14 +119,8 @@ def _given_fwd(x, scale, bias, mean, var, epsilon):
 
 
 def _given_bwd(epsilon, residuals, g):
-  x, scale, bias, mean, var = residuals
-  g = g.astype(jnp.float32)
-  rstd = lax.rsqrt(var + epsilon)
-  x_hat = (x.astype(jnp.float32) - mean) * rstd
-  g = jnp.where(x_hat * scale + bias > 0, g, 0.0)
-  axes = tuple(range(x.ndim - 1))
-  dbias = jnp.sum(g, axes)
-  dscale = jnp.sum(g * x_hat, axes)
+  x, scale = residuals[:2]
+  g, _, rstd, dbias, dscale = _masked_gradient(residuals, g, epsilon)
   dx = g * (scale * rstd)
   dmean = -(scale * rstd) * dbias
   dvar = -0.5 * (scale * rstd * rstd) * dscale
