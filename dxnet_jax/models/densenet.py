@@ -84,12 +84,12 @@ def _concat_stats(stats):
   return tuple(jnp.concatenate(parts) for parts in zip(*stats))
 
 
-# Dense blocks without remat compute each piece's batch statistics once and hand them to every later layer's
-# first BatchNorm (`ops.batchnorm.batch_norm_relu_given_stats`): the same values and gradients
-# as each layer reducing its whole input, without a reduction (and, under pmap, an all-reduce)
-# over an ever wider concatenation per layer. A step of DenseNet-BC 16-16-16 took 0.85x the
-# time, DxNet 12-12-12 0.93x (docs/performance.md). False restores the per-layer statistics
-# (the tests compare the two).
+# Dense blocks without remat compute each piece's batch statistics once and hand them to every
+# later layer's first BatchNorm (`ops.batchnorm.batch_norm_relu_given_stats`): the same values
+# and gradients as each layer reducing its whole input, without a reduction (and, under pmap,
+# an all-reduce) over an ever wider concatenation per layer. A step of DenseNet-BC 16-16-16
+# took 0.85x the time, DxNet 12-12-12 0.93x (docs/performance.md). False restores the
+# per-layer statistics (the tests compare the two).
 SHARE_STATS = True
 
 
