@@ -4,6 +4,9 @@ The benchmark machine is shared and noisy, so candidates are timed *interleaved*
 of each in turn, repeated) and summarised by the median: a burst of load then hits every
 candidate alike and the ratios measured in one run stay meaningful.
 """
+import contextlib
+import fcntl
+import os
 import platform
 import time
 from typing import Callable, Dict, List, Sequence
@@ -22,18 +25,43 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], reps: int = 7,
   """Median seconds per call of each zero-argument function, calls interleaved round-robin.
 
   Every function is called `warmup` times first (compilation, caches), and must return its
-  result so that asynchronous dispatch can be waited for.
+  result so that asynchronous dispatch can be waited for. See `timing_lock` for running several
+  benchmark processes at once.
   """
-  for fn in fns.values():
-    for _ in range(warmup):
-      block(fn())
-  times: Dict[str, List[float]] = {name: [] for name in fns}
-  for _ in range(reps):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      block(fn())
-      times[name].append(time.perf_counter() - start)
+  with timing_lock():
+    for fn in fns.values():
+      for _ in range(warmup):
+        block(fn())
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+      for name, fn in fns.items():
+        start = time.perf_counter()
+        block(fn())
+        times[name].append(time.perf_counter() - start)
   return {name: float(np.median(t)) for name, t in times.items()}
+
+
+LOCK_ENV = 'DXNET_BENCH_TIMING_LOCK'
+
+
+@contextlib.contextmanager
+def timing_lock():
+  """Holds an exclusive lock on the file named by $DXNET_BENCH_TIMING_LOCK, if set.
+
+  Compiling a step on a GPU host takes about a minute of CPU time and the GPU sits idle, so
+  benchmark processes started together can compile side by side; with the variable set, only one
+  of them times at any moment and the GPU (or the CPU cores) is theirs alone while it does.
+  """
+  path = os.environ.get(LOCK_ENV)
+  if not path:
+    yield
+    return
+  with open(path, 'a') as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def machine() -> str:
@@ -44,7 +72,6 @@ def machine() -> str:
       cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  import os
   devices = ', '.join(sorted({d.device_kind for d in jax.devices()}))
   return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {jax.default_backend()} '
           f'({devices})')

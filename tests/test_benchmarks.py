@@ -3,11 +3,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-from benchmarks import depthwise, host_malloc, layer_ops, profile_step, train_step
+from benchmarks import depthwise, host_malloc, layer_ops, profile_step, timing, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -191,3 +192,32 @@ def test_layer_ops_says_how_to_install_torch(monkeypatch):
   monkeypatch.setattr(sys, 'argv', ['layer_ops', '--reps', '1'])
   with pytest.raises(SystemExit, match=r'pip install -e "\.\[bench\]"'):
     layer_ops.main()
+
+
+def _hold_lock(lock):
+  """A process that holds an exclusive lock on `lock` for 1.5 s (returns once it holds it)."""
+  holder = subprocess.Popen(
+      [sys.executable, '-c',
+       'import fcntl, sys, time\n'
+       f'f = open({str(lock)!r}, "a"); fcntl.flock(f, fcntl.LOCK_EX)\n'
+       'print("held", flush=True); time.sleep(1.5)'],
+      stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == 'held'
+  return holder
+
+
+@pytest.mark.parametrize('use_lock', [True, False])
+def test_timing_waits_for_the_lock_another_process_holds(tmp_path, monkeypatch, use_lock):
+  lock = tmp_path / 'timing.lock'
+  if use_lock:
+    monkeypatch.setenv(timing.LOCK_ENV, str(lock))
+  else:
+    monkeypatch.delenv(timing.LOCK_ENV, raising=False)
+  holder = _hold_lock(lock)
+  start = time.perf_counter()
+  t = timing.time_interleaved({'noop': lambda: 0}, reps=1)
+  waited = time.perf_counter() - start
+  holder.wait()
+  assert set(t) == {'noop'}
+  # With the variable set it times only once the other process lets go; without, at once.
+  assert (waited > 0.5) == use_lock, waited
