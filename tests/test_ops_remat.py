@@ -61,11 +61,11 @@ def test_ordered_remat_module_keeps_variables_updates_and_gradients():
   _assert_trees_close(upd_plain, upd_remat)
 
 
-def _block_step_temp_bytes(remat_cls, monkeypatch):
+def _block_step_temp_bytes(remat_cls, monkeypatch, remat=True):
   """Temporary memory of a compiled forward+backward pass through an 8-layer dense block."""
   import dxnet_jax.models.densenet as densenet  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(densenet, 'ordered_remat', remat_cls)
-  block = DenseBlock(8, dict(growth_rate=12), remat=True)
+  block = DenseBlock(8, dict(growth_rate=12), remat=remat)
   x = jnp.ones((16, 16, 16, 24))
   variables = block.init(jax.random.key(0), x, False)
 
@@ -131,6 +131,17 @@ def test_barrier_sync_also_lowers_peak_memory(monkeypatch):
       monkeypatch)
   print(f'temp MiB: no remat {plain / 2**20:.1f}, barrier {barrier / 2**20:.1f}')
   assert barrier < 0.8 * plain
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
+def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode(monkeypatch):
+  plain = _block_step_temp_bytes(ordered_remat, monkeypatch, remat=False)
+  speed = _block_step_temp_bytes(ordered_remat, monkeypatch, remat='speed')
+  memory = _block_step_temp_bytes(ordered_remat, monkeypatch, remat='memory')
+  print(f'temp MiB: no remat {plain / 2**20:.1f}, speed {speed / 2**20:.1f}, '
+        f'memory {memory / 2**20:.1f}')
+  assert speed < 0.7 * plain
+  assert memory < speed
 
 
 @pytest.mark.parametrize('mode', [True, 'memory', 'speed'])

@@ -51,23 +51,33 @@ class DenseLayer(nn.Module):
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
   bn_axis_name: Optional[str] = None
+  remat_bottleneck: bool = False
 
   @nn.compact
   def __call__(self, features: Sequence[jnp.ndarray], train: bool = False,
                stats: Optional[Sequence[Any]] = None):
-    x = features[0] if len(features) == 1 else jnp.concatenate(features, axis=-1)
+    if self.remat_bottleneck:
+      bottleneck = ordered_remat(DenseLayer._bottleneck, static_argnums=(2,), sync='barrier')
+      y = bottleneck(self, tuple(features), train, stats)
+    else:
+      y = self._bottleneck(features, train, stats)
     bias = not self.use_batch_norm
-    y = self._norm_relu(x, train, 'bn1', _concat_stats(stats))
-    y = conv(self.bottleneck_width * self.growth_rate, 1, self.dtype, 'conv1', use_bias=bias)(y)
-    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y) if self.dropout_rate else y
-    y = self._norm_relu(y, train, 'bn2')
     y = conv(self.growth_rate, 3, self.dtype, 'conv2', use_bias=bias)(y)
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y) if self.dropout_rate else y
     if self.activation == 'xunit':
       y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
                      use_batch_norm=self.use_batch_norm, depthwise_impl=self.depthwise_impl,
                      dtype=self.dtype, bn_axis_name=self.bn_axis_name, name='xunit')(y, train)
-    return y.astype(x.dtype)
+    return y.astype(features[0].dtype)
+
+  def _bottleneck(self, features, train, stats):
+    """Concatenation, BN-ReLU-Conv1x1(4k), BN-ReLU: the part whose memory grows with depth."""
+    x = features[0] if len(features) == 1 else jnp.concatenate(features, axis=-1)
+    bias = not self.use_batch_norm
+    y = self._norm_relu(x, train, 'bn1', _concat_stats(stats))
+    y = conv(self.bottleneck_width * self.growth_rate, 1, self.dtype, 'conv1', use_bias=bias)(y)
+    y = nn.Dropout(self.dropout_rate, deterministic=not train)(y) if self.dropout_rate else y
+    return self._norm_relu(y, train, 'bn2')
 
   def _norm_relu(self, x, train, name, stats=None):
     if self.use_batch_norm:
@@ -127,13 +137,32 @@ class DenseBlock(nn.Module):
       return x
     if self.remat not in REMAT_MODES:
       raise ValueError(f'remat must be one of {REMAT_MODES}, got {self.remat!r}.')
-    sync = 'barrier' if self.remat == 'speed' else 'tied'
-    remat_layer = ordered_remat(DenseLayer, static_argnums=(2,), sync=sync)
+    if self.remat == 'speed':
+      return self._remat_bottlenecks(x, train)
+    remat_layer = ordered_remat(DenseLayer, static_argnums=(2,), sync='tied')
     # Each layer reduces its own input here: handing the shared statistics to the recomputed
     # layers made compiling a DenseNet-BC 16-16-16 step (batch 64) exhaust 12 GB of memory.
     features = [x]
     for i in range(self.num_layers):
       features.append(remat_layer(**self.layer_kwargs, name=f'layer{i}')(tuple(features), train))
+    return jnp.concatenate(features, axis=-1)
+
+  def _remat_bottlenecks(self, x, train):
+    """remat='speed': each layer recomputes only its concatenation, BN-ReLU-Conv1x1, BN-ReLU.
+
+    Those hold the memory that grows with depth; the 3x3 convolution and the xUnit keep their
+    k- and 4k-channel activations, so the backward pass repeats the cheap part of each layer.
+    The pieces' batch statistics are shared as without remat (the recomputation reads them).
+    """
+    share = self._share_stats(train)
+    kwargs = dict(self.layer_kwargs, remat_bottleneck=True)
+    features, stats = [x], ([self._stats(x)] if share else None)
+    for i in range(self.num_layers):
+      y = DenseLayer(**kwargs, name=f'layer{i}')(tuple(features), train,
+                                                  tuple(stats) if share else None)
+      features.append(y)
+      if share:
+        stats.append(self._stats(y))
     return jnp.concatenate(features, axis=-1)
 
   def _share_stats(self, train: bool) -> bool:
