@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from dxnet_jax.ops.batchnorm import BatchNormReLU
 from dxnet_jax.ops.depthwise import depthwise_conv2d
 from dxnet_jax.ops.pointwise import PointwiseConv
+from dxnet_jax.ops.spatial import SpatialConv
 
 Dtype = Any
 
@@ -49,6 +50,9 @@ def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) ->
                        dtype=dtype, axis_name=axis_name, name=name)
 
 
+SPATIAL_CONV = True
+
+
 def conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = False,
          strides: int = 1, zero_init: bool = False) -> nn.Module:
   """A 'SAME'-padded square convolution with He (or, for residual outputs, zero) init."""
@@ -57,6 +61,9 @@ def conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = F
     # Same parameters as nn.Conv; a plain matmul avoids XLA:CPU's transposed weight-gradient
     # convolutions (-14% on a DxNet step, -19% on DenseNet-BC; docs/performance.md).
     return PointwiseConv(features, use_bias=use_bias, dtype=dtype, kernel_init=init, name=name)
+  if kernel % 2 and strides == 1 and SPATIAL_CONV:
+    return SpatialConv(features, kernel, use_bias=use_bias, dtype=dtype, kernel_init=init,
+                       name=name)
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding='SAME',
                  use_bias=use_bias, kernel_init=init, dtype=dtype, name=name)
 
