@@ -112,10 +112,11 @@ class DenseBlock(nn.Module):
   et al. Layers get explicit names so the parameter tree is the same with and without remat
   (checkpoints stay interchangeable).
 
-  `remat`: False; True or 'memory' (least memory: 5.4-5.7x less than without, about 1.3x the
-  step time on a 2-core CPU); 'speed' (about 3x less memory at 1.2x the time); against the
-  faster step without remat that shares batch statistics, 1.5-1.6x and 1.3-1.5x. See
-  `dxnet_jax.ops.remat` and docs/performance.md.
+  `remat`: False; True or 'memory' (whole layers recomputed: 5.4-5.9x less memory than without,
+  about 1.5-1.6x the step time on a 2-core CPU); 'speed' (only each layer's concatenation and
+  bottleneck, BN-ReLU-Conv1x1-BN-ReLU, recomputed, with shared batch statistics: DenseNet-BC
+  16-16-16 4.4x less memory at 1.20x the time). See `dxnet_jax.ops.remat` and
+  docs/performance.md.
   """
   num_layers: int
   layer_kwargs: Any

@@ -20,10 +20,8 @@ NaN (``0 * inf`` is NaN). Training stops on a non-finite loss or gradient anyway
 
 `sync='barrier'` is the faster, larger variant: the backward pass returns the gradients through
 one `lax.optimization_barrier` (all computed together, no transcendental pass) tied by a single
-element instead of full sums. On a DenseNet-BC 16-16-16 step (batch 64, 2-core CPU) it keeps
-3.05x less memory than no remat at 1.13-1.17x the step time, against 5.7x at 1.32-1.46x for 'tied'
-(docs/performance.md; since the dense blocks without remat share batch statistics, which the
-recomputed layers do not, the ratios to that faster step are 1.34x and 1.64x).
+element instead of full sums. The dense blocks' `remat='speed'` uses it around each layer's
+bottleneck only (docs/performance.md).
 
 `ordered_remat` lifts it to flax modules like `nn.remat` does: variables (parameters, BatchNorm
 statistics) and RNG streams flow through unchanged, and the parameter tree is the module's own.
