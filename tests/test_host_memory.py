@@ -45,8 +45,9 @@ def test_keep_stops_page_faults_that_system_allocator_takes_every_call():
   assert not system['applied'] and keep['applied']
   # glibc's mmap for a 64 MB block faults in every page on every call ...
   assert system['faults'] > 0.5 * system['pages']
-  # ... kept memory is reused: almost none.
-  assert keep['faults'] < 0.1 * keep['pages']
+  # ... kept memory is reused: few (the VM's memory reclaim can take back some of the kept
+  # pages between calls; one CI rehearsal under load saw 20% once, against over 50% without).
+  assert keep['faults'] < 0.3 * keep['pages']
 
 
 def test_unknown_setting_is_a_clear_error(monkeypatch):
