@@ -50,6 +50,8 @@ def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) ->
                        dtype=dtype, axis_name=axis_name, name=name)
 
 
+# Stride-1 odd kxk convolutions through `ops.SpatialConv` (its `impl="auto"` picks the matmul form
+# on the CPU for narrowing ones); False restores nn.Conv everywhere, for A/B timing only.
 SPATIAL_CONV = True
 
 
