@@ -3,8 +3,9 @@
     python -m benchmarks.layer_ops [--reps 15] [--threads 2] [--ops bn_relu,conv1x1,...]
 
 Why: a whole training step hides which op loses to PyTorch and by how much. Each op here is the
-one the models run (`ops.batch_norm_relu`, `ops.pointwise_conv2d`, the 3x3 `lax` convolution of
-`nn.Conv`, `ops.depthwise_conv2d` with its default implementation, `jnp.concatenate`), at the
+one the models run (`ops.batch_norm_relu`, `ops.pointwise_conv2d`, the 3x3 `ops.spatial.conv2d`,
+`ops.depthwise_conv2d` with its default implementation, the whole `layers.XUnit` in training
+mode, `jnp.concatenate`), at the
 shapes of the CIFAR DxNet 12-12-12 (batch 64, k=12): the widest layer of the first two dense
 blocks. PyTorch runs the same op in channels_last with `--threads` intra-op threads.
 forward+backward computes the output and the gradients of every input (parameters included)
@@ -21,11 +22,10 @@ from typing import Callable, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from benchmarks import timing
-from dxnet_jax import host_memory
-from dxnet_jax.ops import batchnorm, default_impl, depthwise_conv2d, pointwise_conv2d
+from dxnet_jax import host_memory, layers
+from dxnet_jax.ops import batchnorm, default_impl, depthwise_conv2d, pointwise_conv2d, spatial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ def _shapes(n, h, c_in, k=12, bottleneck=4):
   """The ops of a dense layer whose input has `c_in` channels at h x h."""
   x, wide = (n, h, h, c_in), (n, h, h, bottleneck * k)
   return [('bn_relu', x, c_in), ('conv1x1', x, bottleneck * k), ('conv3x3', wide, k),
-          ('depthwise9x9', (n, h, h, k), k), ('concat', x, c_in + k)]
+          ('depthwise9x9', (n, h, h, k), k), ('xunit', (n, h, h, k), k), ('concat', x, c_in + k)]
 
 
 OPS = [LayerOp(op, stage, x, out)
@@ -60,16 +60,41 @@ def jax_op(spec: LayerOp) -> Tuple[Callable, Tuple[np.ndarray, ...]]:
   if spec.op == 'conv1x1':
     return pointwise_conv2d, (x, 0.1 * rng.standard_normal((1, 1, c, spec.out), np.float32))
   if spec.op == 'conv3x3':
-    f = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), 'SAME',
-                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    f = lambda x, w: spatial.conv2d(x, w, 'auto')
     return f, (x, 0.1 * rng.standard_normal((3, 3, c, spec.out), np.float32))
   if spec.op == 'depthwise9x9':
     f = lambda x, w: depthwise_conv2d(x, w, 'auto')
     return f, (x, 0.1 * rng.standard_normal((9, 9, 1, c), np.float32))
+  if spec.op == 'xunit':
+    apply, leaves, _ = _xunit(c)
+    return apply, (x, *leaves)
   if spec.op == 'concat':
     y = rng.standard_normal((*spec.x[:-1], spec.out - c), np.float32)
     return lambda x, y: jnp.concatenate([x, y], axis=-1), (x, y)
   raise ValueError(f'unknown op {spec.op!r}')
+
+
+def _xunit(channels: int):
+  """(f(x, *parameter leaves) -> training-mode output, the leaves) of a 9x9 `layers.XUnit`.
+
+  Parameters are flattened so that every one gets a gradient like an input; the scales and
+  offsets are random so that the comparison with PyTorch checks them.
+  """
+  module = layers.XUnit(kernel_size=9)
+  variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, channels)))
+  params = jax.tree.map(np.array, variables['params'])  # writable copies, for torch
+  rng = np.random.default_rng(2)
+  for bn in ('pointwise_bn', 'depthwise_bn'):
+    params[bn] = {'scale': rng.uniform(0.5, 1.5, channels).astype(np.float32),
+                  'bias': (0.1 * rng.standard_normal(channels)).astype(np.float32)}
+  leaves, treedef = jax.tree.flatten(params)
+
+  def apply(x, *leaves):
+    y, _ = module.apply({'params': jax.tree.unflatten(treedef, leaves),
+                         'batch_stats': variables['batch_stats']}, x, train=True,
+                        mutable=['batch_stats'])
+    return y
+  return apply, leaves, treedef
 
 
 def cotangent_for(spec: LayerOp) -> np.ndarray:
@@ -94,6 +119,7 @@ def torch_op(spec: LayerOp, inputs):
   gradients).
   """
   import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_nets  # pylint: disable=g-import-not-at-top
   nn = torch.nn
   last = torch.channels_last
   to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=last)
@@ -108,6 +134,19 @@ def torch_op(spec: LayerOp, inputs):
     module = nn.Conv2d(c, spec.out, k, padding=k // 2, groups=groups, bias=False)
     with torch.no_grad():
       module.weight.copy_(hwio_to_oihw(inputs[1]))
+  elif spec.op == 'xunit':
+    module = torch_nets.XUnit(c, 9)
+    _, _, treedef = _xunit(c)
+    params = jax.tree.unflatten(treedef, inputs[1:])
+    conv1, bn1, _, dwconv, bn2, _ = module.gate
+    with torch.no_grad():
+      conv1.weight.copy_(hwio_to_oihw(params['pointwise']['kernel']))
+      conv1.bias.copy_(torch.from_numpy(params['pointwise']['bias']))
+      dwconv.weight.copy_(hwio_to_oihw(params['depthwise']['kernel']))
+      dwconv.bias.copy_(torch.from_numpy(params['depthwise']['bias']))
+      for bn, name in ((bn1, 'pointwise_bn'), (bn2, 'depthwise_bn')):
+        bn.weight.copy_(torch.from_numpy(params[name]['scale']))
+        bn.bias.copy_(torch.from_numpy(params[name]['bias']))
   else:
     y = to_nchw(inputs[1]).requires_grad_(True)
     module = lambda x: torch.cat([x, y], dim=1)

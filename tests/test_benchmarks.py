@@ -159,7 +159,7 @@ def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.parametrize('op,out', [('bn_relu', 8), ('conv1x1', 5), ('conv3x3', 3),
-                                    ('depthwise9x9', 8), ('concat', 11)])
+                                    ('depthwise9x9', 8), ('xunit', 8), ('concat', 11)])
 def test_layer_ops_time_the_same_op_in_jax_and_torch(op, out):
   torch = pytest.importorskip('torch')
   spec = layer_ops.LayerOp(op, 'test', (2, 10, 10, 8), out)
