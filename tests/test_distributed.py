@@ -47,7 +47,9 @@ def _clean_env(devices: int) -> dict[str, str]:
            if not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
                                 "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"))}
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        # The suite's compile options (tests/conftest.py) stay; the device count is added.
+        XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                   f" --xla_force_host_platform_device_count={devices}").strip(),
         JAX_PLATFORMS="cpu",
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]),

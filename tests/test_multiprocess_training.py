@@ -74,7 +74,9 @@ def _env(devices: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
                                 "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"))}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    # The suite's compile options (tests/conftest.py) stay; the device count is added.
+    env.update(XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                          + f" --xla_force_host_platform_device_count={devices}").strip(),
                JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")]
                                                          if p]))

@@ -305,7 +305,9 @@ PARALLEL_SCRIPT = textwrap.dedent('''
 def test_jit_pmap_and_single_device_reach_the_same_parameters_and_batch_stats(project, tmp_path):
   script = tmp_path / 'parallel.py'
   script.write_text(PARALLEL_SCRIPT)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  # The suite's compile options (tests/conftest.py) stay; the device count is added.
+  env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '')
+                                   + ' --xla_force_host_platform_device_count=4').strip(),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, str(script), str(project / 'tiny.py')], env=env,
                        cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,47 @@
+"""Suite-wide settings (test-only; nothing here changes what dxnet_jax computes).
+
+XLA:CPU's LLVM backend at its default optimisation level spends most of this suite's time:
+compiling the jitted init of a 2-layer DxNet (a 1,900-line HLO module) took 22 s on the CI's
+2-core machine, against 3.4 s at `--xla_backend_optimization_level=1` (2.2 s at 0). The tests
+run tiny nets for a few steps, so generated-code speed hardly matters, while results agree
+within float rounding (every cross-check compares two programs compiled the same way).
+The flag goes into XLA_FLAGS before any test module imports JAX, so the subprocesses the tests
+start (which copy os.environ) inherit it too; `with_test_xla_flags` adds it where a test builds
+its own XLA_FLAGS. Set DXNET_TEST_XLA_OPT_LEVEL to another level (or '' to leave XLA's
+default) to run the suite as compiled for production.
+"""
+import os
+
+_LEVEL = os.environ.get('DXNET_TEST_XLA_OPT_LEVEL', '1')
+TEST_XLA_FLAGS = f'--xla_backend_optimization_level={_LEVEL}' if _LEVEL else ''
+
+
+def with_test_xla_flags(flags: str) -> str:
+  """`flags` (an XLA_FLAGS value) with the suite's compile options appended."""
+  if not TEST_XLA_FLAGS or 'xla_backend_optimization_level' in flags:
+    return flags
+  return f'{flags} {TEST_XLA_FLAGS}'.strip()
+
+
+os.environ['XLA_FLAGS'] = with_test_xla_flags(os.environ.get('XLA_FLAGS', ''))
+
+
+# One persistent JAX compilation cache for the whole run, shared by the xdist workers and every
+# subprocess the tests start: many tests start `python -m dxnet_jax.main` (or a script) several
+# times on the same tiny config, and each start would otherwise compile the same train and eval
+# steps again. The cache only stores executables that XLA would compile identically; it lives in
+# a fresh folder per run, made by the first process that loads this file (the xdist controller,
+# whose environment the workers inherit), and removed by it at the end.
+_CACHE_OWNER = 'DXNET_TEST_JAX_CACHE' not in os.environ
+if _CACHE_OWNER and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import tempfile
+  os.environ['DXNET_TEST_JAX_CACHE'] = tempfile.mkdtemp(prefix='dxnet-test-jax-cache-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['DXNET_TEST_JAX_CACHE']
+else:
+  _CACHE_OWNER = False
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if _CACHE_OWNER:
+    import shutil
+    shutil.rmtree(os.environ['DXNET_TEST_JAX_CACHE'], ignore_errors=True)
