@@ -67,7 +67,8 @@ def _block_step_temp_bytes(remat_cls, monkeypatch, remat=True):
   monkeypatch.setattr(densenet, 'ordered_remat', remat_cls)
   block = DenseBlock(8, dict(growth_rate=12), remat=remat)
   x = jnp.ones((16, 16, 16, 24))
-  variables = block.init(jax.random.key(0), x, False)
+  # Jitted: an eager init compiles each of the block's ops on its own (the same values).
+  variables = jax.jit(lambda key, x: block.init(key, x, False))(jax.random.key(0), x)
 
   def loss(params):
     y, _ = block.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
