@@ -115,8 +115,8 @@ class DenseBlock(nn.Module):
   `remat`: False; True or 'memory' (whole layers recomputed: 5.4-5.9x less memory than without,
   about 1.5-1.6x the step time on a 2-core CPU); 'speed' (only each layer's concatenation and
   bottleneck, BN-ReLU-Conv1x1-BN-ReLU, recomputed, with shared batch statistics: DenseNet-BC
-  16-16-16 4.4x less memory at 1.20x the time). See `dxnet_jax.ops.remat` and
-  docs/performance.md.
+  16-16-16 4.3x less memory; 1.20x the time before the CPU's 3x3 convolutions became matmuls,
+  1.85x after). See `dxnet_jax.ops.remat` and docs/performance.md.
   """
   num_layers: int
   layer_kwargs: Any
