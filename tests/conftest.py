@@ -6,24 +6,16 @@ compiling the jitted init of a 2-layer DxNet (a 1,900-line HLO module) took 22 s
 run tiny nets for a few steps, so generated-code speed hardly matters, while results agree
 within float rounding (every cross-check compares two programs compiled the same way).
 The flag goes into XLA_FLAGS before any test module imports JAX, so the subprocesses the tests
-start (which copy os.environ) inherit it too; `with_test_xla_flags` adds it where a test builds
-its own XLA_FLAGS. Set DXNET_TEST_XLA_OPT_LEVEL to another level (or '' to leave XLA's
-default) to run the suite as compiled for production.
+start (which copy os.environ, or append their device count to its XLA_FLAGS) inherit it too.
+Set DXNET_TEST_XLA_OPT_LEVEL to another level (or '' to leave XLA's default) to run the suite
+as compiled for production.
 """
 import os
 
 _LEVEL = os.environ.get('DXNET_TEST_XLA_OPT_LEVEL', '1')
-TEST_XLA_FLAGS = f'--xla_backend_optimization_level={_LEVEL}' if _LEVEL else ''
-
-
-def with_test_xla_flags(flags: str) -> str:
-  """`flags` (an XLA_FLAGS value) with the suite's compile options appended."""
-  if not TEST_XLA_FLAGS or 'xla_backend_optimization_level' in flags:
-    return flags
-  return f'{flags} {TEST_XLA_FLAGS}'.strip()
-
-
-os.environ['XLA_FLAGS'] = with_test_xla_flags(os.environ.get('XLA_FLAGS', ''))
+_FLAGS = os.environ.get('XLA_FLAGS', '')
+if _LEVEL and 'xla_backend_optimization_level' not in _FLAGS:
+  os.environ['XLA_FLAGS'] = f'{_FLAGS} --xla_backend_optimization_level={_LEVEL}'.strip()
 
 
 # One persistent JAX compilation cache for the whole run, shared by the xdist workers and every
