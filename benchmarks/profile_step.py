@@ -2,6 +2,7 @@
 
     python -m benchmarks.profile_step [--net dxnet_denoise_444] [--batch 16] [--image 50,50,1]
                                       [--steps 3] [--top 15] [--impl fft] [--trace-dir DIR]
+                                      [--remat speed]
 
 Traces `--steps` steps (after warm-up) with `jax.profiler` (Perfetto JSON), sums each XLA op's
 time per step, and prints three tables: op kinds (YNNPACK/XNNPACK library calls, FFTs, plain
@@ -105,9 +106,11 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--trace-dir', default=None, help='keep the trace here (default: temp)')
+  parser.add_argument('--remat', default='', help="dense blocks' remat: '', on, memory or speed")
   args = parser.parse_args()
+  remat = {'': {}, 'on': {'remat': True}}.get(args.remat, {'remat': args.remat})
   work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))
-  run, compiled, _ = steps.jax_step(work, **steps.impl_kwargs(work.name, args.impl))
+  run, compiled, _ = steps.jax_step(work, **remat, **steps.impl_kwargs(work.name, args.impl))
   places = op_places(compiled.as_text())
   for _ in range(3):
     timing.block(run())
@@ -123,7 +126,8 @@ def main():
   kinds = collections.Counter()
   for name, seconds in ops.items():
     kinds[op_kind(name)] += seconds
-  print(f'# {work.name}, batch {work.batch}x{args.image}, {timing.machine()}')
+  print(f'# {work.name}, batch {work.batch}x{args.image}, remat {args.remat or "off"}, '
+        f'{timing.machine()}')
   print(f'# {args.steps} traced steps: wall {wall * 1e3:.0f} ms/step (traced), op time '
         f'{total * 1e3:.0f} ms/step, {len(ops)} ops; trace: {trace_file}')
   timing.print_table(['kind', 'ms/step', 'share of op time'],
