@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from dxnet_jax.layers import conv, make_xunit, norm_relu
 from dxnet_jax.ops.batchnorm import channel_stats
+from dxnet_jax.ops.fusion import gradient_materialized
 from dxnet_jax.ops.remat import ordered_remat
 
 Dtype = Any
@@ -115,8 +116,8 @@ class DenseBlock(nn.Module):
   `remat`: False; True or 'memory' (whole layers recomputed: 5.4-5.9x less memory than without,
   about 1.5-1.6x the step time on a 2-core CPU); 'speed' (only each layer's concatenation and
   bottleneck, BN-ReLU-Conv1x1-BN-ReLU, recomputed, with shared batch statistics: DenseNet-BC
-  16-16-16 4.3x less memory; 1.20x the time before the CPU's 3x3 convolutions became matmuls,
-  1.85x after). See `dxnet_jax.ops.remat` and docs/performance.md.
+  16-16-16 4.3x less memory at 1.14x the step time on a 2-core CPU). See `dxnet_jax.ops.remat`
+  and docs/performance.md.
   """
   num_layers: int
   layer_kwargs: Any
@@ -154,13 +155,22 @@ class DenseBlock(nn.Module):
     Those hold the memory that grows with depth; the 3x3 convolution and the xUnit keep their
     k- and 4k-channel activations, so the backward pass repeats the cheap part of each layer.
     The pieces' batch statistics are shared as without remat (the recomputation reads them).
+    Each layer's output reaches every later layer as a piece of its own, so its gradient is a
+    sum over them. Where that output is the 3x3 convolution's (no xUnit), the sum is computed
+    once (`gradient_materialized`), not inside each of the nine shifted copies of the
+    convolution's backward pass: DenseNet-BC's 'speed' step took 1.14x the no-remat step's time
+    instead of 1.61x. An xUnit reads it in a few elementwise ops; there the extra pass cost more
+    than it saved (DxNet 'speed' step 1.09x slower with it; docs/performance.md).
     """
     share = self._share_stats(train)
     kwargs = dict(self.layer_kwargs, remat_bottleneck=True)
+    materialize = kwargs.get('activation', 'relu') != 'xunit'
     features, stats = [x], ([self._stats(x)] if share else None)
     for i in range(self.num_layers):
       y = DenseLayer(**kwargs, name=f'layer{i}')(tuple(features), train,
                                                   tuple(stats) if share else None)
+      if materialize:
+        y = gradient_materialized(y)
       features.append(y)
       if share:
         stats.append(self._stats(y))

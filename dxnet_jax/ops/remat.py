@@ -34,6 +34,8 @@ import jax.numpy as jnp
 from flax.core import lift
 from flax.linen import transforms
 
+from dxnet_jax.ops.fusion import materialized
+
 
 def _is_float(x) -> bool:
   return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)
@@ -100,14 +102,13 @@ def _checkpointed_forward(traced, sync, consts, dynamic):
 
 
 def _materialized(g):
-  """`g` plus a zero that holds a transcendental of every element.
+  """`g` computed once, into its own buffer (`fusion.materialized`).
 
   XLA re-fuses a cheap elementwise gradient into each of its consumers; for a dense layer the
   consumers are the gradient sums of the earlier layers' outputs, which run much later, so the
-  layer's recomputed activations would stay alive until then. An expensive op (tanh) makes XLA
-  compute `g` once, into its own buffer, instead.
+  layer's recomputed activations would stay alive until then.
   """
-  return g + 0 * jnp.tanh(g) if _is_float(g) else g
+  return materialized(g)
 
 
 def _checkpointed_backward(traced, sync, residuals, cotangent):
