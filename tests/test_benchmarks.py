@@ -145,9 +145,10 @@ def _tables(printed):
 def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(sys, 'argv', ['profile_step', '--net', 'dxnet_denoise_444', '--batch', '2',
                                     '--image', '12,12,1', '--steps', '2', '--top', '5',
-                                    '--trace-dir', str(tmp_path)])
+                                    '--trace-dir', str(tmp_path), '--remat', 'speed'])
   profile_step.main()
   out = capsys.readouterr().out
+  assert 'remat speed' in out.splitlines()[0]
   kinds, parts, top = _tables(out)
   share = lambda rows: sum(float(r[-1].rstrip('%')) for r in rows)
   assert 99.0 < share(kinds) < 101.0  # the kinds' shares add up to all op time
