@@ -106,7 +106,8 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--trace-dir', default=None, help='keep the trace here (default: temp)')
-  parser.add_argument('--remat', default='', help="dense blocks' remat: '', on, memory or speed")
+  parser.add_argument('--remat', default='', choices=['', 'on', 'memory', 'speed'],
+                      help="dense blocks' remat (default: none)")
   args = parser.parse_args()
   remat = {'': {}, 'on': {'remat': True}}.get(args.remat, {'remat': args.remat})
   work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))

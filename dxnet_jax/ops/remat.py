@@ -11,9 +11,9 @@ zero computed from the incoming cotangent (``0 * g[0]``) to every floating input
 recomputing. The values are unchanged (``x + 0.0 == x``), but the recomputation now depends on the
 cotangent, so it cannot start before the backward pass reaches the layer, and cannot be merged
 with the forward pass. The gradients it returns are tied to each other the same way and computed
-into buffers of their own (`_materialized`), so neither the layer's weight gradients nor its input
-gradients are postponed to later in the backward pass, which would keep its recomputed
-activations alive. With all three, the same step peaks at 0.54 GiB (553 MiB).
+into buffers of their own (`fusion.materialized`), so neither the layer's weight gradients nor
+its input gradients are postponed to later in the backward pass, which would keep its
+recomputed activations alive. With all three, the same step peaks at 0.54 GiB (553 MiB).
 
 One consequence: a NaN or inf anywhere in a layer's cotangent makes all of that layer's gradients
 NaN (``0 * inf`` is NaN). Training stops on a non-finite loss or gradient anyway.
@@ -101,23 +101,16 @@ def _checkpointed_forward(traced, sync, consts, dynamic):
   return traced(*dynamic, *consts), (consts, dynamic)
 
 
-def _materialized(g):
-  """`g` computed once, into its own buffer (`fusion.materialized`).
-
-  XLA re-fuses a cheap elementwise gradient into each of its consumers; for a dense layer the
-  consumers are the gradient sums of the earlier layers' outputs, which run much later, so the
-  layer's recomputed activations would stay alive until then.
-  """
-  return materialized(g)
-
-
 def _checkpointed_backward(traced, sync, residuals, cotangent):
   consts, dynamic = _tie(residuals, _zero_from(cotangent))
   _, vjp = jax.vjp(lambda c, d: traced(*d, *c), consts, dynamic)
   if sync == 'barrier':
     grads = jax.lax.optimization_barrier(vjp(cotangent))
     return _tie(grads, _zero_from(grads))
-  grads = jax.tree.map(_materialized, vjp(cotangent))
+  # Each gradient into a buffer of its own: XLA would re-fuse a cheap elementwise gradient into
+  # its consumers, the gradient sums of the earlier layers' outputs, which run much later, and
+  # keep this layer's recomputed activations alive until then.
+  grads = jax.tree.map(materialized, vjp(cotangent))
   # Every gradient waits for all the others, read in full: the weight gradients (which only the
   # optimizer needs) are not postponed to the end of the backward pass, and the input gradients
   # are computed now, so this layer's recomputed activations can be freed.
