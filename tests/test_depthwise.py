@@ -1,5 +1,6 @@
 """Every depthwise implementation equals XLA's grouped convolution, forward and backward."""
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -9,11 +10,13 @@ import pytest
 from jax.test_util import check_grads
 
 from dxnet_jax.ops import IMPLEMENTATIONS, default_impl, depthwise_conv2d
+from dxnet_jax.ops.depthwise import fft_batch_slices
 
 # (x shape, kernel size): square and non-square images and kernels, and an image smaller than
 # the kernel (the 8x8 stage of a CIFAR DxNet with a 9x9 kernel, shrunk).
+# The last case is large enough for 'fft' to run in batch slices on the CPU (`fft_batch_slices`).
 CASES = [((2, 6, 7, 3), (3, 3)), ((1, 9, 8, 2), (7, 7)), ((2, 5, 5, 4), (9, 9)),
-         ((1, 6, 4, 2), (3, 5))]
+         ((1, 6, 4, 2), (3, 5)), ((4, 32, 32, 2), (9, 9))]
 
 
 def _inputs(shape, ksize, dtype=jnp.float32):
@@ -49,6 +52,19 @@ def test_forward_and_gradients_match_xla(impl, case):
   for name, actual, expected in zip(('output', 'dx', 'dkernel'), outputs, _reference(case)):
     assert actual.shape == expected.shape, name
     _assert_close(actual, expected)
+
+
+def test_fft_runs_in_batch_slices_on_cpu_from_32x32():
+  assert fft_batch_slices((8, 32, 32, 12)) == 4
+  assert fft_batch_slices((8, 16, 16, 12)) == 1  # small maps: one FFT
+  assert fft_batch_slices((6, 32, 32, 12)) == 3  # the largest divisor of the batch up to 4
+  assert fft_batch_slices((5, 32, 32, 12)) == 1
+  assert fft_batch_slices((1, 64, 64, 12)) == 1
+  assert fft_batch_slices((8, 32, 32, 12), backend='gpu') == 1
+  x, kernel = _inputs((8, 32, 32, 2), (9, 9))
+  program = jax.jit(lambda a, b: depthwise_conv2d(a, b, 'fft')).lower(x, kernel).as_text()
+  # One forward and one inverse 2-D FFT per slice of 2 images ([N, C, H, W] inside jnp.fft).
+  assert len(re.findall(r'call @fft\w*\(%\w+\) : \(tensor<2x2x36x', program)) == 2 * 4
 
 
 @pytest.mark.parametrize('impl', IMPLEMENTATIONS)

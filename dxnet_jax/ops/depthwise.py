@@ -57,6 +57,9 @@ ms, and 5x less at the denoising shape, so 'auto' is 'fft' on GPU too. Larger ma
 56x56 stem xUnit) were not measured on GPU. TPU was not measured: 'auto' keeps 'xla' there (a
 native kernel); time the others with benchmarks/depthwise.py.
 
+On the CPU, 'fft' (and 'shift_fft''s input gradient) runs in slices of the batch, so that its FFTs
+run on all cores (`fft_batch_slices`).
+
 Inputs may be bfloat16: 'shift' and 'fft' compute in float32 and return the promoted input dtype.
 """
 from typing import Optional
@@ -129,7 +132,36 @@ def _shift(x, kernel):
   return out.astype(x.dtype)
 
 
+# XLA:CPU runs each FFT op on one thread, so a 2-core step's FFTs left a core idle (a DxNet
+# 12-12-12 step's FFTs took 1.3x *longer* on 2 cores than on 1). Split into independent FFTs over
+# slices of the batch, they run side by side: 4 slices at maps of 32x32 and more made the DxNet
+# step 0.95-0.975x and the denoiser's (50x50) 0.92x as long (docs/performance.md). At 16x16 the
+# gain was within noise, at 8x8 it lost (1.3x slower on the depthwise convolution alone).
+CPU_FFT_BATCH_SLICES = 4
+CPU_FFT_MIN_PIXELS = 32 * 32
+
+
+def fft_batch_slices(shape, backend: Optional[str] = None) -> int:
+  """Batch slices `_fft` uses for an input of `shape` [N, H, W, C] (1 = one FFT).
+
+  On the CPU from `CPU_FFT_MIN_PIXELS`: the largest divisor of N up to `CPU_FFT_BATCH_SLICES`.
+  """
+  n, h, w, _ = shape
+  if (backend or jax.default_backend()) != 'cpu' or h * w < CPU_FFT_MIN_PIXELS:
+    return 1
+  return next(s for s in range(min(CPU_FFT_BATCH_SLICES, max(n, 1)), 0, -1) if n % s == 0)
+
+
 def _fft(x, kernel):
+  """`_fft_whole` per batch slice (see `fft_batch_slices`), concatenated."""
+  slices = fft_batch_slices(x.shape)
+  if slices == 1:
+    return _fft_whole(x, kernel)
+  n = x.shape[0] // slices
+  return jnp.concatenate([_fft_whole(x[i * n:(i + 1) * n], kernel) for i in range(slices)])
+
+
+def _fft_whole(x, kernel):
   """Convolution theorem: y = irfft2(rfft2(x) * rfft2(flipped kernel)), cropped.
 
   With length L = H + kh//2 per axis (x zero-padded at the end), the circular convolution's
