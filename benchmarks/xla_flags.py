@@ -36,6 +36,7 @@ CANDIDATES = {
     'ynn_dots_convs_only': {'xla_cpu_experimental_ynn_fusion_type':
                             'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
                             'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'},
+    'no_ynn': {'xla_cpu_experimental_ynn_fusion_type': ''},
     'fast_runtime_preset': {'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_RUNTIME'},
     'tiling_propagation': {'xla_cpu_experimental_enable_tiling_propagation': True},
     'no_fusion_emitters': {'xla_cpu_use_fusion_emitters': False},
