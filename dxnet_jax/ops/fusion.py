@@ -11,15 +11,18 @@ import jax
 import jax.numpy as jnp
 
 
+def is_float(x) -> bool:
+  """Whether a pytree leaf is a floating-point array (the leaves a gradient trick may touch)."""
+  return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)
+
+
 def materialized(x):
   """`x` plus a zero that holds a transcendental of every element; non-float leaves unchanged.
 
   XLA does not duplicate an expensive op (tanh) into several consumers, so `x` is computed once.
   The values are unchanged: ``0 * tanh(x)`` is 0 for every finite or infinite x, NaN for NaN.
   """
-  if not (hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)):
-    return x
-  return x + 0 * jnp.tanh(x)
+  return x + 0 * jnp.tanh(x) if is_float(x) else x
 
 
 @jax.custom_vjp

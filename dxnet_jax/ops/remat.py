@@ -34,16 +34,12 @@ import jax.numpy as jnp
 from flax.core import lift
 from flax.linen import transforms
 
-from dxnet_jax.ops.fusion import materialized
-
-
-def _is_float(x) -> bool:
-  return hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)
+from dxnet_jax.ops.fusion import is_float, materialized
 
 
 def _tie(tree, anchor):
   """`tree` with `0 * anchor` added to its floating leaves: same values, new data dependency."""
-  return jax.tree.map(lambda x: x + anchor.astype(x.dtype) if _is_float(x) else x, tree)
+  return jax.tree.map(lambda x: x + anchor.astype(x.dtype) if is_float(x) else x, tree)
 
 
 def _as_tuple(argnums: Union[int, Sequence[int]]) -> tuple:
@@ -54,7 +50,7 @@ def _zero_from(tree, read=lambda x: x.reshape(-1)[0]):
   """A float32 zero computed from `read(leaf)` (one element by default) of every floating leaf."""
   zero = jnp.zeros((), jnp.float32)
   for x in jax.tree.leaves(tree):
-    if _is_float(x) and x.size:
+    if is_float(x) and x.size:
       zero = zero + read(x).astype(jnp.float32) * 0
   return zero
 
