@@ -153,30 +153,30 @@ def fft_batch_slices(shape, backend: Optional[str] = None) -> int:
 
 
 def _fft(x, kernel):
-  """`_fft_whole` per batch slice (see `fft_batch_slices`), concatenated."""
-  slices = fft_batch_slices(x.shape)
-  if slices == 1:
-    return _fft_whole(x, kernel)
-  n = x.shape[0] // slices
-  return jnp.concatenate([_fft_whole(x[i * n:(i + 1) * n], kernel) for i in range(slices)])
-
-
-def _fft_whole(x, kernel):
   """Convolution theorem: y = irfft2(rfft2(x) * rfft2(flipped kernel)), cropped.
 
   With length L = H + kh//2 per axis (x zero-padded at the end), the circular convolution's
-  wrap-around only ever reads zeros for the outputs kept, so it equals the linear one.
+  wrap-around only ever reads zeros for the outputs kept, so it equals the linear one. The
+  kernel's spectrum is computed once; the image's per batch slice (`fft_batch_slices`).
   """
   kh, kw, _, _ = kernel.shape
   _, h, w, _ = x.shape
   ph, pw = kh // 2, kw // 2
   size = (h + ph, w + pw)
-  xf = jnp.fft.rfft2(x.astype(jnp.float32), s=size, axes=(1, 2))
   # Flipping turns the cross-correlation into a convolution; the kernel then sits at offset 0,
   # so output y[i] lands at index i + ph of the circular result.
   kf = jnp.fft.rfft2(kernel[::-1, ::-1, 0, :].astype(jnp.float32), s=size, axes=(0, 1))
-  y = jnp.fft.irfft2(xf * kf, s=size, axes=(1, 2))
-  return y[:, ph:ph + h, pw:pw + w, :].astype(x.dtype)
+
+  def convolve(xs):
+    xf = jnp.fft.rfft2(xs.astype(jnp.float32), s=size, axes=(1, 2))
+    y = jnp.fft.irfft2(xf * kf, s=size, axes=(1, 2))
+    return y[:, ph:ph + h, pw:pw + w, :].astype(x.dtype)
+
+  slices = fft_batch_slices(x.shape)
+  if slices == 1:
+    return convolve(x)
+  n = x.shape[0] // slices
+  return jnp.concatenate([convolve(x[i * n:(i + 1) * n]) for i in range(slices)])
 
 
 def _fft_kernel_grad(x, g, kh, kw):
