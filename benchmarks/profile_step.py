@@ -2,14 +2,16 @@
 
     python -m benchmarks.profile_step [--net dxnet_denoise_444] [--batch 16] [--image 50,50,1]
                                       [--steps 3] [--top 15] [--impl fft] [--trace-dir DIR]
-                                      [--remat speed]
+                                      [--remat speed] [--wide 10]
 
 Traces `--steps` steps (after warm-up) with `jax.profiler` (Perfetto JSON), sums each XLA op's
-time per step, and prints three tables: op kinds (YNNPACK/XNNPACK library calls, FFTs, plain
+time per step, and prints four tables: op kinds (YNNPACK/XNNPACK library calls, FFTs, plain
 dots/convolutions, fusions whose name says they copy or transpose, other fusions); the parts of
 the net the ops belong to, forward and backward (read from the compiled step's HLO metadata:
-bn1, conv1, bn2, conv2, xunit of the dense layers, transitions, concatenations...); and the
-`--top` single ops. Op times are summed over XLA's worker threads, so they add up to more than
+bn1, conv1, bn2, conv2, xunit of the dense layers, transitions, concatenations...); the
+`--top` single ops; and the `--wide` fusions that read the most arrays. A fusion with dozens of
+operands is XLA computing a sum (a gradient read by many later layers) inside its consumer;
+two such fusions of the same size at one place compute that sum twice. Op times are summed over XLA's worker threads, so they add up to more than
 the wall time when ops run in parallel; both are printed.
 """
 import argparse
@@ -50,6 +52,16 @@ PARTS = ('xunit', 'bn1', 'conv1', 'bn2', 'conv2', 'transition', 'stem', 'concate
 UNATTRIBUTED = 'no source (made by XLA)'
 
 
+def op_sources(hlo_text: str) -> dict:
+  """{HLO instruction name: its `op_name` path} from a compiled module's metadata."""
+  return dict(m.groups() for m in
+              re.finditer(r'^\s*%?([\w.\-]+) = .*?op_name="([^"]*)"', hlo_text, re.M))
+
+
+def _direction(path: str) -> str:
+  return 'backward' if 'transpose(' in path else 'forward'
+
+
 def op_places(hlo_text: str) -> dict:
   """{HLO instruction name: (direction, part)} from a compiled module's `op_name` metadata.
 
@@ -58,13 +70,33 @@ def op_places(hlo_text: str) -> dict:
   weight-gradient transposes) carry no metadata and are left out: see `UNATTRIBUTED`.
   """
   places = {}
-  for m in re.finditer(r'^\s*%?([\w.\-]+) = .*?op_name="([^"]*)"', hlo_text, re.M):
-    name, path = m.groups()
-    direction = 'backward' if 'transpose(' in path else 'forward'
+  for name, path in op_sources(hlo_text).items():
     segments = re.split(r'[/.]', path)
     part = next((p for p in PARTS if any(seg.startswith(p) for seg in segments)), 'other')
-    places[name] = (direction, part)
+    places[name] = (_direction(path), part)
   return places
+
+
+def fusion_operands(hlo_text: str) -> dict:
+  """{fusion name: number of operands} for the fusions the step's entry computation calls."""
+  entry = hlo_text[hlo_text.find('\nENTRY'):]
+  return {m.group(1): len(re.findall(r'%', m.group(2))) for m in
+          re.finditer(r'^\s*%?([\w.\-]+) = \S+ fusion\((.*?)\), kind=', entry, re.M)}
+
+
+def wide_fusion_rows(ops: dict, operands: dict, sources: dict, top: int) -> list:
+  """Rows [fusion, operands, direction, where, ms/step] of the `top` fusions by operand count.
+
+  'where' is the op's path from the model's trunk on (its module path, or '-' if XLA made it).
+  """
+  widest = sorted(operands, key=lambda name: (-operands[name], name))[:top]
+  rows = []
+  for name in widest:
+    path = sources.get(name)
+    where = re.sub(r'^.*?(trunk/|backbone/)', '', path) if path else '-'
+    rows.append([name, operands[name], _direction(path) if path else '-', where,
+                 ops.get(name, 0.0) * 1e3])
+  return rows
 
 
 def op_times(trace_file: str, steps_traced: int) -> dict:
@@ -105,6 +137,7 @@ def main():
   parser.add_argument('--impl', default=None, help='depthwise implementation (xUnit nets)')
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
+  parser.add_argument('--wide', type=int, default=10, help='fusions with the most operands')
   parser.add_argument('--trace-dir', default=None, help='keep the trace here (default: temp)')
   parser.add_argument('--remat', default='', choices=['', 'on', 'memory', 'speed'],
                       help="dense blocks' remat (default: none)")
@@ -112,7 +145,8 @@ def main():
   remat = {'': {}, 'on': {'remat': True}}.get(args.remat, {'remat': args.remat})
   work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))
   run, compiled, _ = steps.jax_step(work, **remat, **steps.impl_kwargs(work.name, args.impl))
-  places = op_places(compiled.as_text())
+  hlo_text = compiled.as_text()
+  places = op_places(hlo_text)
   for _ in range(3):
     timing.block(run())
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='profile_step_')
@@ -140,6 +174,10 @@ def main():
   timing.print_table(['op', 'kind', 'ms/step', 'share of op time'],
                      [[n, op_kind(n), s * 1e3, f'{100 * s / total:.1f}%']
                       for n, s in collections.Counter(ops).most_common(args.top)])
+  print()
+  timing.print_table(['fusion', 'operands', 'direction', 'where', 'ms/step'],
+                     wide_fusion_rows(ops, fusion_operands(hlo_text), op_sources(hlo_text),
+                                      args.wide))
 
 
 if __name__ == '__main__':

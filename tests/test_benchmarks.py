@@ -127,6 +127,28 @@ def test_profile_step_places_ops_in_the_net():
   assert rows[-1][0] == profile_step.UNATTRIBUTED and rows[-1][1:3] == ['-', '-']
 
 
+def test_profile_step_lists_the_fusions_that_read_the_most_arrays():
+  hlo = '\n'.join([
+      '%fused_computation.1 (param_0: f32[8]) -> f32[8] {',
+      '  %param_0 = f32[8]{0} parameter(0)',
+      '}',
+      '',
+      'ENTRY %main (a: f32[8], b: f32[8], c: f32[8]) -> f32[8] {',
+      '  %add_fusion.2 = f32[8]{0} fusion(%a, %b, %c), kind=kLoop, calls=%fused_computation.1, '
+      'metadata={op_name="jit(step)/transpose(jvp(Net))/Net.features/backbone/trunk/block0/'
+      'layer1/xunit/mul"}',
+      '  %copy_fusion = f32[8]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1',
+      '  ROOT %dot.1 = f32[8]{0} dot(%add_fusion.2, %copy_fusion)',
+      '}',
+  ])
+  operands = profile_step.fusion_operands(hlo)
+  assert operands == {'add_fusion.2': 3, 'copy_fusion': 1}
+  rows = profile_step.wide_fusion_rows({'add_fusion.2': 0.004}, operands,
+                                       profile_step.op_sources(hlo), top=5)
+  assert rows == [['add_fusion.2', 3, 'backward', 'trunk/block0/layer1/xunit/mul', 4.0],
+                  ['copy_fusion', 1, '-', '-', 0.0]]
+
+
 def _tables(printed):
   """Markdown tables of a benchmark's output, each a list of its data rows' cells."""
   tables, current = [], None
@@ -149,13 +171,15 @@ def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsy
   profile_step.main()
   out = capsys.readouterr().out
   assert 'remat speed' in out.splitlines()[0]
-  kinds, parts, top = _tables(out)
+  kinds, parts, top, wide = _tables(out)
   share = lambda rows: sum(float(r[-1].rstrip('%')) for r in rows)
   assert 99.0 < share(kinds) < 101.0  # the kinds' shares add up to all op time
   assert 99.0 < share(parts) < 101.0  # and so do the parts'
   assert 'FFTs' in [r[0] for r in kinds]  # the xUnit's default depthwise on CPU
   assert {'xunit', 'conv1'} <= {r[0] for r in parts}
   assert len(top) == 5
+  counts = [int(r[1]) for r in wide]
+  assert counts and counts == sorted(counts, reverse=True)  # the widest fusions first
   assert list(tmp_path.glob('**/*.trace.json.gz'))
 
 
