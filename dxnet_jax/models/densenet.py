@@ -20,11 +20,12 @@ dense path carries a bias and the BN steps are dropped.
 from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from dxnet_jax.layers import conv, make_xunit, norm_relu
 from dxnet_jax.ops.batchnorm import channel_stats
-from dxnet_jax.ops.fusion import gradient_materialized
+from dxnet_jax.ops.fusion import gradient_materialized, gradient_through_product
 from dxnet_jax.ops.remat import ordered_remat
 
 Dtype = Any
@@ -103,6 +104,11 @@ def _concat_stats(stats):
 # per-layer statistics (the tests compare the two).
 SHARE_STATS = True
 
+# Dense blocks (without remat, and with remat='speed') pass each xUnit layer's output gradient
+# through `ops.fusion.gradient_through_product` on the CPU (see `DenseBlock`); False leaves the
+# sum to XLA's fusion (the tests compare the two).
+XUNIT_GRADIENT_THROUGH_PRODUCT = True
+
 
 class DenseBlock(nn.Module):
   """`num_layers` dense layers; `remat` recomputes each layer in the backward pass.
@@ -130,9 +136,12 @@ class DenseBlock(nn.Module):
       # XLA:CPU (DenseNet-BC 16-16-16 step 3.4 s vs 4.1 s re-concatenating in every layer).
       share = self._share_stats(train)
       stats = self._stats(x) if share else None
+      through_product = self._xunit_gradient_through_product()
       for i in range(self.num_layers):
         y = DenseLayer(**self.layer_kwargs, name=f'layer{i}')(
             (x,), train, (stats,) if share else None)
+        if through_product:
+          y = gradient_through_product(y)
         x = jnp.concatenate([x, y], axis=-1)
         if share:
           stats = _concat_stats([stats, self._stats(y)])
@@ -159,22 +168,39 @@ class DenseBlock(nn.Module):
     sum over them. Where that output is the 3x3 convolution's (no xUnit), the sum is computed
     once (`gradient_materialized`), not inside each of the nine shifted copies of the
     convolution's backward pass: DenseNet-BC's 'speed' step took 1.14x the no-remat step's time
-    instead of 1.61x. An xUnit reads it in a few elementwise ops; there the extra pass cost more
-    than it saved (DxNet 'speed' step 1.09x slower with it; docs/performance.md).
+    instead of 1.61x. After an xUnit that materialisation does not hold (XLA still fused the sum
+    into the gate's derivatives, and the step took 1.09x); there the sum goes through
+    `gradient_through_product` on the CPU instead (DxNet 'speed' step 0.96x; docs/performance.md).
     """
     share = self._share_stats(train)
     kwargs = dict(self.layer_kwargs, remat_bottleneck=True)
     materialize = kwargs.get('activation', 'relu') != 'xunit'
+    through_product = self._xunit_gradient_through_product()
     features, stats = [x], ([self._stats(x)] if share else None)
     for i in range(self.num_layers):
       y = DenseLayer(**kwargs, name=f'layer{i}')(tuple(features), train,
                                                   tuple(stats) if share else None)
       if materialize:
         y = gradient_materialized(y)
+      elif through_product:
+        y = gradient_through_product(y)
       features.append(y)
       if share:
         stats.append(self._stats(y))
     return jnp.concatenate(features, axis=-1)
+
+  def _xunit_gradient_through_product(self) -> bool:
+    """Whether each xUnit layer's output gradient is summed once, before its readers.
+
+    An xUnit layer's output gradient is the sum of every later layer's piece, and XLA:CPU fused
+    that sum into both of the gate's derivatives (and more readers in small nets), computing it
+    again in each; `gradient_through_product` makes it once. CPU only (measured there, step time:
+    DxNet 12-12-12 0.95x without remat and 0.96x with remat='speed', the 4-4-4 denoiser 0.95x);
+    without remat, layers without xUnits keep the fused sum (DenseNet-BC 16-16-16 was 1.03x
+    slower with it).
+    """
+    return (XUNIT_GRADIENT_THROUGH_PRODUCT and jax.default_backend() == 'cpu'
+            and self.layer_kwargs.get('activation', 'relu') == 'xunit')
 
   def _share_stats(self, train: bool) -> bool:
     return SHARE_STATS and train and self.layer_kwargs.get('use_batch_norm', True)
