@@ -7,7 +7,7 @@ the sum of every later layer's piece, was recomputed in each of the k*k shifted 
 `lax.optimization_barrier` does not prevent it: XLA:CPU turns barriers into scheduling
 constraints before it fuses. Two ways that do: `materialized` (a transcendental XLA will not
 duplicate) and, where XLA computes that once but still duplicates the rest,
-`gradient_through_product` (a product, which XLA:CPU never fuses into its consumers).
+`gradient_through_product` (a product, which XLA computes once for all its readers).
 """
 import jax
 import jax.numpy as jnp
@@ -62,9 +62,9 @@ def gradient_through_product(x):
   For a value whose gradient is a sum over many later layers and is read by more than one
   computation, where `gradient_materialized` does not hold: in a DxNet's dense block XLA:CPU
   computed the tanh once but still fused the sum itself into both readers of each xUnit's
-  output gradient (the gate's two derivatives). XLA:CPU never fuses a product into its
-  elementwise consumers, so the sum is computed once, as the product's input, and the readers
-  read the product's output (DxNet 12-12-12 step 0.95x, docs/performance.md).
+  output gradient (the gate's two derivatives). XLA does not duplicate a product into its
+  readers, so the sum is computed once, as the product's input, and the readers read the
+  product's output (DxNet 12-12-12 step 0.95x, docs/performance.md).
 
   Finite gradients pass unchanged (each output is g times 1 plus exact zeros; -0.0 becomes 0.0).
   A NaN or infinity in one channel of a pixel makes that pixel's other channels NaN (0 * inf),
