@@ -33,22 +33,19 @@ def test_gradient_materialized_is_the_identity_to_every_derivative_order():
   np.testing.assert_allclose(hvp(f), hvp(g), rtol=1e-6)
 
 
-def _shifted_copy_operand_counts(hlo_text: str) -> list:
-  """Operands of each fusion that makes a shifted copy in a 3x3 convolution's backward pass."""
+def _backward_fusion_operand_counts(hlo_text: str, keep) -> list:
+  """Operands of each backward-pass fusion whose source path satisfies `keep(path)`."""
   counts = []
   for m in re.finditer(r'^\s*%?\S+ = \S+ fusion\((.*?)\), kind=.*?op_name="([^"]*)"', hlo_text,
                        re.M):
     operands, path = m.groups()
-    if 'transpose(' in path and path.endswith('conv2/slice'):
+    if 'transpose(' in path and keep(path):
       counts.append(operands.count('%'))
   return counts
 
 
-def test_remat_speed_reads_each_layer_output_gradient_from_one_buffer():
-  # Under remat='speed' a dense layer's output gradient is the sum of every later layer's
-  # piece. Fused into each of the 3x3 convolution's nine shifted copies it was recomputed nine
-  # times (DenseNet-BC 16-16-16 step 1.6x slower); materialised, each copy reads one buffer.
-  model = models.create('densenet_bc_k12_16', blocks=(3, 3), remat='speed')
+def _gradient_hlo(model) -> str:
+  """The compiled gradient of a training-mode classification loss, as HLO text."""
   x, y = jnp.ones((2, 8, 8, 3)), jnp.zeros((2,), jnp.int32)
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
 
@@ -57,8 +54,15 @@ def test_remat_speed_reads_each_layer_output_gradient_from_one_buffer():
                             train=True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  hlo = jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
-  counts = _shifted_copy_operand_counts(hlo)
+  return jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
+
+
+def test_remat_speed_reads_each_layer_output_gradient_from_one_buffer():
+  # Under remat='speed' a dense layer's output gradient is the sum of every later layer's
+  # piece. Fused into each of the 3x3 convolution's nine shifted copies it was recomputed nine
+  # times (DenseNet-BC 16-16-16 step 1.6x slower); materialised, each copy reads one buffer.
+  hlo = _gradient_hlo(models.create('densenet_bc_k12_16', blocks=(3, 3), remat='speed'))
+  counts = _backward_fusion_operand_counts(hlo, lambda path: path.endswith('conv2/slice'))
   assert len(counts) == 6 * 8, counts  # six layers, eight shifted copies besides the centre
   assert max(counts) == 1, counts
 
@@ -73,29 +77,11 @@ def test_gradient_through_product_passes_gradients_unchanged_to_every_order():
   assert fusion.gradient_through_product(x) is x
 
 
-def _dxnet_gradient_hlo(through_product: bool) -> str:
+def _first_xunit_backward_operand_counts(through_product: bool) -> list:
+  """Operands of each backward fusion of a small DxNet's first dense layer's xUnit."""
   with mock.patch.object(densenet, 'XUNIT_GRADIENT_THROUGH_PRODUCT', through_product):
-    model = models.create('dxnet_k12_12', blocks=(4, 4))
-    x, y = jnp.ones((2, 8, 8, 3)), jnp.zeros((2,), jnp.int32)
-    variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
-
-    def loss(params):
-      logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
-                              train=True, mutable=['batch_stats'])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    return jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()
-
-
-def _first_xunit_backward_operand_counts(hlo_text: str) -> list:
-  """Operands of each backward fusion of the first dense layer's xUnit."""
-  counts = []
-  for m in re.finditer(r'^\s*%?\S+ = \S+ fusion\((.*?)\), kind=.*?op_name="([^"]*)"', hlo_text,
-                       re.M):
-    operands, path = m.groups()
-    if 'transpose(' in path and 'trunk/block0/layer0/xunit/' in path:
-      counts.append(operands.count('%'))
-  return counts
+    hlo = _gradient_hlo(models.create('dxnet_k12_12', blocks=(4, 4)))
+  return _backward_fusion_operand_counts(hlo, lambda path: 'trunk/block0/layer0/xunit/' in path)
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the product is used on the CPU only')
@@ -103,7 +89,7 @@ def test_xunit_output_gradient_is_summed_once_before_its_readers():
   # The first layer's output gradient is a sum over the three later layers' pieces (and the
   # transition's). Left to XLA, that sum sat inside several of the xUnit's backward fusions
   # (27-36 operands each); through the product, each reads one buffer (12 operands at most).
-  fused = _first_xunit_backward_operand_counts(_dxnet_gradient_hlo(False))
-  once = _first_xunit_backward_operand_counts(_dxnet_gradient_hlo(True))
+  fused = _first_xunit_backward_operand_counts(through_product=False)
+  once = _first_xunit_backward_operand_counts(through_product=True)
   assert sum(c > 20 for c in fused) >= 2, fused  # the premise: the sum is recomputed
   assert once and max(once) <= 12, once
