@@ -11,8 +11,9 @@ the net the ops belong to, forward and backward (read from the compiled step's H
 bn1, conv1, bn2, conv2, xunit of the dense layers, transitions, concatenations...); the
 `--top` single ops; and the `--wide` fusions that read the most arrays. A fusion with dozens of
 operands is XLA computing a sum (a gradient read by many later layers) inside its consumer;
-two such fusions of the same size at one place compute that sum twice. Op times are summed over XLA's worker threads, so they add up to more than
-the wall time when ops run in parallel; both are printed.
+two such fusions of the same size at one place compute that sum twice. Op times are summed
+over XLA's worker threads, so they add up to more than the wall time when ops run in parallel;
+both are printed.
 """
 import argparse
 import collections
