@@ -117,7 +117,7 @@ def main():
     for label, kwargs in torch_variants.items():
       fns[label], torch_params = steps.torch_step(work, **kwargs)
     assert torch_params == jax_params, (work.name, torch_params, jax_params)
-    print(f'# {work.name}: {jax_params:,} parameters in both; timing {len(fns)} steps',
+    print(f'# {work.name}: {jax_params:,} parameters in both; timing {len(fns)} step functions',
           flush=True)
     t = timing.time_interleaved(fns, reps=args.reps)
     torch_label = min(torch_variants, key=t.get)
