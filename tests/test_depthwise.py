@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from dxnet_jax.ops import IMPLEMENTATIONS, default_impl, depthwise_conv2d
+from dxnet_jax.ops import IMPLEMENTATIONS, default_impl, depthwise_conv2d, native_build
 from dxnet_jax.ops.depthwise import fft_batch_slices
+
+# 'native' needs the C++ kernels built (a compiler); tests/test_ops_native.py covers the fallback.
+IMPLS = [pytest.param(i, marks=pytest.mark.skipif(
+    i == 'native' and not native_build.available(), reason='no native kernels'))
+         for i in IMPLEMENTATIONS]
 
 # (x shape, kernel size): square and non-square images and kernels, and an image smaller than
 # the kernel (the 8x8 stage of a CIFAR DxNet with a 9x9 kernel, shrunk).
@@ -45,7 +50,7 @@ def _reference(case):
   return _value_and_vjp(*_inputs(shape, ksize), 'xla')
 
 
-@pytest.mark.parametrize('impl', [i for i in IMPLEMENTATIONS if i != 'xla'])
+@pytest.mark.parametrize('impl', [p for p in IMPLS if p.values[0] != 'xla'])
 @pytest.mark.parametrize('case', range(len(CASES)))
 def test_forward_and_gradients_match_xla(impl, case):
   outputs = _value_and_vjp(*_inputs(*CASES[case]), impl)
@@ -67,14 +72,14 @@ def test_fft_runs_in_batch_slices_on_cpu_from_32x32():
   assert len(re.findall(r'\[2,2,36,\d+\]\S* fft\(', compiled.as_text())) == 2 * 4
 
 
-@pytest.mark.parametrize('impl', IMPLEMENTATIONS)
+@pytest.mark.parametrize('impl', IMPLS)
 def test_numerical_gradients(impl):
   x, kernel = _inputs((1, 5, 4, 2), (3, 3))
   check_grads(lambda a, b: depthwise_conv2d(a, b, impl), (x, kernel), order=1, modes=['rev'],
               atol=2e-2, rtol=2e-2, eps=1e-2)
 
 
-@pytest.mark.parametrize('impl', IMPLEMENTATIONS)
+@pytest.mark.parametrize('impl', IMPLS)
 def test_bfloat16(impl):
   x, kernel = _inputs((2, 6, 6, 3), (5, 5))
   xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
@@ -96,7 +101,9 @@ def test_same_parameters_and_output_as_flax_grouped_conv():
 
 def test_auto_uses_the_backend_default():
   x, kernel = _inputs((1, 6, 6, 2), (3, 3))
-  assert default_impl('cpu') == 'fft' and default_impl('gpu') == 'fft'
+  # 'native' where the C++ kernels build (tests/test_ops_native.py covers the fallback).
+  assert default_impl('cpu') == ('native' if native_build.available() else 'fft')
+  assert default_impl('gpu') == 'fft'
   assert default_impl('tpu') == 'xla'
   assert default_impl() in IMPLEMENTATIONS
   np.testing.assert_array_equal(depthwise_conv2d(x, kernel),

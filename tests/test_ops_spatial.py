@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dxnet_jax import layers
-from dxnet_jax.ops import spatial
+from dxnet_jax.ops import native_build, spatial
 
 
 def _lax(x, kernel):
@@ -45,7 +45,8 @@ def test_forward_over_reverse_derivatives_match():
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('impl', ['xla', 'matmul', 'auto'])
+@pytest.mark.parametrize('impl', ['xla', 'matmul', 'auto', pytest.param('native', marks=(
+    pytest.mark.skipif(not native_build.available(), reason='no native kernels')))])
 @pytest.mark.parametrize('use_bias', [False, True])
 def test_module_matches_flax_conv_parameters_and_outputs(impl, use_bias):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4))
@@ -60,9 +61,10 @@ def test_module_matches_flax_conv_parameters_and_outputs(impl, use_bias):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_default_is_the_matmul_form_for_narrowing_convolutions_on_the_cpu(monkeypatch):
-  # The test suite runs on the CPU.
-  assert spatial.default_impl((3, 3, 48, 12)) == 'matmul'  # a dense layer's 3x3 convolution
+def test_default_is_native_or_the_matmul_form_for_narrowing_convolutions_on_the_cpu(monkeypatch):
+  # The test suite runs on the CPU; 'native' where the C++ kernels build (test_ops_native.py).
+  narrowing = 'native' if native_build.available() else 'matmul'
+  assert spatial.default_impl((3, 3, 48, 12)) == narrowing  # a dense layer's 3x3 convolution
   assert spatial.default_impl((3, 3, 3, 24)) == 'xla'  # a stem
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert spatial.default_impl((3, 3, 48, 12)) == 'xla'

@@ -68,16 +68,27 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLEMENTATIONS = ('xla', 'shift', 'fft', 'shift_fft')
+from dxnet_jax.ops import native_build, native_conv
+
+IMPLEMENTATIONS = ('xla', 'shift', 'fft', 'shift_fft', 'native')
 
 # Per-backend default of impl='auto', from the measurements in the module docstring.
-_AUTO = {'cpu': 'fft', 'gpu': 'fft'}
+_AUTO = {'cpu': 'native', 'gpu': 'fft'}
 _AUTO_OTHER = 'xla'
+# What 'auto' takes where 'native' cannot run (no C++ compiler, not float32, an odd filter width).
+_NATIVE_FALLBACK = 'fft'
 
 
 def default_impl(backend: Optional[str] = None) -> str:
-  """The implementation `impl='auto'` uses on `backend` (default: `jax.default_backend()`)."""
-  return _AUTO.get(backend or jax.default_backend(), _AUTO_OTHER)
+  """The implementation `impl='auto'` uses on `backend` (default: `jax.default_backend()`).
+
+  'native' only where the native kernels build (`ops.native_build`); filter widths and dtypes it
+  does not take (`native_conv.supports_depthwise`) get 'fft' there.
+  """
+  impl = _AUTO.get(backend or jax.default_backend(), _AUTO_OTHER)
+  if impl == 'native' and not native_build.available():
+    return _NATIVE_FALLBACK
+  return impl
 
 
 def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
@@ -92,12 +103,14 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax
     `[N, H, W, C]` in the promoted dtype of `x` and `kernel`.
   """
   _check(x, kernel)
+  dtype = jnp.result_type(x, kernel)
   if impl == 'auto':
     impl = default_impl()
+    if impl == 'native' and not native_conv.supports_depthwise(dtype, kernel.shape):
+      impl = _NATIVE_FALLBACK
   if impl not in _IMPLS:
     raise ValueError(
         f'Unknown depthwise implementation {impl!r}; choose one of {IMPLEMENTATIONS} or "auto".')
-  dtype = jnp.result_type(x, kernel)
   return _IMPLS[impl](x.astype(dtype), kernel.astype(dtype))
 
 
@@ -214,5 +227,6 @@ def _shift_fft_bwd(res, g):
 
 _shift_fft.defvjp(_shift_fft_fwd, _shift_fft_bwd)
 
-_IMPLS = {'xla': _xla, 'shift': _shift, 'fft': _fft, 'shift_fft': _shift_fft}
+_IMPLS = {'xla': _xla, 'shift': _shift, 'fft': _fft, 'shift_fft': _shift_fft,
+          'native': native_conv.depthwise_conv2d_native}
 assert tuple(_IMPLS) == IMPLEMENTATIONS

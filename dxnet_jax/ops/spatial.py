@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dxnet_jax.ops import native_conv
 from dxnet_jax.ops.pointwise import pointwise_conv2d
 
 
@@ -81,7 +82,7 @@ def conv2d_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _conv2d_as_matmul(x, kernel)
 
 
-IMPLEMENTATIONS = ('xla', 'matmul')
+IMPLEMENTATIONS = ('xla', 'matmul', 'native')
 
 
 # The product writes k*k*Cout channels per pixel: worth it where that is at most this many times
@@ -90,11 +91,12 @@ IMPLEMENTATIONS = ('xla', 'matmul')
 MAX_EXPANSION = 4
 
 
-def default_impl(kernel_shape=None) -> str:
-  """'matmul' on the CPU for narrowing convolutions (measured, docs/performance.md), else 'xla'.
+def default_impl(kernel_shape=None, dtype=jnp.float32) -> str:
+  """On the CPU, narrowing convolutions take 'native' (where the kernels build) or else
+  'matmul' (measured, docs/performance.md); everything else 'xla'.
 
   `kernel_shape` [k, k, Cin, Cout]. GPUs and TPUs run the library convolution well and were not
-  measured with the matmul form.
+  measured with the other forms.
   """
   if jax.default_backend() != 'cpu':
     return 'xla'
@@ -102,12 +104,17 @@ def default_impl(kernel_shape=None) -> str:
     k, _, cin, cout = kernel_shape
     if k * k * cout > MAX_EXPANSION * cin:
       return 'xla'
+    if native_conv.supports(dtype, kernel_shape):
+      return 'native'
   return 'matmul'
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
-  """Stride-1 'SAME' convolution by `impl`: 'xla' (`lax.conv_general_dilated`), 'matmul', 'auto'."""
-  impl = default_impl(kernel.shape) if impl == 'auto' else impl
+  """Stride-1 'SAME' convolution by `impl`: 'xla' (`lax.conv_general_dilated`), 'matmul',
+  'native' (the C++ XLA:CPU kernel, ops/native_conv.py) or 'auto' (`default_impl`)."""
+  impl = default_impl(kernel.shape, x.dtype) if impl == 'auto' else impl
+  if impl == 'native':
+    return native_conv.conv2d_native(x, kernel)
   if impl == 'matmul':
     return conv2d_as_matmul(x, kernel)
   if impl == 'xla':

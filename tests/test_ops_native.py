@@ -1,0 +1,200 @@
+"""The native XLA:CPU convolutions equal XLA's, in every derivative; the build degrades cleanly."""
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dxnet_jax import models
+from dxnet_jax.ops import depthwise, native_build, native_conv, spatial
+
+pytestmark = pytest.mark.skipif(not native_build.available(),
+                                reason=f'no native kernels: {native_build.unavailable_reason()}')
+
+
+def _lax_dense(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _lax_depthwise(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      feature_group_count=x.shape[-1])
+
+
+def _random(shape, seed):
+  return jax.random.normal(jax.random.PRNGKey(seed), shape)
+
+
+def _assert_value_and_grads_match(ours, ref, x, kernel, tol=1e-5):
+  y = ref(x, kernel)
+  g = _random(y.shape, 7)
+  (y1, vjp1), (y0, vjp0) = jax.vjp(ours, x, kernel), jax.vjp(ref, x, kernel)
+  for a, b in zip((y1, *vjp1(g)), (y0, *vjp0(g))):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    scale = float(jnp.abs(b).max()) or 1.0
+    np.testing.assert_allclose(a / scale, b / scale, atol=tol, rtol=0)
+
+
+# Channel counts below, at and above a vector (4, 8 or 16 floats by CPU) and several vector
+# blocks (50); maps narrower than the register tile, wider than it with a remainder, and smaller
+# than the window; the CIFAR dense layer's 48 -> 12 shape.
+@pytest.mark.parametrize('shape,k,cout', [
+    ((2, 7, 9, 5), 3, 12), ((2, 5, 4, 12), 3, 48), ((1, 3, 2, 3), 5, 17), ((2, 1, 1, 4), 3, 2),
+    ((3, 8, 11, 48), 3, 12), ((2, 6, 11, 20), 1, 50), ((1, 4, 19, 6), 9, 7)])
+def test_dense_convolution_matches_xla(shape, k, cout):
+  x, kernel = _random(shape, 0), _random((k, k, shape[-1], cout), 1)
+  _assert_value_and_grads_match(jax.jit(native_conv.conv2d_native), _lax_dense, x, kernel)
+
+
+@pytest.mark.parametrize('shape,ksize', [
+    ((2, 7, 9, 5), (9, 9)), ((2, 5, 4, 12), (3, 3)), ((1, 3, 2, 17), (5, 7)),
+    ((2, 1, 1, 4), (3, 3)), ((3, 8, 8, 12), (9, 9)), ((2, 6, 11, 33), (1, 11)),
+    ((2, 20, 21, 24), (9, 9))])
+def test_depthwise_convolution_matches_xla(shape, ksize):
+  x, kernel = _random(shape, 0), _random((*ksize, 1, shape[-1]), 1)
+  _assert_value_and_grads_match(jax.jit(native_conv.depthwise_conv2d_native), _lax_depthwise,
+                                x, kernel)
+
+
+@pytest.mark.parametrize('ours,ref,kernel_shape', [
+    (native_conv.conv2d_native, _lax_dense, (3, 3, 3, 2)),
+    (native_conv.depthwise_conv2d_native, _lax_depthwise, (5, 5, 1, 3))])
+def test_second_derivatives_match_xla(ours, ref, kernel_shape):
+  # The flatness analysis takes Hessian-vector products (forward over reverse); reverse over
+  # reverse must work too.
+  x, kernel = _random((2, 6, 6, 3), 0), _random(kernel_shape, 1)
+  v = jnp.ones_like(kernel)
+
+  def loss(conv):
+    return lambda k: jnp.sum(jnp.sin(conv(x, k)))
+
+  for f in (lambda conv: jax.jvp(jax.grad(loss(conv)), (kernel,), (v,))[1],
+            lambda conv: jax.grad(lambda k: jnp.vdot(jax.grad(loss(conv))(k), v))(kernel)):
+    np.testing.assert_allclose(f(ours), f(ref), rtol=1e-4, atol=1e-4)
+
+
+def test_vmap_and_half_precision_inputs():
+  x, kernel = _random((3, 5, 5, 4), 0), _random((3, 3, 4, 2), 1)
+  batched = jax.vmap(native_conv.conv2d_native, (0, None))(x[:, None], kernel)[:, 0]
+  np.testing.assert_allclose(batched, _lax_dense(x, kernel), rtol=1e-5, atol=1e-5)
+  y = native_conv.depthwise_conv2d_native(x.astype(jnp.bfloat16),
+                                          _random((3, 3, 1, 4), 2).astype(jnp.bfloat16))
+  assert y.dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match='takes'):
+    native_conv.conv2d_native(x.astype(jnp.int32), kernel.astype(jnp.int32))
+  with pytest.raises(ValueError, match='filter widths'):
+    native_conv.depthwise_conv2d_native(x, jnp.ones((3, 13, 1, 4)))
+
+
+def test_auto_takes_the_native_kernels_on_the_cpu():
+  assert spatial.default_impl((3, 3, 48, 12)) == 'native'  # a dense layer's 3x3 convolution
+  assert spatial.default_impl((3, 3, 3, 24)) == 'xla'  # a stem widens: XLA's
+  assert spatial.default_impl((3, 3, 48, 12), jnp.float64) == 'matmul'
+  assert depthwise.default_impl('cpu') == 'native' and depthwise.default_impl('gpu') == 'fft'
+  x, kernel = _random((1, 6, 6, 2), 0), _random((3, 13, 1, 2), 1)
+  # A width the kernel is not built for falls back to 'fft' under 'auto'.
+  np.testing.assert_allclose(depthwise.depthwise_conv2d(x, kernel),
+                             depthwise.depthwise_conv2d(x, kernel, 'fft'), rtol=1e-6)
+  model = models.create('dxnet_k12_12', blocks=(1, 1, 1), growth_rate=4)
+  v = models.init_variables(model, (2, 16, 16, 3))
+  hlo = jax.jit(lambda v, x: model.apply(v, x)).lower(v, jnp.zeros((2, 16, 16, 3))).as_text()
+  assert 'dxnet_conv2d' in hlo and 'dxnet_depthwise_conv2d' in hlo
+
+
+def test_a_dxnet_trains_the_same_with_native_and_pure_jax_convolutions():
+  tiny = dict(blocks=(1, 1, 1), growth_rate=4)
+  model_native = models.create('dxnet_k12_12', **tiny, depthwise_impl='native')
+  model_fft = models.create('dxnet_k12_12', **tiny, depthwise_impl='fft')
+  x, y = _random((4, 16, 16, 3), 0), jnp.arange(4) % 10
+  v = models.init_variables(model_native, x.shape)
+
+  def loss(model, params):
+    logits, _ = model.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+
+  native = jax.value_and_grad(lambda p: loss(model_native, p))(v['params'])
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(spatial, 'default_impl', lambda *a, **k: 'matmul')
+    reference = jax.value_and_grad(lambda p: loss(model_fft, p))(v['params'])
+  for a, b in zip(jax.tree.leaves(native), jax.tree.leaves(reference)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.fixture
+def fresh_load():
+  """`native_build.load` recomputed for the test, then restored for the rest of the session."""
+  native_build.load.cache_clear()
+  yield native_build.load
+  native_build.load.cache_clear()
+  native_build.load()
+
+
+def test_disabled_or_missing_compiler_falls_back_with_a_reason(fresh_load, monkeypatch):
+  monkeypatch.setenv('DXNET_JAX_NATIVE', '0')
+  assert fresh_load() is None and 'DXNET_JAX_NATIVE=0' in native_build.unavailable_reason()
+  assert spatial.default_impl((3, 3, 48, 12)) == 'matmul'
+  assert depthwise.default_impl('cpu') == 'fft'
+  with pytest.raises(RuntimeError, match="impl='native' needs the native kernels"):
+    native_conv.conv2d_native(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2)))
+  monkeypatch.setenv('DXNET_JAX_NATIVE', '1')
+  monkeypatch.setenv('CXX', '/nonexistent/g++')
+  native_build.load.cache_clear()
+  assert fresh_load() is None
+  assert "CXX='/nonexistent/g++' is not an executable" in native_build.unavailable_reason()
+
+
+def test_builds_once_into_the_cache_and_reports_compiler_errors(tmp_path, monkeypatch):
+  monkeypatch.setenv('DXNET_JAX_NATIVE_CACHE', str(tmp_path / 'cache'))
+  library = native_build.build()
+  assert library.parent == tmp_path / 'cache' and library.suffix == '.so'
+  stamp = library.stat().st_mtime_ns
+  assert native_build.build() == library and library.stat().st_mtime_ns == stamp
+  broken = tmp_path / 'src'
+  broken.mkdir()
+  (broken / 'bad.cc').write_text('this is not C++;\n')
+  monkeypatch.setattr(native_build, 'SOURCES', pathlib.Path(broken))
+  with pytest.raises(RuntimeError, match='failed to build the kernels'):
+    native_build.build()
+  assert [p.name for p in (tmp_path / 'cache').iterdir()] == [library.name]
+
+
+_OTHER_CPU_CHECK = '''
+import jax, jax.numpy as jnp
+from dxnet_jax.ops import native_build, native_conv
+assert native_build.available(), native_build.unavailable_reason()
+def err(ours, ref, x, k):
+  y, vjp = jax.vjp(ref, x, k)
+  g = jnp.cos(y)
+  pairs = zip((ours(x, k), *jax.vjp(ours, x, k)[1](g)), (y, *vjp(g)))
+  return max(float(jnp.abs(a - b).max() / jnp.abs(b).max()) for a, b in pairs)
+r = lambda s, i: jax.random.normal(jax.random.PRNGKey(i), s)
+dense = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+depthwise = lambda x, k: jax.lax.conv_general_dilated(
+    x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
+print(max(err(native_conv.conv2d_native, dense, r((2, 9, 13, 20), 0), r((3, 3, 20, 13), 1)),
+          err(native_conv.depthwise_conv2d_native, depthwise, r((2, 9, 13, 13), 0),
+              r((9, 9, 1, 13), 1))))
+'''
+
+
+@pytest.mark.skipif(platform.machine() != 'x86_64', reason='x86-64 targets')
+@pytest.mark.parametrize('march', ['x86-64-v3', 'x86-64'])  # AVX2 (8 floats), SSE2 (4 floats)
+def test_builds_for_older_cpus_compute_the_same(march, tmp_path):
+  # CI and users' machines may lack this machine's AVX-512: each vector width is its own code.
+  env = {**os.environ, 'DXNET_JAX_NATIVE_MARCH': march,
+         'DXNET_JAX_NATIVE_CACHE': str(tmp_path), 'JAX_PLATFORMS': 'cpu'}
+  out = subprocess.run([sys.executable, '-c', _OTHER_CPU_CHECK], env=env, capture_output=True,
+                       text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert float(out.stdout.split()[-1]) < 1e-5
+  library, = tmp_path.glob('*.so')
+  avx512 = subprocess.run(['objdump', '-d', str(library)], capture_output=True, text=True).stdout
+  assert '%zmm' not in avx512
