@@ -40,7 +40,9 @@ def op_kind(name: str) -> str:
     return 'library (YNN/XNN) calls'
   if base.startswith('fft'):
     return 'FFTs'
-  if base.startswith(('dot', 'convolution', 'custom-call')):
+  if base.startswith(('custom-call', 'ffi_call')):
+    return 'native kernels (custom calls)'
+  if base.startswith(('dot', 'convolution')):
     return 'dots/convolutions'
   if 'copy' in base or 'transpose' in base:
     return 'copy/transpose fusions'

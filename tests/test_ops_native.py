@@ -63,6 +63,20 @@ def test_depthwise_convolution_matches_xla(shape, ksize):
                                 x, kernel)
 
 
+def test_kernel_gradients_are_bitwise_repeatable():
+  # Partial sums are added in a fixed order whatever thread ran them: a resumed training run
+  # must repeat an uninterrupted one exactly (tests/test_train.py).
+  x, g = _random((16, 16, 16, 24), 0), _random((16, 16, 16, 12), 1)
+  dense = jax.jit(lambda x, g: jax.vjp(native_conv.conv2d_native, x,
+                                       jnp.ones((3, 3, 24, 12)))[1](g)[1])
+  depthwise_grad = jax.jit(lambda x: jax.vjp(native_conv.depthwise_conv2d_native, x,
+                                             jnp.ones((9, 9, 1, 24)))[1](x)[1])
+  for f, args in ((dense, (x, g)), (depthwise_grad, (x,))):
+    first = np.asarray(f(*args))
+    for _ in range(5):
+      np.testing.assert_array_equal(np.asarray(f(*args)), first)
+
+
 @pytest.mark.parametrize('ours,ref,kernel_shape', [
     (native_conv.conv2d_native, _lax_dense, (3, 3, 3, 2)),
     (native_conv.depthwise_conv2d_native, _lax_depthwise, (5, 5, 1, 3))])

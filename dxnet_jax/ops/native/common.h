@@ -67,6 +67,13 @@ int ParallelFor(ffi::ThreadPool& pool, int64_t n_tasks, int max_workers, Body&& 
   return state->workers.load();
 }
 
+// Kernel gradients are summed in this many tasks at most, each into its own partial sum, and the
+// partial sums are added in task order: the result does not depend on the thread count or on
+// which thread ran what, so a resumed training run repeats an uninterrupted one bit for bit.
+constexpr int64_t kReductionTasks = 32;
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // Image rows per task: about 8 tasks per thread, so a late or busy thread costs little.
 inline int64_t RowsPerTask(int64_t rows, int64_t threads) {
   return std::max<int64_t>(1, rows / (8 * std::max<int64_t>(1, threads)));

@@ -8,7 +8,7 @@
 // tile of R output pixels of a row loads every input vector once per filter row and uses it for
 // all the taps it meets. The data gradient is this convolution with the filter turned by 180
 // degrees (done by the caller); the kernel gradient sums input x output-gradient products per
-// tap, per worker, then adds the workers' partial sums.
+// tap, per task, then adds the tasks' partial sums in order.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -198,16 +198,18 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
     return ffi::Error::InvalidArgument(
         "dxnet_jax native depthwise conv: gradient shape must equal the input's");
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), kMaxWorkers));
-  const int64_t rows_per_task = std::max<int64_t>(1, std::min(s.h, RowsPerTask(s.n * s.h, threads)));
-  const int64_t tasks = s.n * ((s.h + rows_per_task - 1) / rows_per_task);
+  // Tasks independent of the thread count (see kReductionTasks): whole images, or slices of one.
+  const int64_t rows_per_task =
+      std::max<int64_t>(1, std::min(s.h, CeilDiv(s.n * s.h, kReductionTasks)));
+  const int64_t tasks = s.n * CeilDiv(s.h, rows_per_task);
   const int64_t taps = s.kh * s.kw * s.c_padded;
   const int64_t grad_size = rows_per_task * s.w * s.c_padded;
   std::vector<float> scratch(threads * ScratchSize(s, rows_per_task));
   std::vector<float> grad_rows(threads * grad_size);
-  std::vector<float> partial(threads * taps, 0.0f);
+  std::vector<float> partial(tasks * taps, 0.0f);
   const float* in = x.typed_data();
   const float* g = grad.typed_data();
-  const int workers = ParallelFor(pool, tasks, threads, [&](int64_t task, int worker) {
+  ParallelFor(pool, tasks, threads, [&](int64_t task, int worker) {
     const Rows rows = TaskRows(s, rows_per_task, task);
     float* buffer = &scratch[worker * ScratchSize(s, rows_per_task)];
     float* grad_buffer = &grad_rows[worker * grad_size];
@@ -217,7 +219,7 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
     for (int64_t p = 0; p < count * s.w; ++p)
       std::memcpy(grad_buffer + p * s.c_padded, g + ((rows.n * s.h + rows.h0) * s.w + p) * s.c,
                   s.c * sizeof(float));
-    float* acc = &partial[worker * taps];
+    float* acc = &partial[task * taps];
     DispatchWidth(s.kw, [&](auto kw) {
       constexpr int KW = decltype(kw)::value;
       for (int64_t i = 0; i < s.kh; ++i)
@@ -229,7 +231,7 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
   for (int64_t t = 0; t < s.kh * s.kw; ++t) {
     for (int64_t c = 0; c < s.c; ++c) {
       float sum = 0.0f;
-      for (int worker = 0; worker < workers; ++worker) sum += partial[worker * taps + t * s.c_padded + c];
+      for (int64_t task = 0; task < tasks; ++task) sum += partial[task * taps + t * s.c_padded + c];
       out[t * s.c + c] = sum;
     }
   }

@@ -6,7 +6,7 @@
 // in registers over the k*k taps and the input channels, reading the input where it lies: no
 // im2col copy, no product array. The data gradient is this same convolution with the kernel
 // flipped and transposed (done by the caller). The kernel gradient sums outer products of input
-// pixels and output-gradient pixels, per worker, then adds the workers' partial sums.
+// pixels and output-gradient pixels, per task, then adds the tasks' partial sums in order.
 //
 // Built on the machine that runs it (ops/native_build.py), so the vector width and the tile
 // sizes below follow the CPU.
@@ -204,18 +204,18 @@ ffi::Error Conv2dKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (gd.size() != 4 || gd[0] != s.n || gd[1] != s.h || gd[2] != s.w || gd[3] != s.cout)
     return ffi::Error::InvalidArgument("dxnet_jax native conv: gradient shape must be [N, H, W, Cout]");
   const int max_workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), 64)));
-  const int64_t tap_size = s.cin * s.cout_padded;
-  // One partial sum per worker (padded columns); each worker also keeps one padded gradient row.
-  std::vector<float> partial(max_workers * s.k * s.k * tap_size, 0.0f);
+  const int64_t tap_size = s.cin * s.cout_padded, taps = s.k * s.k * tap_size;
+  const int64_t rows = s.n * s.h;
+  const int64_t rows_per_task = std::max<int64_t>(1, CeilDiv(rows, kReductionTasks));
+  const int64_t tasks = CeilDiv(rows, rows_per_task);
+  // One partial sum per task (padded columns); one padded gradient row per worker.
+  std::vector<float> partial(tasks * taps, 0.0f);
   std::vector<float> grad_rows(max_workers * s.w * s.cout_padded, 0.0f);
   const float* in = x.typed_data();
   const float* g = grad.typed_data();
-  const int64_t rows = s.n * s.h;
-  const int64_t rows_per_task = RowsPerTask(rows, max_workers);
-  const int64_t tasks = (rows + rows_per_task - 1) / rows_per_task;
   const int64_t blocks = s.cout_padded / kLanes;
-  const int workers = ParallelFor(pool, tasks, max_workers, [&](int64_t task, int worker) {
-    float* acc = &partial[worker * s.k * s.k * tap_size];
+  ParallelFor(pool, tasks, max_workers, [&](int64_t task, int worker) {
+    float* acc = &partial[task * taps];
     float* grad_row = &grad_rows[worker * s.w * s.cout_padded];
     const int64_t end = std::min(rows, (task + 1) * rows_per_task);
     for (int64_t row = task * rows_per_task; row < end; ++row) {
@@ -242,8 +242,7 @@ ffi::Error Conv2dKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   for (int64_t row = 0; row < s.k * s.k * s.cin; ++row) {
     for (int64_t co = 0; co < s.cout; ++co) {
       float sum = 0.0f;
-      for (int worker = 0; worker < workers; ++worker)
-        sum += partial[worker * s.k * s.k * tap_size + row * s.cout_padded + co];
+      for (int64_t task = 0; task < tasks; ++task) sum += partial[task * taps + row * s.cout_padded + co];
       out[row * s.cout + co] = sum;
     }
   }
