@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dxnet_jax.ops import native_conv
+from dxnet_jax.ops import native_build, native_conv
 from dxnet_jax.ops.pointwise import pointwise_conv2d
 
 
@@ -91,22 +91,35 @@ IMPLEMENTATIONS = ('xla', 'matmul', 'native')
 MAX_EXPANSION = 4
 
 
-def default_impl(kernel_shape=None, dtype=jnp.float32) -> str:
-  """On the CPU, narrowing convolutions take 'native' (where the kernels build) or else
-  'matmul' (measured, docs/performance.md); everything else 'xla'.
+# Where the native kernel loses on the CPU (isolated forward+backward times in
+# docs/performance.md, "Native kernels"): 1-3 input channels widened to 32 or more (the
+# restoration nets' stems; XLA's convolution 0.7-0.9x native's time) and 1-3 output channels
+# (the tile's vector lanes mostly idle; the matmul form 0.6-0.8x).
+NATIVE_MIN_OUTPUTS = 4
+NATIVE_NARROW_INPUTS, NATIVE_WIDE_OUTPUTS = 4, 32
 
+
+def default_impl(kernel_shape=None, dtype=jnp.float32) -> str:
+  """The CPU's choice per convolution (measured, docs/performance.md); 'xla' elsewhere.
+
+  With the native kernels built (`ops.native_build`): 'native', except 'xla' for stems that
+  widen 1-3 channels to 32 or more, and the matmul form (or 'xla' where it would widen) for 1-3
+  output channels. Without them: 'matmul' for narrowing convolutions, 'xla' for widening ones.
   `kernel_shape` [k, k, Cin, Cout]. GPUs and TPUs run the library convolution well and were not
   measured with the other forms.
   """
   if jax.default_backend() != 'cpu':
     return 'xla'
-  if kernel_shape is not None:
-    k, _, cin, cout = kernel_shape
-    if k * k * cout > MAX_EXPANSION * cin:
+  if kernel_shape is None:
+    return 'native' if native_build.available() else 'matmul'
+  k, _, cin, cout = kernel_shape
+  widening = k * k * cout > MAX_EXPANSION * cin
+  if native_conv.supports(dtype, kernel_shape):
+    if cin < NATIVE_NARROW_INPUTS and cout >= NATIVE_WIDE_OUTPUTS:
       return 'xla'
-    if native_conv.supports(dtype, kernel_shape):
+    if cout >= NATIVE_MIN_OUTPUTS:
       return 'native'
-  return 'matmul'
+  return 'xla' if widening else 'matmul'
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <immintrin.h>
 #include <memory>
 #include <thread>
 
@@ -34,7 +35,17 @@ inline Vec Load(const float* p) {
 
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 
-inline Vec Broadcast(float x) { return Vec{} + x; }
+// One float in every lane, as a broadcast load where x comes from memory (`Vec{} + x` compiled
+// to a scalar add and a register shuffle, which compete with the FMAs for the FP pipes).
+inline Vec Broadcast(float x) {
+#if defined(__AVX512F__)
+  return _mm512_set1_ps(x);
+#elif defined(__AVX__)
+  return _mm256_set1_ps(x);
+#else
+  return _mm_set1_ps(x);
+#endif
+}
 
 inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -71,6 +82,9 @@ int ParallelFor(ffi::ThreadPool& pool, int64_t n_tasks, int max_workers, Body&& 
 // partial sums are added in task order: the result does not depend on the thread count or on
 // which thread ran what, so a resumed training run repeats an uninterrupted one bit for bit.
 constexpr int64_t kReductionTasks = 32;
+// ... and each such task covers at least this many output pixels, so that small maps do not
+// spend more time on zeroing and adding partial sums than on the sums themselves.
+constexpr int64_t kMinTaskPixels = 1024;
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -3,10 +3,11 @@
 // Why: XLA:CPU has no fast kernel for the dense layers' narrow 3x3 convolution (48 -> 12
 // channels); written as one product and k*k shifted sums (ops/spatial.py) it still took twice
 // oneDNN's time. Here each output tile of R pixels x B vector blocks of channels is accumulated
-// in registers over the k*k taps and the input channels, reading the input where it lies: no
-// im2col copy, no product array. The data gradient is this same convolution with the kernel
+// in registers over the k*k taps and the input channels, reading a task's rows of the input
+// once copied with a zero border: no im2col copy, no product array, no border checks. The data gradient is this same convolution with the kernel
 // flipped and transposed (done by the caller). The kernel gradient sums outer products of input
-// pixels and output-gradient pixels, per task, then adds the tasks' partial sums in order.
+// pixels (vectors of input channels) and output-gradient values, per task, then adds the
+// tasks' partial sums in order.
 //
 // Built on the machine that runs it (ops/native_build.py), so the vector width and the tile
 // sizes below follow the CPU.
@@ -22,39 +23,34 @@ namespace {
 using namespace dxnet_native;  // NOLINT: Vec, Load, Store, ParallelFor, ...
 
 #if defined(__AVX512F__)
-constexpr int kMaxPixels = 8;   // output pixels per register tile
-constexpr int kMaxBlocks = 3;   // vector blocks of output channels per register tile
-constexpr int kMaxInputs = 16;  // input channels per kernel-gradient tile (x 1 block)
+constexpr int kMaxPixels = 8;  // output pixels per register tile
+constexpr int kMaxBlocks = 3;  // vector blocks of output channels per register tile
 #elif defined(__AVX__)
 constexpr int kMaxPixels = 6;
 constexpr int kMaxBlocks = 2;
-constexpr int kMaxInputs = 6;
 #else
 constexpr int kMaxPixels = 4;
 constexpr int kMaxBlocks = 2;
-constexpr int kMaxInputs = 4;
 #endif
 
 struct ConvShape {
   int64_t n, h, w, cin, cout, k, pad;
   int64_t cout_padded;  // output channels rounded up to whole vectors (zero kernel columns)
+  int64_t padded_w() const { return w + 2 * pad; }
 };
 
-// One register tile of the convolution: output pixels [w0, w0 + R) of row (n, h), channel
-// blocks [block, block + B). `Edge` tiles check each tap's column against the image border.
-template <int R, int B, bool Edge>
-void ConvTile(const ConvShape& s, const float* image, const float* packed, int64_t h, int64_t w0,
+// One register tile of the convolution: output pixels [w0, w0 + R) of one row, channel blocks
+// [block, block + B). `rows` is the zero-bordered input (see CopyPadded) at the row of the
+// first tap, so no tap needs a border check.
+template <int R, int B>
+void ConvTile(const ConvShape& s, const float* rows, const float* packed, int64_t w0,
               int64_t block, float* out_row) {
   Vec acc[R][B];
   for (int r = 0; r < R; ++r)
     for (int b = 0; b < B; ++b) acc[r][b] = Vec{};
   for (int64_t i = 0; i < s.k; ++i) {
-    const int64_t y = h + i - s.pad;
-    if (y < 0 || y >= s.h) continue;
     for (int64_t j = 0; j < s.k; ++j) {
-      const int64_t x0 = w0 + j - s.pad;
-      if (Edge && (x0 < 0 || x0 >= s.w)) continue;  // Edge tiles have R == 1
-      const float* in = image + (y * s.w + x0) * s.cin;
+      const float* in = rows + (i * s.padded_w() + w0 + j) * s.cin;
       const float* taps = packed + (i * s.k + j) * s.cin * s.cout_padded + block * kLanes;
       for (int64_t c = 0; c < s.cin; ++c) {
         Vec kernel[B];
@@ -82,14 +78,15 @@ void ConvTile(const ConvShape& s, const float* image, const float* packed, int64
 }
 
 template <int B>
-void ConvPixels(const ConvShape& s, const float* image, const float* packed, int64_t h,
-                int64_t w0, int64_t count, int64_t block, float* out_row) {
-  for (; count >= kMaxPixels; count -= kMaxPixels, w0 += kMaxPixels)
-    ConvTile<kMaxPixels, B, false>(s, image, packed, h, w0, block, out_row);
-  switch (count) {
+void ConvRowBlocks(const ConvShape& s, const float* rows, const float* packed, int64_t block,
+                   float* out_row) {
+  int64_t w0 = 0;
+  for (; w0 + kMaxPixels <= s.w; w0 += kMaxPixels)
+    ConvTile<kMaxPixels, B>(s, rows, packed, w0, block, out_row);
+  switch (s.w - w0) {
 #define DXNET_PIXELS_CASE(R) \
   case R:                    \
-    if constexpr (R < kMaxPixels) ConvTile<R, B, false>(s, image, packed, h, w0, block, out_row); \
+    if constexpr (R < kMaxPixels) ConvTile<R, B>(s, rows, packed, w0, block, out_row); \
     break;
     DXNET_PIXELS_CASE(1)
     DXNET_PIXELS_CASE(2)
@@ -104,25 +101,32 @@ void ConvPixels(const ConvShape& s, const float* image, const float* packed, int
   }
 }
 
-template <int B>
-void ConvRowBlocks(const ConvShape& s, const float* image, const float* packed, int64_t h,
-                   int64_t block, float* out_row) {
-  // Columns whose window crosses the left or right border go one pixel at a time.
-  const int64_t first = std::min(s.pad, s.w), last = std::max(first, s.w - s.pad);
-  for (int64_t x = 0; x < first; ++x) ConvTile<1, B, true>(s, image, packed, h, x, block, out_row);
-  ConvPixels<B>(s, image, packed, h, first, last - first, block, out_row);
-  for (int64_t x = last; x < s.w; ++x) ConvTile<1, B, true>(s, image, packed, h, x, block, out_row);
-}
-
-void ConvRow(const ConvShape& s, const float* image, const float* packed, int64_t h,
-             float* out_row) {
+void ConvRow(const ConvShape& s, const float* rows, const float* packed, float* out_row) {
   const int64_t blocks = s.cout_padded / kLanes;
   for (int64_t block = 0; block < blocks; block += kMaxBlocks) {
     switch (std::min<int64_t>(kMaxBlocks, blocks - block)) {
-      case 1: ConvRowBlocks<1>(s, image, packed, h, block, out_row); break;
-      case 2: if constexpr (kMaxBlocks >= 2) ConvRowBlocks<2>(s, image, packed, h, block, out_row); break;
-      case 3: if constexpr (kMaxBlocks >= 3) ConvRowBlocks<3>(s, image, packed, h, block, out_row); break;
+      case 1: ConvRowBlocks<1>(s, rows, packed, block, out_row); break;
+      case 2: if constexpr (kMaxBlocks >= 2) ConvRowBlocks<2>(s, rows, packed, block, out_row); break;
+      case 3: if constexpr (kMaxBlocks >= 3) ConvRowBlocks<3>(s, rows, packed, block, out_row); break;
     }
+  }
+}
+
+// Input rows [h0 - pad, h1 + pad) of image n into `scratch`, [rows][W + 2 pad][Cin], zeros
+// outside the image: the tiles then read every tap without a border check.
+void CopyPadded(const ConvShape& s, const float* x, int64_t n, int64_t h0, int64_t h1,
+                float* scratch) {
+  const int64_t row = s.padded_w() * s.cin, count = h1 - h0 + 2 * s.pad;
+  for (int64_t r = 0; r < count; ++r) {
+    float* out = scratch + r * row;
+    const int64_t y = h0 - s.pad + r;
+    if (y < 0 || y >= s.h) {
+      std::memset(out, 0, row * sizeof(float));
+      continue;
+    }
+    std::memset(out, 0, s.pad * s.cin * sizeof(float));
+    std::memcpy(out + s.pad * s.cin, x + ((n * s.h + y) * s.w) * s.cin, s.w * s.cin * sizeof(float));
+    std::memset(out + (s.pad + s.w) * s.cin, 0, s.pad * s.cin * sizeof(float));
   }
 }
 
@@ -148,51 +152,81 @@ ffi::Error Conv2dImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     std::memcpy(&packed[row * s.cout_padded], w + row * s.cout, s.cout * sizeof(float));
   const float* in = x.typed_data();
   float* out = y->typed_data();
-  const int64_t rows = s.n * s.h;
-  const int64_t rows_per_task = RowsPerTask(rows, pool.num_threads());
-  const int64_t tasks = (rows + rows_per_task - 1) / rows_per_task;
-  ParallelFor(pool, tasks, 64, [&](int64_t task, int) {
-    const int64_t end = std::min(rows, (task + 1) * rows_per_task);
-    for (int64_t row = task * rows_per_task; row < end; ++row) {
-      const int64_t n = row / s.h, h = row % s.h;
-      ConvRow(s, in + n * s.h * s.w * s.cin, packed.data(), h, out + row * s.w * s.cout);
-    }
+  // Tasks: slices of rows of one image, each copied once with its zero border into scratch.
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), 64));
+  const int64_t rows_per_task =
+      std::max<int64_t>(1, std::min(s.h, RowsPerTask(s.n * s.h, threads)));
+  const int64_t slices = CeilDiv(s.h, rows_per_task);
+  const int64_t scratch_size = (rows_per_task + 2 * s.pad) * s.padded_w() * s.cin;
+  std::vector<float> scratch(threads * scratch_size);
+  ParallelFor(pool, s.n * slices, threads, [&](int64_t task, int worker) {
+    const int64_t n = task / slices, h0 = (task % slices) * rows_per_task;
+    const int64_t h1 = std::min(s.h, h0 + rows_per_task);
+    float* rows = &scratch[worker * scratch_size];
+    CopyPadded(s, in, n, h0, h1, rows);
+    for (int64_t h = h0; h < h1; ++h)
+      ConvRow(s, rows + (h - h0) * s.padded_w() * s.cin, packed.data(),
+              out + ((n * s.h + h) * s.w) * s.cout);
   });
   return ffi::Error::Success();
 }
 
-// Kernel gradient tile: input channels [c0, c0 + C) x output blocks [block, block + B) of tap
-// (i, j), summed over the columns of one output row whose shifted input column is inside.
-template <int C, int B>
-void KernelGradTile(const ConvShape& s, const float* in_row, const float* grad_row, int64_t j,
-                    int64_t c0, int64_t block, float* acc_tap) {
-  Vec acc[C][B];
-  for (int c = 0; c < C; ++c)
-    for (int b = 0; b < B; ++b) acc[c][b] = Load(acc_tap + (c0 + c) * s.cout_padded + (block + b) * kLanes);
-  const int64_t begin = std::max<int64_t>(0, s.pad - j), end = std::min(s.w, s.w + s.pad - j);
-  for (int64_t x = begin; x < end; ++x) {
-    const float* g = grad_row + x * s.cout_padded + block * kLanes;
-    const float* in = in_row + (x + j - s.pad) * s.cin + c0;
-    Vec grad[B];
-    for (int b = 0; b < B; ++b) grad[b] = Load(g + b * kLanes);
-    for (int c = 0; c < C; ++c) {
-      const Vec v = Broadcast(in[c]);
-      for (int b = 0; b < B; ++b) acc[c][b] += v * grad[b];
+// Kernel gradient tile, vectorised over input channels: CO output channels x CB vector blocks
+// of input channels [block * kLanes, ...) of tap (i, j), summed over a task's rows. `rows` is
+// the task's zero-bordered input with channels padded to whole vectors (CopyPadded), so every
+// pixel of every row counts and no load crosses a pixel; `acc` is [CO][cin_padded] of this tap.
+template <int CO, int CB>
+void KernelGradTile(const ConvShape& s, const float* rows, int64_t count, const float* grad,
+                    int64_t i, int64_t j, int64_t co0, int64_t block, float* acc_tap) {
+  const int64_t cin_padded = RoundUp(s.cin, kLanes), row = s.padded_w() * cin_padded;
+  Vec acc[CO][CB];
+  for (int o = 0; o < CO; ++o)
+    for (int b = 0; b < CB; ++b) acc[o][b] = Load(acc_tap + (co0 + o) * cin_padded + (block + b) * kLanes);
+  for (int64_t r = 0; r < count; ++r) {
+    const float* in = rows + (r + i) * row + j * cin_padded + block * kLanes;
+    const float* g = grad + r * s.w * s.cout + co0;
+    for (int64_t x = 0; x < s.w; ++x) {
+      Vec v[CB];
+      for (int b = 0; b < CB; ++b) v[b] = Load(in + x * cin_padded + b * kLanes);
+      for (int o = 0; o < CO; ++o) {
+        const Vec go = Broadcast(g[x * s.cout + o]);
+        for (int b = 0; b < CB; ++b) acc[o][b] += v[b] * go;
+      }
     }
   }
-  for (int c = 0; c < C; ++c)
-    for (int b = 0; b < B; ++b) Store(acc_tap + (c0 + c) * s.cout_padded + (block + b) * kLanes, acc[c][b]);
+  for (int o = 0; o < CO; ++o)
+    for (int b = 0; b < CB; ++b) Store(acc_tap + (co0 + o) * cin_padded + (block + b) * kLanes, acc[o][b]);
 }
 
-constexpr int kGradBlocks = kLanes == 16 ? 1 : 2;  // output blocks per kernel-gradient tile
+#if defined(__AVX512F__)
+constexpr int kGradOutputs = 6, kGradBlocks = 3;  // 18 accumulators of 32 registers
+#else
+constexpr int kGradOutputs = 6, kGradBlocks = 2;  // 12 of 16
+#endif
 
-template <int B>
-void KernelGradRowBlocks(const ConvShape& s, const float* in_row, const float* grad_row,
-                         int64_t j, int64_t block, float* acc_tap) {
-  constexpr int C = std::max(1, kMaxInputs * kGradBlocks / B);
-  int64_t c0 = 0;
-  for (; c0 + C <= s.cin; c0 += C) KernelGradTile<C, B>(s, in_row, grad_row, j, c0, block, acc_tap);
-  for (; c0 < s.cin; ++c0) KernelGradTile<1, B>(s, in_row, grad_row, j, c0, block, acc_tap);
+template <int CB>
+void KernelGradTap(const ConvShape& s, const float* rows, int64_t count, const float* grad,
+                   int64_t i, int64_t j, int64_t block, float* acc_tap) {
+  int64_t co0 = 0;
+  for (; co0 + kGradOutputs <= s.cout; co0 += kGradOutputs)
+    KernelGradTile<kGradOutputs, CB>(s, rows, count, grad, i, j, co0, block, acc_tap);
+  for (; co0 < s.cout; ++co0) KernelGradTile<1, CB>(s, rows, count, grad, i, j, co0, block, acc_tap);
+}
+
+// Input rows [h0 - pad, h1 + pad) of image n, zero-bordered, channels padded to whole vectors.
+void CopyPaddedChannels(const ConvShape& s, const float* x, int64_t n, int64_t h0, int64_t h1,
+                        float* scratch) {
+  const int64_t cin_padded = RoundUp(s.cin, kLanes), row = s.padded_w() * cin_padded;
+  const int64_t count = h1 - h0 + 2 * s.pad;
+  std::memset(scratch, 0, count * row * sizeof(float));
+  for (int64_t r = 0; r < count; ++r) {
+    const int64_t y = h0 - s.pad + r;
+    if (y < 0 || y >= s.h) continue;
+    const float* in = x + ((n * s.h + y) * s.w) * s.cin;
+    float* out = scratch + r * row + s.pad * cin_padded;
+    for (int64_t p = 0; p < s.w; ++p)
+      std::memcpy(out + p * cin_padded, in + p * s.cin, s.cin * sizeof(float));
+  }
 }
 
 ffi::Error Conv2dKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
@@ -203,49 +237,57 @@ ffi::Error Conv2dKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const auto gd = grad.dimensions();
   if (gd.size() != 4 || gd[0] != s.n || gd[1] != s.h || gd[2] != s.w || gd[3] != s.cout)
     return ffi::Error::InvalidArgument("dxnet_jax native conv: gradient shape must be [N, H, W, Cout]");
-  const int max_workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), 64)));
-  const int64_t tap_size = s.cin * s.cout_padded, taps = s.k * s.k * tap_size;
-  const int64_t rows = s.n * s.h;
-  const int64_t rows_per_task = std::max<int64_t>(1, CeilDiv(rows, kReductionTasks));
-  const int64_t tasks = CeilDiv(rows, rows_per_task);
-  // One partial sum per task (padded columns); one padded gradient row per worker.
-  std::vector<float> partial(tasks * taps, 0.0f);
-  std::vector<float> grad_rows(max_workers * s.w * s.cout_padded, 0.0f);
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), 64));
+  const int64_t cin_padded = RoundUp(s.cin, kLanes);
+  const int64_t tap_size = s.cout * cin_padded, taps = s.k * s.k * tap_size;
+  // Units of work: slices of rows of one image. Tasks: runs of consecutive units, at most
+  // kReductionTasks and at least kMinTaskPixels output pixels each, independent of the thread
+  // count (see kReductionTasks).
+  const int64_t rows_per_unit =
+      std::max<int64_t>(1, std::min(s.h, CeilDiv(s.n * s.h, kReductionTasks)));
+  const int64_t slices = CeilDiv(s.h, rows_per_unit), units = s.n * slices;
+  const int64_t units_per_task = std::max(CeilDiv(units, kReductionTasks),
+                                          CeilDiv(kMinTaskPixels, rows_per_unit * s.w));
+  const int64_t tasks = CeilDiv(units, units_per_task);
+  const int64_t scratch_size = (rows_per_unit + 2 * s.pad) * s.padded_w() * cin_padded;
+  std::vector<float> partial(tasks * taps, 0.0f);  // [task][tap][Cout][cin_padded]
+  std::vector<float> scratch(threads * scratch_size);
   const float* in = x.typed_data();
   const float* g = grad.typed_data();
-  const int64_t blocks = s.cout_padded / kLanes;
-  ParallelFor(pool, tasks, max_workers, [&](int64_t task, int worker) {
-    float* acc = &partial[task * taps];
-    float* grad_row = &grad_rows[worker * s.w * s.cout_padded];
-    const int64_t end = std::min(rows, (task + 1) * rows_per_task);
-    for (int64_t row = task * rows_per_task; row < end; ++row) {
-      const int64_t n = row / s.h, h = row % s.h;
-      for (int64_t x = 0; x < s.w; ++x)
-        std::memcpy(grad_row + x * s.cout_padded, g + (row * s.w + x) * s.cout, s.cout * sizeof(float));
+  const int64_t blocks = cin_padded / kLanes;
+  ParallelFor(pool, tasks, threads, [&](int64_t task, int worker) {
+    float* rows = &scratch[worker * scratch_size];
+    const int64_t last = std::min(units, (task + 1) * units_per_task);
+    for (int64_t unit = task * units_per_task; unit < last; ++unit) {
+      const int64_t n = unit / slices, h0 = (unit % slices) * rows_per_unit;
+      const int64_t h1 = std::min(s.h, h0 + rows_per_unit);
+      CopyPaddedChannels(s, in, n, h0, h1, rows);
+      const float* grad_rows = g + ((n * s.h + h0) * s.w) * s.cout;
       for (int64_t i = 0; i < s.k; ++i) {
-        const int64_t y = h + i - s.pad;
-        if (y < 0 || y >= s.h) continue;
-        const float* in_row = in + ((n * s.h + y) * s.w) * s.cin;
         for (int64_t j = 0; j < s.k; ++j) {
-          float* acc_tap = acc + (i * s.k + j) * tap_size;
+          float* acc_tap = &partial[task * taps + (i * s.k + j) * tap_size];
           for (int64_t block = 0; block < blocks; block += kGradBlocks) {
-            if (kGradBlocks == 2 && blocks - block >= 2)
-              KernelGradRowBlocks<kGradBlocks>(s, in_row, grad_row, j, block, acc_tap);
-            else
-              KernelGradRowBlocks<1>(s, in_row, grad_row, j, block, acc_tap);
+            switch (std::min<int64_t>(kGradBlocks, blocks - block)) {
+              case 1: KernelGradTap<1>(s, rows, h1 - h0, grad_rows, i, j, block, acc_tap); break;
+              case 2: if constexpr (kGradBlocks >= 2) KernelGradTap<2>(s, rows, h1 - h0, grad_rows, i, j, block, acc_tap); break;
+              case 3: if constexpr (kGradBlocks >= 3) KernelGradTap<3>(s, rows, h1 - h0, grad_rows, i, j, block, acc_tap); break;
+            }
           }
         }
       }
     }
   });
-  float* out = kernel_grad->typed_data();
-  for (int64_t row = 0; row < s.k * s.k * s.cin; ++row) {
-    for (int64_t co = 0; co < s.cout; ++co) {
-      float sum = 0.0f;
-      for (int64_t task = 0; task < tasks; ++task) sum += partial[task * taps + row * s.cout_padded + co];
-      out[row * s.cout + co] = sum;
-    }
+  // Partial sums added in task order, element by element, then [tap][Cout][Cin] -> [tap][Cin][Cout].
+  float* total = partial.data();
+  for (int64_t task = 1; task < tasks; ++task) {
+    const float* part = &partial[task * taps];
+    for (int64_t e = 0; e < taps; ++e) total[e] += part[e];
   }
+  float* out = kernel_grad->typed_data();
+  for (int64_t t = 0; t < s.k * s.k; ++t)
+    for (int64_t co = 0; co < s.cout; ++co)
+      for (int64_t ci = 0; ci < s.cin; ++ci)
+        out[(t * s.cin + ci) * s.cout + co] = total[t * tap_size + co * cin_padded + ci];
   return ffi::Error::Success();
 }
 
