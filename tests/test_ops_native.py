@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dxnet_jax import models
-from dxnet_jax.ops import depthwise, native_build, native_conv, spatial
+from dxnet_jax.ops import depthwise, native_build, native_conv, pointwise, spatial
 
 pytestmark = pytest.mark.skipif(not native_build.available(),
                                 reason=f'no native kernels: {native_build.unavailable_reason()}')
@@ -105,6 +105,13 @@ def test_vmap_and_half_precision_inputs():
     native_conv.conv2d_native(x.astype(jnp.int32), kernel.astype(jnp.int32))
   with pytest.raises(ValueError, match='filter widths'):
     native_conv.depthwise_conv2d_native(x, jnp.ones((3, 13, 1, 4)))
+
+
+def test_native_on_another_backend_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  with pytest.raises(ValueError, match='runs on the CPU only'):
+    native_conv.conv2d_native(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2)))
+  assert spatial.default_impl((3, 3, 48, 12)) == 'xla'
 
 
 def test_auto_takes_the_native_kernels_on_the_cpu():
@@ -216,3 +223,20 @@ def test_builds_for_older_cpus_compute_the_same(march, tmp_path):
   library, = tmp_path.glob('*.so')
   avx512 = subprocess.run(['objdump', '-d', str(library)], capture_output=True, text=True).stdout
   assert '%zmm' not in avx512
+
+
+def test_pointwise_convolutions_take_the_native_kernel_with_the_same_results():
+  x = _random((2, 6, 7, 40), 0)
+  module = pointwise.PointwiseConv(12)
+  params = module.init(jax.random.PRNGKey(1), x)
+  assert 'dxnet_conv2d' in jax.jit(module.apply).lower(params, x).as_text()
+  loss = lambda m, p: jnp.sum(jnp.sin(m.apply(p, x)))
+  reference = pointwise.PointwiseConv(12, impl='matmul')
+  for a, b in zip(jax.tree.leaves(jax.value_and_grad(loss, 1)(module, params)),
+                  jax.tree.leaves(jax.value_and_grad(loss, 1)(reference, params))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # One output channel stays with the matmul form (measured faster), and bad impls are errors.
+  assert 'dxnet_conv2d' not in jax.jit(pointwise.PointwiseConv(1).init).lower(
+      jax.random.PRNGKey(0), x).as_text()
+  with pytest.raises(ValueError, match='impl must be one of'):
+    pointwise.pointwise(x, params['params']['kernel'], 'fft')

@@ -19,6 +19,9 @@ function; the tests check forward values and both gradients against 'xla'.
            log(H*W) instead of kh*kw; autodiff of the FFTs gives both gradients as FFTs too.
 - 'shift_fft': a custom VJP with the 'shift' forward and FFT gradients; its residual is `x`
            (the 'fft' residual is the complex spectrum of `x`, about 1.3x larger at 32x32).
+- 'native': C++ XLA:CPU kernels (`ops.native_conv`, built on first use): channels as vector
+           lanes, register tiles of output pixels, each input vector loaded once per filter row;
+           kernel gradient per task, summed in a fixed order. CPU only; filter widths 3-11.
 
 Tried and dropped (numbers in docs/performance.md): a hand-written VJP for 'fft' (no faster than
 autodiff), FFT lengths of H + kh - 1 (slower: 40 vs 36 at 32x32), channels-first layouts for
@@ -39,7 +42,9 @@ run (lower is faster), medians of interleaved repetitions:
     denoising,     32x50x50x16     869        0.75    0.065   0.091
 
 Forward only, 'shift' is the fastest (0.03-0.07x 'xla'), 'fft' close (0.03-0.2x); the backward
-decides, and 'auto' is 'fft' on CPU.
+decides. 'native' then took 0.34-0.44x the time of 'fft', forward+backward, at every shape above
+(AVX-512 EPYC, `python -m benchmarks.depthwise --reps 7 --impls fft,native`; e.g. 4.5 vs 10.7 ms
+at CIFAR stage 1), so 'auto' is 'native' on the CPU where the kernels build, else 'fft'.
 
 On one NVIDIA H200 (jax 0.11.2, CUDA 13; `python -m benchmarks.depthwise --calls 20`, 20 calls
 per repetition, medians of 7), forward+backward as a ratio to 'xla' (cuDNN's grouped

@@ -114,7 +114,27 @@ def supports_depthwise(x_dtype, kernel_shape) -> bool:
   return kh % 2 == 1 and kw in DEPTHWISE_WIDTHS and _runs_here(x_dtype)
 
 
+# Where the native kernel loses on the CPU (isolated forward+backward times in
+# docs/performance.md, "Native kernels"): 1-3 input channels widened to 32 or more (the
+# restoration nets' stems; XLA's convolution 0.7-0.9x native's time) and 1-3 output channels
+# (the tile's vector lanes mostly idle; the matmul form 0.6-0.8x).
+MIN_OUTPUTS = 4
+NARROW_INPUTS, WIDE_OUTPUTS = 4, 32
+
+
+def preferred(kernel_shape, dtype) -> bool:
+  """Whether 'auto' takes the native kernel for a [k, k, Cin, Cout] convolution of `dtype`
+  inputs: where it runs (`supports`) and was not measured slower."""
+  _, _, cin, cout = kernel_shape
+  if cout < MIN_OUTPUTS or (cin < NARROW_INPUTS and cout >= WIDE_OUTPUTS):
+    return False
+  return supports(dtype, kernel_shape)
+
+
 def _in_float32(op, impl_name, x, kernel):
+  if jax.default_backend() != 'cpu':
+    raise ValueError(f"{impl_name}='native' runs on the CPU only (XLA:CPU custom calls); this "
+                     f"process computes on {jax.default_backend()!r}: use 'auto'.")
   if not native_build.available():
     raise RuntimeError(f"{impl_name}='native' needs the native kernels: "
                        f"{native_build.unavailable_reason()}. Use another implementation, or "

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dxnet_jax.ops import native_conv
+
 # Row slices of a float32 product on the CPU: 8 measured fastest of 4/8/16 in a DxNet 12-12-12
 # step (0.91-0.93x the step time of one product). Other backends and dtypes keep one product, and so
 # do products of fewer than CPU_MIN_ROWS rows: slicing those too made the super-resolution net's
@@ -64,22 +66,41 @@ def pointwise_conv2d(x: jax.Array, kernel: jax.Array,
   return y.reshape(*x.shape[:-1], cout)
 
 
+IMPLEMENTATIONS = ('matmul', 'native')
+
+
+def pointwise(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
+  """A 1x1 convolution by `impl`: 'matmul' (`pointwise_conv2d`), 'native' (the C++ XLA:CPU
+  kernel, `ops.native_conv`; NHWC only), or 'auto': 'native' where `native_conv.preferred`
+  (measured 0.56-0.89x the matmul form's forward+backward time for a dense layer's bottleneck,
+  docs/performance.md), else 'matmul'."""
+  if impl == 'auto':
+    native = x.ndim == 4 and native_conv.preferred(kernel.shape, jnp.result_type(x, kernel))
+    impl = 'native' if native else 'matmul'
+  if impl == 'native':
+    return native_conv.conv2d_native(x, kernel)
+  if impl == 'matmul':
+    return pointwise_conv2d(x, kernel)
+  raise ValueError(f"impl must be one of {IMPLEMENTATIONS + ('auto',)}, got {impl!r}.")
+
+
 class PointwiseConv(nn.Module):
   """Drop-in for `nn.Conv(features, (1, 1))` (stride 1): same parameters ('kernel' [1,1,Cin,Cout],
-  optional 'bias' [Cout]), so checkpoints are interchangeable, computed by `pointwise_conv2d`."""
+  optional 'bias' [Cout]), so checkpoints are interchangeable, computed by `pointwise`."""
   features: int
   use_bias: bool = True
   dtype: Any = None
   param_dtype: Any = jnp.float32
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param('kernel', self.kernel_init, (1, 1, x.shape[-1], self.features),
                         self.param_dtype)
     dtype = self.dtype or jnp.result_type(x, kernel)
-    y = pointwise_conv2d(x.astype(dtype), kernel.astype(dtype))
+    y = pointwise(x.astype(dtype), kernel.astype(dtype), self.impl)
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,), self.param_dtype).astype(dtype)
     return y

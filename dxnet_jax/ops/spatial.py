@@ -91,20 +91,12 @@ IMPLEMENTATIONS = ('xla', 'matmul', 'native')
 MAX_EXPANSION = 4
 
 
-# Where the native kernel loses on the CPU (isolated forward+backward times in
-# docs/performance.md, "Native kernels"): 1-3 input channels widened to 32 or more (the
-# restoration nets' stems; XLA's convolution 0.7-0.9x native's time) and 1-3 output channels
-# (the tile's vector lanes mostly idle; the matmul form 0.6-0.8x).
-NATIVE_MIN_OUTPUTS = 4
-NATIVE_NARROW_INPUTS, NATIVE_WIDE_OUTPUTS = 4, 32
-
-
 def default_impl(kernel_shape=None, dtype=jnp.float32) -> str:
   """The CPU's choice per convolution (measured, docs/performance.md); 'xla' elsewhere.
 
-  With the native kernels built (`ops.native_build`): 'native', except 'xla' for stems that
-  widen 1-3 channels to 32 or more, and the matmul form (or 'xla' where it would widen) for 1-3
-  output channels. Without them: 'matmul' for narrowing convolutions, 'xla' for widening ones.
+  'native' where `native_conv.preferred` (the kernels built; not a 1-3 channel stem widened to
+  32+ channels, nor 1-3 output channels); otherwise 'matmul' for narrowing convolutions and
+  'xla' for widening ones.
   `kernel_shape` [k, k, Cin, Cout]. GPUs and TPUs run the library convolution well and were not
   measured with the other forms.
   """
@@ -113,13 +105,9 @@ def default_impl(kernel_shape=None, dtype=jnp.float32) -> str:
   if kernel_shape is None:
     return 'native' if native_build.available() else 'matmul'
   k, _, cin, cout = kernel_shape
-  widening = k * k * cout > MAX_EXPANSION * cin
-  if native_conv.supports(dtype, kernel_shape):
-    if cin < NATIVE_NARROW_INPUTS and cout >= NATIVE_WIDE_OUTPUTS:
-      return 'xla'
-    if cout >= NATIVE_MIN_OUTPUTS:
-      return 'native'
-  return 'xla' if widening else 'matmul'
+  if native_conv.preferred(kernel_shape, dtype):
+    return 'native'
+  return 'xla' if k * k * cout > MAX_EXPANSION * cin else 'matmul'
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
