@@ -170,6 +170,10 @@ def test_disabled_or_missing_compiler_falls_back_with_a_reason(fresh_load, monke
     native_conv.conv2d_native(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2)))
   monkeypatch.setenv('DXNET_JAX_NATIVE', '1')
   monkeypatch.setenv('CXX', '/nonexistent/g++')
+  with pytest.raises(RuntimeError, match="CXX='/nonexistent/g\\+\\+' is not an executable"):
+    native_build.build()
+  # As in a fresh process (XLA keeps the kernels this one registered): no build, no kernels.
+  monkeypatch.setattr(native_build, '_registered', None)
   native_build.load.cache_clear()
   assert fresh_load() is None
   assert "CXX='/nonexistent/g++' is not an executable" in native_build.unavailable_reason()

@@ -1,8 +1,9 @@
 """Builds and loads the native XLA:CPU kernels in ops/native/ on first use.
 
-Why on first use: the kernels are compiled with `-march=native` for the CPU that runs them (AVX-512
-where there is one; `DXNET_JAX_NATIVE_MARCH` picks another target) against the XLA FFI headers that ship with the installed jaxlib, so a wheel
-built elsewhere would be either slow or wrong. The shared library is cached under
+Why on first use: the kernels are compiled with `-march=native` for the CPU that runs them
+(AVX-512 where there is one; `DXNET_JAX_NATIVE_MARCH` picks another target) against the XLA FFI
+headers that ship with the installed jaxlib, so a wheel built elsewhere would be either slow or
+wrong. The shared library is cached under
 `$DXNET_JAX_NATIVE_CACHE` (default `~/.cache/dxnet_jax/native`), keyed by the source, the
 compiler, the target CPU and the jaxlib version; a build takes a few seconds, once.
 
@@ -32,6 +33,8 @@ TARGETS = {  # XLA custom-call target name: exported symbol
 }
 
 _reason = None
+# XLA takes one handler per target name and process: once registered, a library stays.
+_registered = None
 
 
 def cache_dir() -> pathlib.Path:
@@ -103,6 +106,9 @@ def load():
   if os.environ.get('DXNET_JAX_NATIVE', '1') == '0':
     _reason = 'disabled by DXNET_JAX_NATIVE=0'
     return None
+  global _registered
+  if _registered is not None:
+    return _registered
   try:
     library = _load_library()
   except (OSError, RuntimeError) as error:
@@ -111,6 +117,7 @@ def load():
     return None
   for name, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+  _registered = library
   return library
 
 

@@ -41,8 +41,9 @@ def _depthwise_flipped(kernel):
   return kernel[::-1, ::-1]
 
 
-def _native_pair(target, out_channels, xla_conv, flipped):
-  """A native convolution with a native backward and pure-JAX JVPs: (conv, kernel_grad)."""
+def _native_pair(target, xla_conv, flipped):
+  """A native convolution (custom call `target`; `target + '_kernel_grad'` for its kernel
+  gradient) with a native backward and pure-JAX JVPs."""
 
   def ffi(name, shape, *args):
     out = jax.ShapeDtypeStruct(shape, jnp.float32)
@@ -50,7 +51,7 @@ def _native_pair(target, out_channels, xla_conv, flipped):
 
   @jax.custom_jvp
   def conv(x, kernel):
-    return ffi(target, x.shape[:-1] + (out_channels(kernel),), x, kernel)
+    return ffi(target, x.shape[:-1] + kernel.shape[-1:], x, kernel)
 
   @conv.defjvp
   def _(primals, tangents):
@@ -86,9 +87,8 @@ def _native_pair(target, out_channels, xla_conv, flipped):
   return convolve
 
 
-_dense = _native_pair('dxnet_conv2d', lambda k: k.shape[3], _xla_dense, _dense_flipped)
-_depthwise = _native_pair('dxnet_depthwise_conv2d', lambda k: k.shape[3], _xla_depthwise,
-                          _depthwise_flipped)
+_dense = _native_pair('dxnet_conv2d', _xla_dense, _dense_flipped)
+_depthwise = _native_pair('dxnet_depthwise_conv2d', _xla_depthwise, _depthwise_flipped)
 
 
 # Input dtypes the native kernels take: they compute in float32 and return the input dtype, as

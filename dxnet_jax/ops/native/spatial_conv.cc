@@ -4,8 +4,8 @@
 // channels); written as one product and k*k shifted sums (ops/spatial.py) it still took twice
 // oneDNN's time. Here each output tile of R pixels x B vector blocks of channels is accumulated
 // in registers over the k*k taps and the input channels, reading a task's rows of the input
-// once copied with a zero border: no im2col copy, no product array, no border checks. The data gradient is this same convolution with the kernel
-// flipped and transposed (done by the caller). The kernel gradient sums outer products of input
+// once copied with a zero border: no im2col copy, no product array, no border checks. The data
+// gradient is this same convolution with the kernel flipped and transposed (done by the caller). The kernel gradient sums outer products of input
 // pixels (vectors of input channels) and output-gradient values, per task, then adds the
 // tasks' partial sums in order.
 //
@@ -213,6 +213,22 @@ void KernelGradTap(const ConvShape& s, const float* rows, int64_t count, const f
   for (; co0 < s.cout; ++co0) KernelGradTile<1, CB>(s, rows, count, grad, i, j, co0, block, acc_tap);
 }
 
+// KernelGradTap for `group` (1 to kGradBlocks) vector blocks of input channels from `block`.
+void KernelGradBlocks(const ConvShape& s, const float* rows, int64_t count, const float* grad,
+                      int64_t i, int64_t j, int64_t block, int64_t group, float* acc_tap) {
+  switch (group) {
+    case 1:
+      KernelGradTap<1>(s, rows, count, grad, i, j, block, acc_tap);
+      break;
+    case 2:
+      if constexpr (kGradBlocks >= 2) KernelGradTap<2>(s, rows, count, grad, i, j, block, acc_tap);
+      break;
+    case 3:
+      if constexpr (kGradBlocks >= 3) KernelGradTap<3>(s, rows, count, grad, i, j, block, acc_tap);
+      break;
+  }
+}
+
 // Input rows [h0 - pad, h1 + pad) of image n, zero-bordered, channels padded to whole vectors.
 void CopyPaddedChannels(const ConvShape& s, const float* x, int64_t n, int64_t h0, int64_t h1,
                         float* scratch) {
@@ -266,13 +282,9 @@ ffi::Error Conv2dKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
       for (int64_t i = 0; i < s.k; ++i) {
         for (int64_t j = 0; j < s.k; ++j) {
           float* acc_tap = &partial[task * taps + (i * s.k + j) * tap_size];
-          for (int64_t block = 0; block < blocks; block += kGradBlocks) {
-            switch (std::min<int64_t>(kGradBlocks, blocks - block)) {
-              case 1: KernelGradTap<1>(s, rows, h1 - h0, grad_rows, i, j, block, acc_tap); break;
-              case 2: if constexpr (kGradBlocks >= 2) KernelGradTap<2>(s, rows, h1 - h0, grad_rows, i, j, block, acc_tap); break;
-              case 3: if constexpr (kGradBlocks >= 3) KernelGradTap<3>(s, rows, h1 - h0, grad_rows, i, j, block, acc_tap); break;
-            }
-          }
+          for (int64_t block = 0; block < blocks; block += kGradBlocks)
+            KernelGradBlocks(s, rows, h1 - h0, grad_rows, i, j, block,
+                             std::min<int64_t>(kGradBlocks, blocks - block), acc_tap);
         }
       }
     }
