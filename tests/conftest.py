@@ -29,6 +29,10 @@ if _CACHE_OWNER and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   import tempfile
   os.environ['DXNET_TEST_JAX_CACHE'] = tempfile.mkdtemp(prefix='dxnet-test-jax-cache-')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['DXNET_TEST_JAX_CACHE']
+  # The native XLA:CPU kernels (ops/native_build.py) are built there too, once per run, rather
+  # than into the user's ~/.cache.
+  os.environ.setdefault('DXNET_JAX_NATIVE_CACHE',
+                        os.path.join(os.environ['DXNET_TEST_JAX_CACHE'], 'native'))
 else:
   _CACHE_OWNER = False
 
