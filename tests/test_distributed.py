@@ -43,8 +43,10 @@ def _free_port() -> int:
 
 
 def _clean_env(devices: int) -> dict[str, str]:
+    # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
+           if k == "DXNET_JAX_NATIVE_CACHE"
+           or not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
                                 "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"))}
     env.update(
         # The suite's compile options (tests/conftest.py) stay; the device count is added.

@@ -71,8 +71,10 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict[str, str]:
+    # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
+           if k == "DXNET_JAX_NATIVE_CACHE"
+           or not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
                                 "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"))}
     # The suite's compile options (tests/conftest.py) stay; the device count is added.
     env.update(XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
