@@ -30,6 +30,7 @@ from dxnet_jax.data import eval_sets
 def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
   """noisy float [H, W, C] in [0,1] scale (unclipped) -> BM3D estimate [H, W, C]."""
   import bm3d  # pylint: disable=g-import-not-at-top
+
   if noisy.shape[-1] == 1:
     gray = noisy[..., 0].astype(np.float64)
     return np.asarray(bm3d.bm3d(gray, sigma_psd=sigma / 255.0))[..., None]
@@ -38,8 +39,9 @@ def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
 
 def main(argv=None) -> int:
   host_memory.keep_freed_memory()
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--set', dest='sets', action='append', default=[])
   parser.add_argument('--sigma', type=float, default=50.0)
   parser.add_argument('--seed', type=int, default=0)
@@ -52,14 +54,19 @@ def main(argv=None) -> int:
   except ImportError:
     print("bm3d is not installed: pip install -e '.[eval]'", file=sys.stderr)
     return 2
-  out = {'method': 'BM3D (bm3d package, sigma_psd = sigma/255)', 'sigma': args.sigma,
-         'noise_seed': args.seed, 'results': []}
+  out = {
+      'method': 'BM3D (bm3d package, sigma_psd = sigma/255)',
+      'sigma': args.sigma,
+      'noise_seed': args.seed,
+      'results': [],
+  }
   start = time.time()
   for set_name in sets:
-    images = eval_sets.load(set_name, task='denoising', sigma=args.sigma, seed=args.seed,
-                            channels=1)
+    images = eval_sets.load(
+        set_name, task='denoising', sigma=args.sigma, seed=args.seed, channels=1
+    )
     if args.limit:
-      images = images[:args.limit]
+      images = images[: args.limit]
     row = {'set': set_name, 'images': []}
     out['results'].append(row)
     for image in images:
@@ -70,16 +77,19 @@ def main(argv=None) -> int:
         row[key] = float(np.mean([r[key] for r in row['images']]))
       row['num_images'] = len(row['images'])
       out['wall_seconds'] = time.time() - start
-      print(f"{set_name} {image.name}: {scores['psnr']:.2f} dB ({time.time() - t0:.1f} s)",
-            flush=True)
+      print(
+          f"{set_name} {image.name}: {scores['psnr']:.2f} dB ({time.time() - t0:.1f} s)", flush=True
+      )
       if args.json:
         path = pathlib.Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
   print(f'BM3D, sigma {args.sigma:g}, noise seed {args.seed}, {out["wall_seconds"]:.0f} s')
   for row in out['results']:
-    print(f"{row['set']:8s} {row['num_images']:3d} images  PSNR {row['psnr']:.2f} dB  "
-          f"SSIM {row['ssim']:.4f}")
+    print(
+        f"{row['set']:8s} {row['num_images']:3d} images  PSNR {row['psnr']:.2f} dB  "
+        f"SSIM {row['ssim']:.4f}"
+    )
   return 0
 
 

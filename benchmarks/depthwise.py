@@ -10,6 +10,7 @@ inside a training step. Ratios are to 'xla' measured in the same run. On a GPU o
 well under a millisecond, so time `--calls 20` back-to-back calls per repetition (times are per
 call).
 """
+
 import argparse
 import json
 
@@ -37,6 +38,7 @@ def _forward_backward(impl):
   def f(x, k, cotangent):
     y, vjp = jax.vjp(lambda a, b: depthwise_conv2d(a, b, impl), x, k)
     return y, vjp(cotangent)
+
   return jax.jit(f)
 
 
@@ -52,8 +54,10 @@ def main():
   impls = args.impls.split(',')
 
   print(f'# depthwise {args.kernel}x{args.kernel} conv, {timing.machine()}')
-  print(f"# impl='auto' here is {default_impl()!r}; times are medians of {args.reps} "
-        'interleaved repetitions, ms')
+  print(
+      f"# impl='auto' here is {default_impl()!r}; times are medians of {args.reps} "
+      'interleaved repetitions, ms'
+  )
   rows, measured = [], {}
   for label, shape in SHAPES:
     kx, kk = jax.random.split(jax.random.PRNGKey(0))
@@ -65,16 +69,37 @@ def main():
       fwd, fwd_bwd = _forward(impl), _forward_backward(impl)
       fns[(impl, 'fwd')] = _repeat(lambda fwd=fwd: fwd(x, k), args.calls)
       fns[(impl, 'fwd+bwd')] = _repeat(lambda fwd_bwd=fwd_bwd: fwd_bwd(x, k, cot), args.calls)
-    t = {key: seconds / args.calls
-         for key, seconds in timing.time_interleaved(fns, reps=args.reps).items()}
+    t = {
+        key: seconds / args.calls
+        for key, seconds in timing.time_interleaved(fns, reps=args.reps).items()
+    }
     base = impls[0]
     for impl in impls:
       f, fb = t[(impl, 'fwd')], t[(impl, 'fwd+bwd')]
       measured.setdefault(label, {})[impl] = {'fwd': f * 1e3, 'fwd+bwd': fb * 1e3}
-      rows.append([label, 'x'.join(map(str, shape)), impl, f * 1e3, f / t[(base, 'fwd')],
-                   fb * 1e3, fb / t[(base, 'fwd+bwd')]])
-  timing.print_table(['stage', 'N x H x W x C', 'impl', 'fwd ms', f'fwd / {impls[0]}',
-                      'fwd+bwd ms', f'fwd+bwd / {impls[0]}'], rows)
+      rows.append(
+          [
+              label,
+              'x'.join(map(str, shape)),
+              impl,
+              f * 1e3,
+              f / t[(base, 'fwd')],
+              fb * 1e3,
+              fb / t[(base, 'fwd+bwd')],
+          ]
+      )
+  timing.print_table(
+      [
+          'stage',
+          'N x H x W x C',
+          'impl',
+          'fwd ms',
+          f'fwd / {impls[0]}',
+          'fwd+bwd ms',
+          f'fwd+bwd / {impls[0]}',
+      ],
+      rows,
+  )
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'machine': timing.machine(), 'kernel': args.kernel, 'ms': measured}, f, indent=1)
@@ -82,10 +107,12 @@ def main():
 
 def _repeat(fn, calls: int):
   """`fn` called `calls` times back to back; returns the last result (to be waited for)."""
+
   def run():
     for _ in range(calls - 1):
       fn()
     return fn()
+
   return run
 
 

@@ -8,6 +8,7 @@ and the table shows medians (after 5 warm-up steps per process): wall time per s
 faults per step and kernel (system) CPU time per step, which is where the faults' cost shows, and
 the compile time, which the single arena makes longer (threads contend for it).
 """
+
 import argparse
 import json
 import os
@@ -17,7 +18,7 @@ import sys
 
 from benchmarks import timing
 
-_CHILD = r'''
+_CHILD = r"""
 import json, resource, sys, time
 from dxnet_jax import host_memory
 host_memory.keep_freed_memory()
@@ -36,19 +37,30 @@ wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SE
 print(json.dumps({'wall': wall / n, 'faults': (after.ru_minflt - before.ru_minflt) / n,
                   'sys': (after.ru_stime - before.ru_stime) / n,
                   'user': (after.ru_utime - before.ru_utime) / n, 'compile': compile_s}))
-'''
+"""
 
-_IMAGES = {'dxnet_k12_12': (64, (32, 32, 3)), 'densenet_bc_k12_16': (64, (32, 32, 3)),
-           'dxnet_denoise_444': (16, (50, 50, 1))}
+_IMAGES = {
+    'dxnet_k12_12': (64, (32, 32, 3)),
+    'densenet_bc_k12_16': (64, (32, 32, 3)),
+    'dxnet_denoise_444': (16, (50, 50, 1)),
+}
 
 
 def _measure(net: str, setting: str, steps_per_run: int) -> dict:
   batch, image = _IMAGES[net]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, DXNET_HOST_MALLOC=setting,
-             PYTHONPATH=root + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  out = subprocess.run([sys.executable, '-c', _CHILD, net, str(batch), json.dumps(image),
-                        str(steps_per_run)], env=env, capture_output=True, text=True, check=True)
+  env = dict(
+      os.environ,
+      DXNET_HOST_MALLOC=setting,
+      PYTHONPATH=root + os.pathsep + os.environ.get('PYTHONPATH', ''),
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', _CHILD, net, str(batch), json.dumps(image), str(steps_per_run)],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -70,10 +82,31 @@ def main():
     base = statistics.median(r['wall'] for r in results['system'])
     for setting, runs in results.items():
       med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-      rows.append([net, setting, med['wall'], med['wall'] / base, med['faults'], med['sys'],
-                   med['user'], med['compile']])
-    timing.print_table(['net', 'DXNET_HOST_MALLOC', 's/step', 'ratio', 'faults/step',
-                        'sys s/step', 'user s/step', 'compile s'], rows)
+      rows.append(
+          [
+              net,
+              setting,
+              med['wall'],
+              med['wall'] / base,
+              med['faults'],
+              med['sys'],
+              med['user'],
+              med['compile'],
+          ]
+      )
+    timing.print_table(
+        [
+            'net',
+            'DXNET_HOST_MALLOC',
+            's/step',
+            'ratio',
+            'faults/step',
+            'sys s/step',
+            'user s/step',
+            'compile s',
+        ],
+        rows,
+    )
 
 
 if __name__ == '__main__':

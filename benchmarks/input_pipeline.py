@@ -27,8 +27,12 @@ PIPELINES = (
     ('SR x4, 96 px HR patches', 'super_resolution', 16, {'patch_size': 96}),
     ('SR x4, 128 px HR patches', 'super_resolution', 16, {'patch_size': 128}),
     ('denoising, 40 px, sigma 50', 'denoising', 32, {'patch_size': 40}),
-    ('denoising, 50 px, sigma 0-55', 'denoising', 32,
-     {'patch_size': 50, 'sigma': (0.0, 55.0), 'eval_sigma': 25.0}),
+    (
+        'denoising, 50 px, sigma 0-55',
+        'denoising',
+        32,
+        {'patch_size': 50, 'sigma': (0.0, 55.0), 'eval_sigma': 25.0},
+    ),
 )
 
 
@@ -46,9 +50,12 @@ def measure(task: str, batch_size: int, overrides: dict, batches: int) -> dict:
   for batch in itertools.islice(stream, batches):
     pass
   seconds = time.perf_counter() - start
-  return {'build_s': build_s, 'ms_per_batch': 1e3 * seconds / batches,
-          'images_per_s': batches * batch_size / seconds,
-          'shape': 'x'.join(map(str, batch['inputs'].shape))}
+  return {
+      'build_s': build_s,
+      'ms_per_batch': 1e3 * seconds / batches,
+      'images_per_s': batches * batch_size / seconds,
+      'shape': 'x'.join(map(str, batch['inputs'].shape)),
+  }
 
 
 def main():
@@ -61,8 +68,16 @@ def main():
   rows = []
   for label, task, batch_size, overrides in PIPELINES:
     r = measure(task, batch_size, overrides, args.batches)
-    rows.append((label, str(batch_size), r['shape'], f"{r['build_s']:.1f}",
-                 f"{r['ms_per_batch']:.2f}", f"{r['images_per_s']:,.0f}"))
+    rows.append(
+        (
+            label,
+            str(batch_size),
+            r['shape'],
+            f"{r['build_s']:.1f}",
+            f"{r['ms_per_batch']:.2f}",
+            f"{r['images_per_s']:,.0f}",
+        )
+    )
   widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
   print(' | '.join(h.ljust(w) for h, w in zip(header, widths)))
   print('-+-'.join('-' * w for w in widths))

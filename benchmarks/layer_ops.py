@@ -15,6 +15,7 @@ for a fixed random cotangent, as a training step does. JAX and PyTorch calls are
 Note: an op that wins here need not win inside a step (docs/performance.md has two that did
 not): in a step the operands come from the op before and XLA fuses across ops.
 """
+
 import argparse
 import dataclasses
 from typing import Callable, Tuple
@@ -31,6 +32,7 @@ from dxnet_jax.ops import batchnorm, default_impl, depthwise_conv2d, pointwise_c
 @dataclasses.dataclass(frozen=True)
 class LayerOp:
   """One op at one shape: `x` is [N, H, W, C]; `out` is the output channel count."""
+
   op: str
   stage: str
   x: Tuple[int, int, int, int]
@@ -40,13 +42,21 @@ class LayerOp:
 def _shapes(n, h, c_in, k=12, bottleneck=4):
   """The ops of a dense layer whose input has `c_in` channels at h x h."""
   x, wide = (n, h, h, c_in), (n, h, h, bottleneck * k)
-  return [('bn_relu', x, c_in), ('conv1x1', x, bottleneck * k), ('conv3x3', wide, k),
-          ('depthwise9x9', (n, h, h, k), k), ('xunit', (n, h, h, k), k), ('concat', x, c_in + k)]
+  return [
+      ('bn_relu', x, c_in),
+      ('conv1x1', x, bottleneck * k),
+      ('conv3x3', wide, k),
+      ('depthwise9x9', (n, h, h, k), k),
+      ('xunit', (n, h, h, k), k),
+      ('concat', x, c_in + k),
+  ]
 
 
-OPS = [LayerOp(op, stage, x, out)
-       for stage, h, c_in in (('block 1, layer 12', 32, 156), ('block 2, layer 12', 16, 216))
-       for op, x, out in _shapes(64, h, c_in)]
+OPS = [
+    LayerOp(op, stage, x, out)
+    for stage, h, c_in in (('block 1, layer 12', 32, 156), ('block 2, layer 12', 16, 216))
+    for op, x, out in _shapes(64, h, c_in)
+]
 
 
 def jax_op(spec: LayerOp) -> Tuple[Callable, Tuple[np.ndarray, ...]]:
@@ -85,15 +95,21 @@ def _xunit(channels: int):
   params = jax.tree.map(np.array, variables['params'])  # writable copies, for torch
   rng = np.random.default_rng(2)
   for bn in ('pointwise_bn', 'depthwise_bn'):
-    params[bn] = {'scale': rng.uniform(0.5, 1.5, channels).astype(np.float32),
-                  'bias': (0.1 * rng.standard_normal(channels)).astype(np.float32)}
+    params[bn] = {
+        'scale': rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        'bias': (0.1 * rng.standard_normal(channels)).astype(np.float32),
+    }
   leaves, treedef = jax.tree.flatten(params)
 
   def apply(x, *leaves):
-    y, _ = module.apply({'params': jax.tree.unflatten(treedef, leaves),
-                         'batch_stats': variables['batch_stats']}, x, train=True,
-                        mutable=['batch_stats'])
+    y, _ = module.apply(
+        {'params': jax.tree.unflatten(treedef, leaves), 'batch_stats': variables['batch_stats']},
+        x,
+        train=True,
+        mutable=['batch_stats'],
+    )
     return y
+
   return apply, leaves, treedef
 
 
@@ -104,10 +120,12 @@ def cotangent_for(spec: LayerOp) -> np.ndarray:
 
 def jax_forward_backward(f):
   """jit of (*inputs, cotangent) -> (output, gradients of every input), as in a step."""
+
   def run(*args):
     *inputs, cotangent = args
     out, vjp = jax.vjp(f, *inputs)
     return out, vjp(cotangent)
+
   return jax.jit(run)
 
 
@@ -120,6 +138,7 @@ def torch_op(spec: LayerOp, inputs):
   """
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_nets  # pylint: disable=g-import-not-at-top
+
   nn = torch.nn
   last = torch.channels_last
   to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=last)
@@ -172,9 +191,11 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--reps', type=int, default=15)
   parser.add_argument('--threads', type=int, default=2, help='PyTorch intra-op threads')
-  parser.add_argument('--ops', default=None,
-                      help='comma-separated subset of '
-                      + ','.join(dict.fromkeys(o.op for o in OPS)))
+  parser.add_argument(
+      '--ops',
+      default=None,
+      help='comma-separated subset of ' + ','.join(dict.fromkeys(o.op for o in OPS)),
+  )
   args = parser.parse_args()
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -182,8 +203,10 @@ def main():
     raise SystemExit('benchmarks.layer_ops compares against PyTorch: pip install -e ".[bench]"')
   torch.set_num_threads(args.threads)
   chosen = set(args.ops.split(',')) if args.ops else None
-  print(f'# dense-layer ops, {timing.machine()}; torch {torch.__version__}, {args.threads} '
-        f'threads, channels_last; depthwise impl {default_impl()}; medians of {args.reps}')
+  print(
+      f'# dense-layer ops, {timing.machine()}; torch {torch.__version__}, {args.threads} '
+      f'threads, channels_last; depthwise impl {default_impl()}; medians of {args.reps}'
+  )
   rows = []
   for spec in OPS:
     if chosen and spec.op not in chosen:
@@ -194,18 +217,44 @@ def main():
     forward = jax.jit(f)
     forward_backward = jax_forward_backward(f)
     torch_forward, torch_forward_backward, _ = torch_op(spec, inputs)
-    times = timing.time_interleaved({
-        'jax fwd': lambda: forward(*arrays), 'torch fwd': torch_forward,
-        'jax fwd+bwd': lambda: forward_backward(*arrays, cotangent),
-        'torch fwd+bwd': torch_forward_backward,
-    }, reps=args.reps, warmup=2)
+    times = timing.time_interleaved(
+        {
+            'jax fwd': lambda: forward(*arrays),
+            'torch fwd': torch_forward,
+            'jax fwd+bwd': lambda: forward_backward(*arrays, cotangent),
+            'torch fwd+bwd': torch_forward_backward,
+        },
+        reps=args.reps,
+        warmup=2,
+    )
     ms = {name: t * 1e3 for name, t in times.items()}
-    rows.append([spec.op, spec.stage, 'x'.join(map(str, spec.x)) + f'->{spec.out}',
-                 ms['jax fwd'], ms['torch fwd'], ms['jax fwd'] / ms['torch fwd'],
-                 ms['jax fwd+bwd'], ms['torch fwd+bwd'],
-                 ms['jax fwd+bwd'] / ms['torch fwd+bwd']])
-  timing.print_table(['op', 'where', 'shape', 'jax fwd ms', 'torch fwd ms', 'fwd jax/torch',
-                      'jax fwd+bwd ms', 'torch fwd+bwd ms', 'fwd+bwd jax/torch'], rows)
+    rows.append(
+        [
+            spec.op,
+            spec.stage,
+            'x'.join(map(str, spec.x)) + f'->{spec.out}',
+            ms['jax fwd'],
+            ms['torch fwd'],
+            ms['jax fwd'] / ms['torch fwd'],
+            ms['jax fwd+bwd'],
+            ms['torch fwd+bwd'],
+            ms['jax fwd+bwd'] / ms['torch fwd+bwd'],
+        ]
+    )
+  timing.print_table(
+      [
+          'op',
+          'where',
+          'shape',
+          'jax fwd ms',
+          'torch fwd ms',
+          'fwd jax/torch',
+          'jax fwd+bwd ms',
+          'torch fwd+bwd ms',
+          'fwd+bwd jax/torch',
+      ],
+      rows,
+  )
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ so this over-counts the state once; the alias column says by how much). Settings
 with flax's plain `nn.remat` for comparison, and XLA:CPU's default vs memory-optimised scheduler.
 `--time` also times each step (interleaved medians) for the time ratio to the first setting.
 """
+
 import argparse
 import contextlib
 from unittest import mock
@@ -21,18 +22,21 @@ from dxnet_jax import host_memory
 from dxnet_jax.models import densenet
 from dxnet_jax.ops import xla_flags
 
-MiB = 2 ** 20
+MiB = 2**20
 
 
 def _settings():
   """(label, remat, compiler options, use flax's nn.remat instead of ordered_remat)."""
   mem = xla_flags.MEMORY_OPTIMIZED_SCHEDULER
-  return [('remat off', False, {}, False), ('remat on', True, {}, False),
-          ('remat off, mem. scheduler', False, mem, False),
-          ('remat on, mem. scheduler', True, mem, False),
-          ('flax nn.remat', True, {}, True),
-          ('flax nn.remat, mem. scheduler', True, mem, True),
-          ("remat='speed'", 'speed', {}, False)]
+  return [
+      ('remat off', False, {}, False),
+      ('remat on', True, {}, False),
+      ('remat off, mem. scheduler', False, mem, False),
+      ('remat on, mem. scheduler', True, mem, False),
+      ('flax nn.remat', True, {}, True),
+      ('flax nn.remat, mem. scheduler', True, mem, True),
+      ("remat='speed'", 'speed', {}, False),
+  ]
 
 
 def _flax_remat(module_class, static_argnums, sync):
@@ -48,8 +52,9 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--time', action='store_true')
   parser.add_argument('--reps', type=int, default=3)
-  parser.add_argument('--settings', default='',
-                      help='comma-separated indices into the settings list (default: all)')
+  parser.add_argument(
+      '--settings', default='', help='comma-separated indices into the settings list (default: all)'
+  )
   args = parser.parse_args()
   print(f'# training-step memory (XLA memory analysis), batch {args.batch}; {timing.machine()}')
   rows = []
@@ -60,11 +65,18 @@ def main():
     if args.settings:
       chosen = [chosen[int(i)] for i in args.settings.split(',')]
     for label, remat, options, flax_remat in chosen:
-      swap = (mock.patch.object(densenet, 'ordered_remat', _flax_remat) if flax_remat
-              else contextlib.nullcontext())
+      swap = (
+          mock.patch.object(densenet, 'ordered_remat', _flax_remat)
+          if flax_remat
+          else contextlib.nullcontext()
+      )
       with swap:
-        run, compiled, _ = steps.jax_step(work, remat=remat, compiler_options=dict(options),
-                                          **steps.impl_kwargs(work.name, 'auto'))
+        run, compiled, _ = steps.jax_step(
+            work,
+            remat=remat,
+            compiler_options=dict(options),
+            **steps.impl_kwargs(work.name, 'auto'),
+        )
       m = compiled.memory_analysis()
       results.append((label, m))
       runs[label] = run
@@ -73,14 +85,29 @@ def main():
     base = results[0][1]
     peak = lambda m: m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
     for label, m in results:
-      row = [name, label, m.temp_size_in_bytes / MiB, m.argument_size_in_bytes / MiB,
-             m.output_size_in_bytes / MiB, m.alias_size_in_bytes / MiB, peak(m) / MiB,
-             peak(base) / peak(m)]
+      row = [
+          name,
+          label,
+          m.temp_size_in_bytes / MiB,
+          m.argument_size_in_bytes / MiB,
+          m.output_size_in_bytes / MiB,
+          m.alias_size_in_bytes / MiB,
+          peak(m) / MiB,
+          peak(base) / peak(m),
+      ]
       if times:
         row += [times[label], times[label] / times[results[0][0]]]
       rows.append(row)
-  headers = ['net', 'setting', 'temp MiB', 'args MiB', 'out MiB', 'alias MiB', 'peak MiB',
-             'peak reduction x']
+  headers = [
+      'net',
+      'setting',
+      'temp MiB',
+      'args MiB',
+      'out MiB',
+      'alias MiB',
+      'peak MiB',
+      'peak reduction x',
+  ]
   if args.time:
     headers += ['s/step', 'time ratio']
   timing.print_table(headers, rows)

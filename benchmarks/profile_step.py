@@ -15,6 +15,7 @@ two such fusions of the same size at one place compute that sum twice. Op times 
 over XLA's worker threads, so they add up to more than the wall time when ops run in parallel;
 both are printed.
 """
+
 import argparse
 import collections
 import glob
@@ -57,8 +58,9 @@ UNATTRIBUTED = 'no source (made by XLA)'
 
 def op_sources(hlo_text: str) -> dict:
   """{HLO instruction name: its `op_name` path} from a compiled module's metadata."""
-  return dict(m.groups() for m in
-              re.finditer(r'^\s*%?([\w.\-]+) = .*?op_name="([^"]*)"', hlo_text, re.M))
+  return dict(
+      m.groups() for m in re.finditer(r'^\s*%?([\w.\-]+) = .*?op_name="([^"]*)"', hlo_text, re.M)
+  )
 
 
 def _direction(path: str) -> str:
@@ -82,9 +84,11 @@ def op_places(hlo_text: str) -> dict:
 
 def fusion_operands(hlo_text: str) -> dict:
   """{fusion name: number of operands} for the fusions the step's entry computation calls."""
-  entry = hlo_text[hlo_text.find('\nENTRY'):]
-  return {m.group(1): len(re.findall(r'%', m.group(2))) for m in
-          re.finditer(r'^\s*%?([\w.\-]+) = \S+ fusion\((.*?)\), kind=', entry, re.M)}
+  entry = hlo_text[hlo_text.find('\nENTRY') :]
+  return {
+      m.group(1): len(re.findall(r'%', m.group(2)))
+      for m in re.finditer(r'^\s*%?([\w.\-]+) = \S+ fusion\((.*?)\), kind=', entry, re.M)
+  }
 
 
 def wide_fusion_rows(ops: dict, operands: dict, sources: dict, top: int) -> list:
@@ -97,8 +101,9 @@ def wide_fusion_rows(ops: dict, operands: dict, sources: dict, top: int) -> list
   for name in widest:
     path = sources.get(name)
     where = re.sub(r'^.*?(trunk/|backbone/)', '', path) if path else '-'
-    rows.append([name, operands[name], _direction(path) if path else '-', where,
-                 ops.get(name, 0.0) * 1e3])
+    rows.append(
+        [name, operands[name], _direction(path) if path else '-', where, ops.get(name, 0.0) * 1e3]
+    )
   return rows
 
 
@@ -126,8 +131,15 @@ def part_rows(ops: dict, places: dict) -> list:
   rows = []
   for part, (f, b) in sorted(by_part.items(), key=lambda kv: -sum(kv[1])):
     known = part != UNATTRIBUTED
-    rows.append([part, f * 1e3 if known else '-', b * 1e3 if known else '-', (f + b) * 1e3,
-                 f'{100 * (f + b) / total:.1f}%'])
+    rows.append(
+        [
+            part,
+            f * 1e3 if known else '-',
+            b * 1e3 if known else '-',
+            (f + b) * 1e3,
+            f'{100 * (f + b) / total:.1f}%',
+        ]
+    )
   return rows
 
 
@@ -142,8 +154,12 @@ def main():
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--wide', type=int, default=10, help='fusions with the most operands')
   parser.add_argument('--trace-dir', default=None, help='keep the trace here (default: temp)')
-  parser.add_argument('--remat', default='', choices=['', 'on', 'memory', 'speed'],
-                      help="dense blocks' remat (default: none)")
+  parser.add_argument(
+      '--remat',
+      default='',
+      choices=['', 'on', 'memory', 'speed'],
+      help="dense blocks' remat (default: none)",
+  )
   args = parser.parse_args()
   remat = {'': {}, 'on': {'remat': True}}.get(args.remat, {'remat': args.remat})
   work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))
@@ -164,23 +180,36 @@ def main():
   kinds = collections.Counter()
   for name, seconds in ops.items():
     kinds[op_kind(name)] += seconds
-  print(f'# {work.name}, batch {work.batch}x{args.image}, remat {args.remat or "off"}, '
-        f'{timing.machine()}')
-  print(f'# {args.steps} traced steps: wall {wall * 1e3:.0f} ms/step (traced), op time '
-        f'{total * 1e3:.0f} ms/step, {len(ops)} ops; trace: {trace_file}')
-  timing.print_table(['kind', 'ms/step', 'share of op time'],
-                     [[k, s * 1e3, f'{100 * s / total:.1f}%'] for k, s in kinds.most_common()])
+  print(
+      f'# {work.name}, batch {work.batch}x{args.image}, remat {args.remat or "off"}, '
+      f'{timing.machine()}'
+  )
+  print(
+      f'# {args.steps} traced steps: wall {wall * 1e3:.0f} ms/step (traced), op time '
+      f'{total * 1e3:.0f} ms/step, {len(ops)} ops; trace: {trace_file}'
+  )
+  timing.print_table(
+      ['kind', 'ms/step', 'share of op time'],
+      [[k, s * 1e3, f'{100 * s / total:.1f}%'] for k, s in kinds.most_common()],
+  )
   print()
-  timing.print_table(['part', 'forward ms/step', 'backward ms/step', 'ms/step', 'share of op time'],
-                     part_rows(ops, places))
+  timing.print_table(
+      ['part', 'forward ms/step', 'backward ms/step', 'ms/step', 'share of op time'],
+      part_rows(ops, places),
+  )
   print()
-  timing.print_table(['op', 'kind', 'ms/step', 'share of op time'],
-                     [[n, op_kind(n), s * 1e3, f'{100 * s / total:.1f}%']
-                      for n, s in collections.Counter(ops).most_common(args.top)])
+  timing.print_table(
+      ['op', 'kind', 'ms/step', 'share of op time'],
+      [
+          [n, op_kind(n), s * 1e3, f'{100 * s / total:.1f}%']
+          for n, s in collections.Counter(ops).most_common(args.top)
+      ],
+  )
   print()
-  timing.print_table(['fusion', 'operands', 'direction', 'where', 'ms/step'],
-                     wide_fusion_rows(ops, fusion_operands(hlo_text), op_sources(hlo_text),
-                                      args.wide))
+  timing.print_table(
+      ['fusion', 'operands', 'direction', 'where', 'ms/step'],
+      wide_fusion_rows(ops, fusion_operands(hlo_text), op_sources(hlo_text), args.wide),
+  )
 
 
 if __name__ == '__main__':

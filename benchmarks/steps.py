@@ -9,6 +9,7 @@ format, a chosen intra-op thread count).
 This is a self-contained step for timing, not `dxnet_jax.train`'s: it isolates the model's cost
 from the input pipeline, metrics and logging.
 """
+
 import dataclasses
 import functools
 from typing import Any, Callable, Optional, Sequence, Tuple
@@ -24,6 +25,7 @@ from dxnet_jax import models
 @dataclasses.dataclass(frozen=True)
 class Workload:
   """A registry net at a benchmark batch: input `[batch, *image]`, its task and target shape."""
+
   name: str
   batch: int
   image: Tuple[int, int, int]
@@ -61,13 +63,17 @@ def _jax_loss(task: str, outputs, targets):
 
 def _jax_optimizer(task: str):
   if task == 'classification':
-    return optax.chain(optax.add_decayed_weights(1e-4),
-                       optax.sgd(0.1, momentum=0.9, nesterov=True))
+    return optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
   return optax.adam(1e-3)
 
 
-def jax_step(work: Workload, *, compiler_options=None, devices: Optional[Sequence[Any]] = None,
-             **model_overrides) -> Tuple[Callable[[], Any], Any, Any]:
+def jax_step(
+    work: Workload,
+    *,
+    compiler_options=None,
+    devices: Optional[Sequence[Any]] = None,
+    **model_overrides,
+) -> Tuple[Callable[[], Any], Any, Any]:
   """Returns (run, compiled, state): `run()` does one training step on a fixed batch.
 
   The step (forward, backward, optimizer update, BatchNorm statistics; state donated) is
@@ -106,7 +112,8 @@ def jax_step(work: Workload, *, compiler_options=None, devices: Optional[Sequenc
   def step(state, x, y):
     params, batch_stats, opt_state = state
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, x, y)
+        params, batch_stats, x, y
+    )
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
@@ -127,8 +134,9 @@ def jax_param_count(work: Workload, **model_overrides) -> int:
   return models.parameter_count(work.name, **model_overrides)
 
 
-def torch_step(work: Workload, threads: int = 2, channels_last: bool = True,
-               device: str = 'cpu') -> Tuple[Callable[[], Any], int]:
+def torch_step(
+    work: Workload, threads: int = 2, channels_last: bool = True, device: str = 'cpu'
+) -> Tuple[Callable[[], Any], int]:
   """Returns (run, parameter count) for the PyTorch version of `work`'s net.
 
   On the CPU, `run` sets torch's intra-op thread count to `threads` on every call, so steps with
@@ -148,12 +156,16 @@ def torch_step(work: Workload, threads: int = 2, channels_last: bool = True,
   if work.task == 'classification':
     y = torch.from_numpy(y).long().to(device)
     loss_fn = torch.nn.functional.cross_entropy
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                          weight_decay=1e-4)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4
+    )
   else:
     y = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous(memory_format=fmt).to(device)
-    loss_fn = (torch.nn.functional.l1_loss if work.task == 'super_resolution'
-               else torch.nn.functional.mse_loss)
+    loss_fn = (
+        torch.nn.functional.l1_loss
+        if work.task == 'super_resolution'
+        else torch.nn.functional.mse_loss
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
   def run():

@@ -4,6 +4,7 @@ The benchmark machine is shared and noisy, so candidates are timed *interleaved*
 of each in turn, repeated) and summarised by the median: a burst of load then hits every
 candidate alike and the ratios measured in one run stay meaningful.
 """
+
 import contextlib
 import fcntl
 import os
@@ -20,8 +21,9 @@ def block(tree):
   return jax.block_until_ready(tree)
 
 
-def time_interleaved(fns: Dict[str, Callable[[], object]], reps: int = 7,
-                     warmup: int = 1) -> Dict[str, float]:
+def time_interleaved(
+    fns: Dict[str, Callable[[], object]], reps: int = 7, warmup: int = 1
+) -> Dict[str, float]:
   """Median seconds per call of each zero-argument function, calls interleaved round-robin.
 
   Every function is called `warmup` times first (compilation, caches), and must return its
@@ -69,12 +71,14 @@ def machine() -> str:
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
   except (OSError, StopIteration):
     pass
   devices = ', '.join(sorted({d.device_kind for d in jax.devices()}))
-  return (f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {jax.default_backend()} '
-          f'({devices})')
+  return (
+      f'{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {jax.default_backend()} '
+      f'({devices})'
+  )
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -6,6 +6,7 @@ are equal; `benchmarks/train_step.py` asserts that for every net it times. Initi
 exact padding of strided convolutions differ (irrelevant to speed). torch is an optional
 benchmark dependency (`pip install torch==2.13.0`, a CPU build).
 """
+
 from typing import Sequence
 
 import torch
@@ -24,9 +25,13 @@ class XUnit(nn.Module):
     super().__init__()
     norm = (lambda: nn.BatchNorm2d(channels)) if batch_norm else nn.Identity
     self.gate = nn.Sequential(
-        conv(channels, channels, 1, bias=True), norm(), nn.ReLU(inplace=True),
+        conv(channels, channels, 1, bias=True),
+        norm(),
+        nn.ReLU(inplace=True),
         nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels),
-        norm(), nn.Sigmoid())
+        norm(),
+        nn.Sigmoid(),
+    )
 
   def forward(self, x):
     return x * self.gate(x)
@@ -44,8 +49,12 @@ class DenseLayer(nn.Module):
   def __init__(self, cin, growth_rate, bottleneck_width, xunit, xunit_kernel, batch_norm):
     super().__init__()
     width = bottleneck_width * growth_rate
-    layers = [_norm_relu(cin, batch_norm), conv(cin, width, 1, bias=not batch_norm),
-              _norm_relu(width, batch_norm), conv(width, growth_rate, 3, bias=not batch_norm)]
+    layers = [
+        _norm_relu(cin, batch_norm),
+        conv(cin, width, 1, bias=not batch_norm),
+        _norm_relu(width, batch_norm),
+        conv(width, growth_rate, 3, bias=not batch_norm),
+    ]
     if xunit:
       layers.append(XUnit(growth_rate, xunit_kernel, batch_norm))
     self.body = nn.Sequential(*layers)
@@ -54,8 +63,18 @@ class DenseLayer(nn.Module):
     return torch.cat([x, self.body(x)], 1)
 
 
-def dense_trunk(cin: int, blocks: Sequence[int], growth_rate: int, *, compression=0.5,
-                bottleneck_width=4, xunit=False, xunit_kernel=9, batch_norm=True, pool=True):
+def dense_trunk(
+    cin: int,
+    blocks: Sequence[int],
+    growth_rate: int,
+    *,
+    compression=0.5,
+    bottleneck_width=4,
+    xunit=False,
+    xunit_kernel=9,
+    batch_norm=True,
+    pool=True,
+):
   """Dense blocks joined by BN-ReLU-Conv1x1[-AvgPool] transitions; returns (module, channels)."""
   layers, c = [], cin
   for i, n in enumerate(blocks):
@@ -74,15 +93,18 @@ def dense_trunk(cin: int, blocks: Sequence[int], growth_rate: int, *, compressio
 class DenseNetClassifier(nn.Module):
   """DenseNet-BC / DxNet classifier, CIFAR (3x3 stem) or ImageNet (7x7/2 stem + max-pool) form."""
 
-  def __init__(self, num_classes, blocks, growth_rate, stem='cifar', xunit=False,
-               xunit_kernel=9):
+  def __init__(self, num_classes, blocks, growth_rate, stem='cifar', xunit=False, xunit_kernel=9):
     super().__init__()
     c = 2 * growth_rate
     if stem == 'cifar':
       stem_layers = [conv(3, c, 3)]
     else:
-      stem_layers = [conv(3, c, 7, stride=2), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                     nn.MaxPool2d(3, 2, padding=1)]
+      stem_layers = [
+          conv(3, c, 7, stride=2),
+          nn.BatchNorm2d(c),
+          nn.ReLU(inplace=True),
+          nn.MaxPool2d(3, 2, padding=1),
+      ]
     if xunit:
       stem_layers.append(XUnit(c, xunit_kernel))
     trunk, c = dense_trunk(c, blocks, growth_rate, xunit=xunit, xunit_kernel=xunit_kernel)
@@ -101,8 +123,15 @@ class DenseDenoiser(nn.Module):
     layers = [conv(channels, 64, 3, bias=True)]
     if xunit:
       layers.append(XUnit(64, xunit_kernel))
-    trunk, c = dense_trunk(64, blocks, growth_rate, bottleneck_width=2, xunit=xunit,
-                           xunit_kernel=xunit_kernel, pool=False)
+    trunk, c = dense_trunk(
+        64,
+        blocks,
+        growth_rate,
+        bottleneck_width=2,
+        xunit=xunit,
+        xunit_kernel=xunit_kernel,
+        pool=False,
+    )
     layers += [trunk, nn.BatchNorm2d(c), nn.ReLU(inplace=True), conv(c, channels, 3, bias=True)]
     self.noise = nn.Sequential(*layers)
 
@@ -113,15 +142,31 @@ class DenseDenoiser(nn.Module):
 class DenseSuperResolution(nn.Module):
   """x4 SR dense net without BatchNorm, narrow pixel-shuffle tail, bicubic global residual."""
 
-  def __init__(self, channels=3, blocks=(4, 4, 4, 6, 8, 8), growth_rate=16, xunit=True,
-               xunit_kernel=9, scale=4, tail=64):
+  def __init__(
+      self,
+      channels=3,
+      blocks=(4, 4, 4, 6, 8, 8),
+      growth_rate=16,
+      xunit=True,
+      xunit_kernel=9,
+      scale=4,
+      tail=64,
+  ):
     super().__init__()
     self.scale = scale
     layers = [conv(channels, 64, 3, bias=True)]
     if xunit:
       layers.append(XUnit(64, xunit_kernel, batch_norm=False))
-    trunk, c = dense_trunk(64, blocks, growth_rate, bottleneck_width=2, xunit=xunit,
-                           xunit_kernel=xunit_kernel, batch_norm=False, pool=False)
+    trunk, c = dense_trunk(
+        64,
+        blocks,
+        growth_rate,
+        bottleneck_width=2,
+        xunit=xunit,
+        xunit_kernel=xunit_kernel,
+        batch_norm=False,
+        pool=False,
+    )
     layers += [trunk, nn.ReLU(), conv(c, tail, 3, bias=True)]
     for _ in range(scale.bit_length() - 1):
       layers += [conv(tail, 4 * tail, 3, bias=True), nn.PixelShuffle(2), nn.ReLU()]
@@ -139,8 +184,7 @@ NETS = {
     'dxnet_k12_12': lambda: DenseNetClassifier(10, (12, 12, 12), 12, xunit=True),
     'dxnet_denoise_444': lambda: DenseDenoiser(1, (4, 4, 4), 16, xunit=True),
     'dxnet16_sr': lambda: DenseSuperResolution(3, (4, 4, 4, 6, 8, 8), 16, xunit=True),
-    'dxnet105': lambda: DenseNetClassifier(1000, (6, 12, 20, 12), 32, stem='imagenet',
-                                           xunit=True),
+    'dxnet105': lambda: DenseNetClassifier(1000, (6, 12, 20, 12), 32, stem='imagenet', xunit=True),
     'densenet121': lambda: DenseNetClassifier(1000, (6, 12, 24, 16), 32, stem='imagenet'),
 }
 

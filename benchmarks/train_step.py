@@ -11,6 +11,7 @@ times slower than 1). On a GPU (JAX's default backend 'gpu' and a CUDA build of 
 runs channels_last on the GPU with `cudnn.benchmark`, one row 'torch cuda'. Parameter counts of
 both implementations are asserted equal.
 """
+
 import argparse
 import json
 import time
@@ -22,15 +23,29 @@ from dxnet_jax import host_memory
 from dxnet_jax.ops import IMPLEMENTATIONS, default_impl
 
 WORKLOADS = {
-    'cifar': [steps.Workload('densenet_bc_k12_16', 64, (32, 32, 3)),
-              steps.Workload('dxnet_k12_12', 64, (32, 32, 3))],
-    'restoration': [steps.Workload('dxnet_denoise_444', 16, (50, 50, 1)),
-                    steps.Workload('dxnet16_sr', 8, (24, 24, 3))],
-    'imagenet': [steps.Workload('densenet121', 4, (224, 224, 3)),
-                 steps.Workload('dxnet105', 4, (224, 224, 3))],
+    'cifar': [
+        steps.Workload('densenet_bc_k12_16', 64, (32, 32, 3)),
+        steps.Workload('dxnet_k12_12', 64, (32, 32, 3)),
+    ],
+    'restoration': [
+        steps.Workload('dxnet_denoise_444', 16, (50, 50, 1)),
+        steps.Workload('dxnet16_sr', 8, (24, 24, 3)),
+    ],
+    'imagenet': [
+        steps.Workload('densenet121', 4, (224, 224, 3)),
+        steps.Workload('dxnet105', 4, (224, 224, 3)),
+    ],
 }
-HEADERS = ['net', 'batch', 'variant', 'jax s/step', 'jax img/s', 'torch s/step', 'torch best',
-           'jax / torch']
+HEADERS = [
+    'net',
+    'batch',
+    'variant',
+    'jax s/step',
+    'jax img/s',
+    'torch s/step',
+    'torch best',
+    'jax / torch',
+]
 
 
 def _workloads(spec: str):
@@ -73,14 +88,14 @@ def _jax_variants(work, impls, remat=True, cpu_devices=1):
   base = f'jax {impl}' if impl else 'jax'
   if cpu_devices > 1 and jax.default_backend() == 'cpu':
     label = f'{base} {cpu_devices} CPU devices'
-    variants[label] = _compiled_step(work, label, devices=jax.devices('cpu')[:cpu_devices],
-                                     **steps.impl_kwargs(work.name, impl))
+    variants[label] = _compiled_step(
+        work, label, devices=jax.devices('cpu')[:cpu_devices], **steps.impl_kwargs(work.name, impl)
+    )
   if not remat:
     return variants
   label = f'{base} +remat'
   try:
-    variants[label] = _compiled_step(work, label, remat=True,
-                                     **steps.impl_kwargs(work.name, impl))
+    variants[label] = _compiled_step(work, label, remat=True, **steps.impl_kwargs(work.name, impl))
   except Exception as error:  # pylint: disable=broad-except
     # One variant failing to compile (a new JAX, an accelerator) must not lose the table.
     print(f'# {work.name}: {label} failed: {error!r}', flush=True)
@@ -92,15 +107,24 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='all')
   parser.add_argument('--reps', type=int, default=5)
-  parser.add_argument('--impls', default=','.join(IMPLEMENTATIONS),
-                      help='depthwise implementations to time inside the DxNets')
-  parser.add_argument('--torch-device', default='auto',
-                      help="'cpu', 'cuda' or 'auto' (cuda when JAX runs on a GPU)")
-  parser.add_argument('--no-remat', action='store_true',
-                      help="skip the '+remat' rows (one compile less per net)")
-  parser.add_argument('--cpu-devices', type=int, default=1,
-                      help='also time the step split across this many virtual CPU devices '
-                           '(data parallel on one host; CPU backend only)')
+  parser.add_argument(
+      '--impls',
+      default=','.join(IMPLEMENTATIONS),
+      help='depthwise implementations to time inside the DxNets',
+  )
+  parser.add_argument(
+      '--torch-device', default='auto', help="'cpu', 'cuda' or 'auto' (cuda when JAX runs on a GPU)"
+  )
+  parser.add_argument(
+      '--no-remat', action='store_true', help="skip the '+remat' rows (one compile less per net)"
+  )
+  parser.add_argument(
+      '--cpu-devices',
+      type=int,
+      default=1,
+      help='also time the step split across this many virtual CPU devices '
+      '(data parallel on one host; CPU backend only)',
+  )
   parser.add_argument('--json', help='also write the rows to this file')
   args = parser.parse_args()
   if args.cpu_devices > 1:
@@ -111,14 +135,17 @@ def main():
   print(f'# medians of {args.reps} interleaved steps after one warm-up; ratio = jax / torch')
   rows = []
   for work in _workloads(args.nets):
-    fns = _jax_variants(work, args.impls.split(','), remat=not args.no_remat,
-                      cpu_devices=args.cpu_devices)
+    fns = _jax_variants(
+        work, args.impls.split(','), remat=not args.no_remat, cpu_devices=args.cpu_devices
+    )
     jax_params = steps.jax_param_count(work)
     for label, kwargs in torch_variants.items():
       fns[label], torch_params = steps.torch_step(work, **kwargs)
     assert torch_params == jax_params, (work.name, torch_params, jax_params)
-    print(f'# {work.name}: {jax_params:,} parameters in both; timing {len(fns)} step functions',
-          flush=True)
+    print(
+        f'# {work.name}: {jax_params:,} parameters in both; timing {len(fns)} step functions',
+        flush=True,
+    )
     t = timing.time_interleaved(fns, reps=args.reps)
     torch_label = min(torch_variants, key=t.get)
     ref = t[torch_label]
@@ -126,12 +153,14 @@ def main():
     for label, seconds in t.items():
       if label.startswith('torch'):
         continue
-      rows.append([work.name, shape, label, seconds, work.batch / seconds, ref,
-                   torch_label, seconds / ref])
+      rows.append(
+          [work.name, shape, label, seconds, work.batch / seconds, ref, torch_label, seconds / ref]
+      )
     for label in torch_variants:
       if label != torch_label:
-        rows.append([work.name, shape, f'{label} (not the best)', t[label], '', ref,
-                     torch_label, ''])
+        rows.append(
+            [work.name, shape, f'{label} (not the best)', t[label], '', ref, torch_label, '']
+        )
     # The table so far after every net: a long run stopped early still leaves its rows.
     timing.print_table(HEADERS, rows)
     if args.json:

@@ -6,6 +6,7 @@ Each candidate is the same training step (benchmarks/steps.py) compiled with one
 `compiler_options`; candidates that XLA rejects are reported, not fatal. Prints step time, the
 ratio to the default options and the first step's loss (the options must not change results).
 """
+
 import argparse
 
 import numpy as np
@@ -23,19 +24,24 @@ CANDIDATES = {
     'concurrency_scheduler': {'xla_cpu_enable_concurrency_optimized_scheduler': True},
     'memory_scheduler': dict(xla_flags.MEMORY_OPTIMIZED_SCHEDULER),
     'no_xnnpack': {'xla_cpu_use_xnnpack': False},
-    'xnn_graph_greedy': {'xla_cpu_experimental_xnn_graph_fusion_mode':
-                         'XNN_GRAPH_FUSION_MODE_GREEDY'},
-    'xnn_graph_slinky': {'xla_cpu_experimental_xnn_graph_fusion_mode':
-                         'XNN_GRAPH_FUSION_MODE_GREEDY_SLINKY'},
-    'onednn_fusions': {'xla_cpu_use_onednn': True,
-                       'xla_cpu_experimental_onednn_fusion_type':
-                       'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE'},
-    'ynn_no_reduce': {'xla_cpu_experimental_ynn_fusion_type':
-                      'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,'
-                      'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE'},
-    'ynn_dots_convs_only': {'xla_cpu_experimental_ynn_fusion_type':
-                            'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
-                            'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'},
+    'xnn_graph_greedy': {
+        'xla_cpu_experimental_xnn_graph_fusion_mode': 'XNN_GRAPH_FUSION_MODE_GREEDY'
+    },
+    'xnn_graph_slinky': {
+        'xla_cpu_experimental_xnn_graph_fusion_mode': 'XNN_GRAPH_FUSION_MODE_GREEDY_SLINKY'
+    },
+    'onednn_fusions': {
+        'xla_cpu_use_onednn': True,
+        'xla_cpu_experimental_onednn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE',
+    },
+    'ynn_no_reduce': {
+        'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,'
+        'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE'
+    },
+    'ynn_dots_convs_only': {
+        'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,'
+        'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'
+    },
     'no_ynn': {'xla_cpu_experimental_ynn_fusion_type': ''},
     'fast_runtime_preset': {'xla_cpu_opt_preset': 'CPU_OPT_PRESET_FAST_RUNTIME'},
     'tiling_propagation': {'xla_cpu_experimental_enable_tiling_propagation': True},
@@ -66,8 +72,10 @@ def main():
     print(f'# compiled {name}', flush=True)
   times = timing.time_interleaved(runs, reps=args.reps, warmup=0)
   base = times.get('default')
-  rows = [[name, str(CANDIDATES[name]), t, t / base if base else float('nan'), losses[name]]
-          for name, t in times.items()]
+  rows = [
+      [name, str(CANDIDATES[name]), t, t / base if base else float('nan'), losses[name]]
+      for name, t in times.items()
+  ]
   timing.print_table(['candidate', 'compiler options', 's/step', 'ratio', 'first loss'], rows)
   for name, why in rejected.items():
     print(f'{name}: rejected: {why}')

@@ -28,12 +28,19 @@ from dxnet_jax import pretrained
 
 
 def _parse(argv):
-  parser = argparse.ArgumentParser(prog='python -m dxnet_jax.denoise', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog='python -m dxnet_jax.denoise',
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument('--model', required=True, help='a pretrained name (see --list)')
   parser.add_argument('--sigma', type=float, help='noise level of the inputs (0-255 scale)')
-  parser.add_argument('--add-noise', type=float, metavar='SIGMA',
-                      help='add N(0, SIGMA/255) noise to each (clean) input first; report PSNR')
+  parser.add_argument(
+      '--add-noise',
+      type=float,
+      metavar='SIGMA',
+      help='add N(0, SIGMA/255) noise to each (clean) input first; report PSNR',
+  )
   parser.add_argument('--seed', type=int, default=0, help='seed of --add-noise (default 0)')
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('inputs', nargs='+', metavar='IN', help='image files or folders')
@@ -45,7 +52,7 @@ def denoise_image(predict, noisy: np.ndarray, model_channels: int) -> np.ndarray
   if noisy.shape[-1] == model_channels:
     return predict(noisy)
   if model_channels == 1:
-    return np.concatenate([predict(noisy[..., c:c + 1]) for c in range(noisy.shape[-1])], -1)
+    return np.concatenate([predict(noisy[..., c : c + 1]) for c in range(noisy.shape[-1])], -1)
   return predict(np.repeat(noisy, model_channels, axis=-1)).mean(-1, keepdims=True)
 
 
@@ -55,8 +62,11 @@ def run(args) -> list[dict]:
   trained_sigma = config.data.sigma
   sigma = args.add_noise if args.add_noise is not None else args.sigma
   if sigma is not None and np.ndim(trained_sigma) == 0 and abs(sigma - trained_sigma) > 1e-6:
-    print(f'warning: {args.model} was trained at sigma {trained_sigma:g}; your inputs are at '
-          f'sigma {sigma:g}', file=sys.stderr)
+    print(
+        f'warning: {args.model} was trained at sigma {trained_sigma:g}; your inputs are at '
+        f'sigma {sigma:g}',
+        file=sys.stderr,
+    )
   if args.add_noise is not None and not 0 < args.add_noise <= 255:
     raise ValueError(f'--add-noise must be in (0, 255], got {args.add_noise:g}')
   model_channels = int(config.data.channels)
@@ -72,6 +82,7 @@ def run(args) -> list[dict]:
     if args.add_noise is not None:
       rng = np.random.default_rng([args.seed, index])
       from dxnet_jax.data import degrade  # pylint: disable=g-import-not-at-top
+
       noisy = degrade.add_noise(clean, args.add_noise, rng)
       pretrained.write_png(out_dir / f'{path.stem}_noisy.png', metrics.to_uint8(noisy))
       row['noisy_psnr'] = metrics.psnr(metrics.to_uint8(noisy), pixels)

@@ -66,22 +66,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 logger = logging.getLogger(__name__)
 
-ENV_MODE = "DXNET_DISTRIBUTED"
-ENV_COORDINATOR = "DXNET_COORDINATOR"
-ENV_NUM_PROCESSES = "DXNET_NUM_PROCESSES"
-ENV_PROCESS_ID = "DXNET_PROCESS_ID"
-ENV_LOCAL_DEVICE_IDS = "DXNET_LOCAL_DEVICE_IDS"
-ENV_HEARTBEAT_TIMEOUT = "DXNET_HEARTBEAT_TIMEOUT"
-ENV_INIT_TIMEOUT = "DXNET_INIT_TIMEOUT"
-ENV_SHUTDOWN_TIMEOUT = "DXNET_SHUTDOWN_TIMEOUT"
-ENV_FAIL_FAST = "DXNET_FAIL_FAST"
+ENV_MODE = 'DXNET_DISTRIBUTED'
+ENV_COORDINATOR = 'DXNET_COORDINATOR'
+ENV_NUM_PROCESSES = 'DXNET_NUM_PROCESSES'
+ENV_PROCESS_ID = 'DXNET_PROCESS_ID'
+ENV_LOCAL_DEVICE_IDS = 'DXNET_LOCAL_DEVICE_IDS'
+ENV_HEARTBEAT_TIMEOUT = 'DXNET_HEARTBEAT_TIMEOUT'
+ENV_INIT_TIMEOUT = 'DXNET_INIT_TIMEOUT'
+ENV_SHUTDOWN_TIMEOUT = 'DXNET_SHUTDOWN_TIMEOUT'
+ENV_FAIL_FAST = 'DXNET_FAIL_FAST'
 
 # Aliases read when the DXNET_* variable is unset (JAX itself reads JAX_COORDINATOR_ADDRESS).
 _ALIASES = {
-    ENV_COORDINATOR: ("JAX_COORDINATOR_ADDRESS",),
-    ENV_NUM_PROCESSES: ("JAX_NUM_PROCESSES",),
-    ENV_PROCESS_ID: ("JAX_PROCESS_ID",),
-    ENV_LOCAL_DEVICE_IDS: ("JAX_LOCAL_DEVICE_IDS",),
+    ENV_COORDINATOR: ('JAX_COORDINATOR_ADDRESS',),
+    ENV_NUM_PROCESSES: ('JAX_NUM_PROCESSES',),
+    ENV_PROCESS_ID: ('JAX_PROCESS_ID',),
+    ENV_LOCAL_DEVICE_IDS: ('JAX_LOCAL_DEVICE_IDS',),
 }
 
 # JAX's own defaults (jax.distributed.initialize), kept unless overridden.
@@ -90,40 +90,40 @@ DEFAULT_INIT_TIMEOUT_S = 300
 DEFAULT_SHUTDOWN_TIMEOUT_S = 300
 DEFAULT_BARRIER_TIMEOUT_S = 600
 
-_GOOGLE_PCI_VENDOR_ID = "0x1ae0"  # TPU chips show up as PCI devices of this vendor.
+_GOOGLE_PCI_VENDOR_ID = '0x1ae0'  # TPU chips show up as PCI devices of this vendor.
 
-MODES = ("auto", "off", "detect")
+MODES = ('auto', 'off', 'detect')
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What :func:`initialize` will do, resolved from arguments and environment (no side effects).
+  """What :func:`initialize` will do, resolved from arguments and environment (no side effects).
 
-    ``kind`` is ``'single'`` (do nothing), ``'explicit'`` (coordinator, count and id known),
-    ``'tpu'`` (auto-detect on a Cloud TPU VM) or ``'detect'`` (JAX's cluster auto-detection).
-    """
+  ``kind`` is ``'single'`` (do nothing), ``'explicit'`` (coordinator, count and id known),
+  ``'tpu'`` (auto-detect on a Cloud TPU VM) or ``'detect'`` (JAX's cluster auto-detection).
+  """
 
-    kind: str
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
-    local_device_ids: tuple[int, ...] | None = None
-    reason: str = ""
+  kind: str
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+  local_device_ids: tuple[int, ...] | None = None
+  reason: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedInfo:
-    """The outcome of :func:`initialize`."""
+  """The outcome of :func:`initialize`."""
 
-    kind: str  # as Plan.kind
-    process_id: int
-    num_processes: int
-    coordinator_address: str | None
-    heartbeat_timeout_s: int | None
+  kind: str  # as Plan.kind
+  process_id: int
+  num_processes: int
+  coordinator_address: str | None
+  heartbeat_timeout_s: int | None
 
-    @property
-    def is_multiprocess(self) -> bool:
-        return self.num_processes > 1
+  @property
+  def is_multiprocess(self) -> bool:
+    return self.num_processes > 1
 
 
 _lock = threading.Lock()
@@ -136,60 +136,60 @@ _hook_installed = False
 
 
 def _lookup(env: Mapping[str, str], name: str) -> tuple[str | None, str | None]:
-    """Value of ``name`` or its first set alias, with the variable it came from."""
-    for var in (name,) + _ALIASES.get(name, ()):
-        value = env.get(var)
-        if value is not None and value.strip() != "":
-            return value.strip(), var
-    return None, None
+  """Value of ``name`` or its first set alias, with the variable it came from."""
+  for var in (name,) + _ALIASES.get(name, ()):
+    value = env.get(var)
+    if value is not None and value.strip() != '':
+      return value.strip(), var
+  return None, None
 
 
 def _parse_int(value: Any, source: str, *, minimum: int) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{source} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{source} must be >= {minimum}, got {number}")
-    return number
+  try:
+    number = int(str(value).strip())
+  except ValueError:
+    raise ValueError(f'{source} must be an integer, got {value!r}') from None
+  if number < minimum:
+    raise ValueError(f'{source} must be >= {minimum}, got {number}')
+  return number
 
 
 def _parse_device_ids(value: Any, source: str) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,)
-    if isinstance(value, str):
-        parts = [p for p in value.replace(" ", "").split(",") if p]
-    else:
-        parts = list(value)
-    if not parts:
-        raise ValueError(f"{source} is empty")
-    return tuple(_parse_int(p, source, minimum=0) for p in parts)
+  if isinstance(value, int):
+    return (value,)
+  if isinstance(value, str):
+    parts = [p for p in value.replace(' ', '').split(',') if p]
+  else:
+    parts = list(value)
+  if not parts:
+    raise ValueError(f'{source} is empty')
+  return tuple(_parse_int(p, source, minimum=0) for p in parts)
 
 
 def on_cloud_tpu_vm(env: Mapping[str, str] | None = None) -> bool:
-    """True on a Cloud TPU VM (or GKE TPU node) whose TPUs JAX will use.
+  """True on a Cloud TPU VM (or GKE TPU node) whose TPUs JAX will use.
 
-    ``jax.default_backend()`` cannot be asked before ``jax.distributed.initialize``, so this looks
-    at the machine: GKE and multislice set ``TPU_WORKER_HOSTNAMES`` / ``MEGASCALE_*``; a TPU VM
-    has PCI devices of Google's vendor id and the ``libtpu`` package (what JAX checks itself).
-    ``JAX_PLATFORMS`` without ``tpu`` (e.g. ``cpu``) means the TPUs are not to be used.
-    """
-    env = os.environ if env is None else env
-    platforms = env.get("JAX_PLATFORMS", "").strip().lower()
-    if platforms and "tpu" not in platforms.split(","):
-        return False
-    if env.get("TPU_WORKER_HOSTNAMES") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
-        return True
-    has_chips = False
-    for vendor_file in glob.glob("/sys/bus/pci/devices/*/vendor"):
-        try:
-            with open(vendor_file) as f:
-                if f.read().strip() == _GOOGLE_PCI_VENDOR_ID:
-                    has_chips = True
-                    break
-        except OSError:
-            continue
-    return has_chips and importlib.util.find_spec("libtpu") is not None
+  ``jax.default_backend()`` cannot be asked before ``jax.distributed.initialize``, so this looks
+  at the machine: GKE and multislice set ``TPU_WORKER_HOSTNAMES`` / ``MEGASCALE_*``; a TPU VM
+  has PCI devices of Google's vendor id and the ``libtpu`` package (what JAX checks itself).
+  ``JAX_PLATFORMS`` without ``tpu`` (e.g. ``cpu``) means the TPUs are not to be used.
+  """
+  env = os.environ if env is None else env
+  platforms = env.get('JAX_PLATFORMS', '').strip().lower()
+  if platforms and 'tpu' not in platforms.split(','):
+    return False
+  if env.get('TPU_WORKER_HOSTNAMES') or env.get('MEGASCALE_COORDINATOR_ADDRESS'):
+    return True
+  has_chips = False
+  for vendor_file in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    try:
+      with open(vendor_file) as f:
+        if f.read().strip() == _GOOGLE_PCI_VENDOR_ID:
+          has_chips = True
+          break
+    except OSError:
+      continue
+  return has_chips and importlib.util.find_spec('libtpu') is not None
 
 
 def plan_initialization(
@@ -201,122 +201,158 @@ def plan_initialization(
     env: Mapping[str, str] | None = None,
     tpu_detected: bool | None = None,
 ) -> Plan:
-    """Resolve arguments and environment into a :class:`Plan`. Pure except for TPU detection."""
-    env = os.environ if env is None else env
-    mode = env.get(ENV_MODE, "auto").strip().lower() or "auto"
-    if mode not in MODES:
-        raise ValueError(f"{ENV_MODE} must be one of {'|'.join(MODES)}, got {mode!r}")
+  """Resolve arguments and environment into a :class:`Plan`. Pure except for TPU detection."""
+  env = os.environ if env is None else env
+  mode = env.get(ENV_MODE, 'auto').strip().lower() or 'auto'
+  if mode not in MODES:
+    raise ValueError(f"{ENV_MODE} must be one of {'|'.join(MODES)}, got {mode!r}")
 
-    sources: dict[str, str | None] = {}
-    values: dict[str, Any] = {}
-    for key, arg, var in (
-        ("coordinator_address", coordinator_address, ENV_COORDINATOR),
-        ("num_processes", num_processes, ENV_NUM_PROCESSES),
-        ("process_id", process_id, ENV_PROCESS_ID),
-        ("local_device_ids", local_device_ids, ENV_LOCAL_DEVICE_IDS),
-    ):
-        if arg is not None:
-            values[key], sources[key] = arg, f"argument {key}"
-        else:
-            values[key], sources[key] = _lookup(env, var)
+  sources: dict[str, str | None] = {}
+  values: dict[str, Any] = {}
+  for key, arg, var in (
+      ('coordinator_address', coordinator_address, ENV_COORDINATOR),
+      ('num_processes', num_processes, ENV_NUM_PROCESSES),
+      ('process_id', process_id, ENV_PROCESS_ID),
+      ('local_device_ids', local_device_ids, ENV_LOCAL_DEVICE_IDS),
+  ):
+    if arg is not None:
+      values[key], sources[key] = arg, f'argument {key}'
+    else:
+      values[key], sources[key] = _lookup(env, var)
 
-    coord = values["coordinator_address"]
-    if coord is not None:
-        coord = str(coord).strip()
-        host, sep, port = coord.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(
-                f"{sources['coordinator_address']} must be 'host:port', got {coord!r}")
-    count = (None if values["num_processes"] is None else
-             _parse_int(values["num_processes"], sources["num_processes"], minimum=1))
-    pid = (None if values["process_id"] is None else
-           _parse_int(values["process_id"], sources["process_id"], minimum=0))
-    devices = (None if values["local_device_ids"] is None else
-               _parse_device_ids(values["local_device_ids"], sources["local_device_ids"]))
+  coord = values['coordinator_address']
+  if coord is not None:
+    coord = str(coord).strip()
+    host, sep, port = coord.rpartition(':')
+    if not sep or not host or not port.isdigit():
+      raise ValueError(f"{sources['coordinator_address']} must be 'host:port', got {coord!r}")
+  count = (
+      None
+      if values['num_processes'] is None
+      else _parse_int(values['num_processes'], sources['num_processes'], minimum=1)
+  )
+  pid = (
+      None
+      if values['process_id'] is None
+      else _parse_int(values['process_id'], sources['process_id'], minimum=0)
+  )
+  devices = (
+      None
+      if values['local_device_ids'] is None
+      else _parse_device_ids(values['local_device_ids'], sources['local_device_ids'])
+  )
 
-    if mode == "off":
-        return Plan("single", reason=f"{ENV_MODE}=off")
-    if mode == "detect":
-        return Plan("detect", coord, count, pid, devices,
-                    reason=f"{ENV_MODE}=detect: jax.distributed cluster auto-detection")
+  if mode == 'off':
+    return Plan('single', reason=f'{ENV_MODE}=off')
+  if mode == 'detect':
+    return Plan(
+        'detect',
+        coord,
+        count,
+        pid,
+        devices,
+        reason=f'{ENV_MODE}=detect: jax.distributed cluster auto-detection',
+    )
 
-    given = {k: v for k, v in (("coordinator_address", coord), ("num_processes", count),
-                               ("process_id", pid)) if v is not None}
-    if given and len(given) < 3:
-        names = {"coordinator_address": ENV_COORDINATOR, "num_processes": ENV_NUM_PROCESSES,
-                 "process_id": ENV_PROCESS_ID}
-        have = ", ".join(f"{k} (from {sources[k]})" for k in given)
-        missing = ", ".join(f"{k} (argument or {names[k]})" for k in names if k not in given)
-        raise ValueError(
-            "multi-process start needs coordinator address, process count and process id "
-            f"together; got {have} but not {missing}. Set all three, none (single host or "
-            f"Cloud TPU), or {ENV_MODE}=detect to let jax.distributed detect the cluster "
-            "(Slurm, Open MPI, Kubernetes).")
-    if len(given) == 3:
-        if pid >= count:
-            raise ValueError(
-                f"process_id ({pid}, from {sources['process_id']}) must be < num_processes "
-                f"({count}, from {sources['num_processes']})")
-        if count == 1:
-            return Plan("single", coord, 1, 0, devices, reason="num_processes=1")
-        return Plan("explicit", coord, count, pid, devices,
-                    reason=f"coordinator {coord}, {count} processes")
-    detected = on_cloud_tpu_vm(env) if tpu_detected is None else tpu_detected
-    if detected:
-        return Plan("tpu", local_device_ids=devices, reason="Cloud TPU VM detected")
-    return Plan("single", local_device_ids=devices, reason="nothing configured")
+  given = {
+      k: v
+      for k, v in (('coordinator_address', coord), ('num_processes', count), ('process_id', pid))
+      if v is not None
+  }
+  if given and len(given) < 3:
+    names = {
+        'coordinator_address': ENV_COORDINATOR,
+        'num_processes': ENV_NUM_PROCESSES,
+        'process_id': ENV_PROCESS_ID,
+    }
+    have = ', '.join(f'{k} (from {sources[k]})' for k in given)
+    missing = ', '.join(f'{k} (argument or {names[k]})' for k in names if k not in given)
+    raise ValueError(
+        'multi-process start needs coordinator address, process count and process id '
+        f'together; got {have} but not {missing}. Set all three, none (single host or '
+        f'Cloud TPU), or {ENV_MODE}=detect to let jax.distributed detect the cluster '
+        '(Slurm, Open MPI, Kubernetes).'
+    )
+  if len(given) == 3:
+    if pid >= count:
+      raise ValueError(
+          f"process_id ({pid}, from {sources['process_id']}) must be < num_processes "
+          f"({count}, from {sources['num_processes']})"
+      )
+    if count == 1:
+      return Plan('single', coord, 1, 0, devices, reason='num_processes=1')
+    return Plan(
+        'explicit', coord, count, pid, devices, reason=f'coordinator {coord}, {count} processes'
+    )
+  detected = on_cloud_tpu_vm(env) if tpu_detected is None else tpu_detected
+  if detected:
+    return Plan('tpu', local_device_ids=devices, reason='Cloud TPU VM detected')
+  return Plan('single', local_device_ids=devices, reason='nothing configured')
 
 
 def _timeout(value: int | None, arg: str, var: str, default: int) -> int:
-    if value is not None:
-        return _parse_int(value, f"argument {arg}", minimum=1)
-    raw = os.environ.get(var)
-    if raw is None or raw.strip() == "":
-        return default
-    return _parse_int(raw, var, minimum=1)
+  if value is not None:
+    return _parse_int(value, f'argument {arg}', minimum=1)
+  raw = os.environ.get(var)
+  if raw is None or raw.strip() == '':
+    return default
+  return _parse_int(raw, var, minimum=1)
 
 
 # --------------------------------------------------------------------------- initialise
 
 
 def _enable_cpu_collectives() -> None:
-    """Select gloo for cross-process collectives on the CPU backend, unless one is chosen."""
-    current = jax.config.jax_cpu_collectives_implementation
-    if current in (None, "none", ""):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  """Select gloo for cross-process collectives on the CPU backend, unless one is chosen."""
+  current = jax.config.jax_cpu_collectives_implementation
+  if current in (None, 'none', ''):
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
 
 # Substrings of the errors a collective raises when a peer process vanished (gloo on CPU, the
 # coordination service elsewhere).
-_PEER_LOST_MARKERS = ("Connection reset by peer", "Connection closed by peer", "Gloo",
-                      "Socket closed", "UNAVAILABLE", "heartbeat")
+_PEER_LOST_MARKERS = (
+    'Connection reset by peer',
+    'Connection closed by peer',
+    'Gloo',
+    'Socket closed',
+    'UNAVAILABLE',
+    'heartbeat',
+)
 
 
 def _fail_fast_excepthook(exc_type, exc, tb):
-    """Report an uncaught exception and leave at once (see the module docstring)."""
-    try:
-        sys.stdout.flush()
-        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
-        info = _info
-        where = (f"process {info.process_id} of {info.num_processes}" if info else "process")
-        hb = info.heartbeat_timeout_s if info else None
-        text = str(exc)
-        peer = any(s in text for s in _PEER_LOST_MARKERS)
-        cause = (" A cross-process collective lost its connection: another process probably "
-                 "died; see its log." if peer else "")
-        print(f"dxnet_jax.distributed: {where} failed with an uncaught {exc_type.__name__}."
-              f"{cause} Exiting now (os._exit(1)) so the other processes stop within the "
-              f"heartbeat timeout ({hb} s) instead of waiting in a collective.",
-              file=sys.stderr, flush=True)
-    finally:
-        os._exit(1)
+  """Report an uncaught exception and leave at once (see the module docstring)."""
+  try:
+    sys.stdout.flush()
+    traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+    info = _info
+    where = f'process {info.process_id} of {info.num_processes}' if info else 'process'
+    hb = info.heartbeat_timeout_s if info else None
+    text = str(exc)
+    peer = any(s in text for s in _PEER_LOST_MARKERS)
+    cause = (
+        ' A cross-process collective lost its connection: another process probably '
+        'died; see its log.'
+        if peer
+        else ''
+    )
+    print(
+        f'dxnet_jax.distributed: {where} failed with an uncaught {exc_type.__name__}.'
+        f'{cause} Exiting now (os._exit(1)) so the other processes stop within the '
+        f'heartbeat timeout ({hb} s) instead of waiting in a collective.',
+        file=sys.stderr,
+        flush=True,
+    )
+  finally:
+    os._exit(1)
 
 
 def _install_fail_fast() -> None:
-    global _hook_installed
-    if not _hook_installed:
-        sys.excepthook = _fail_fast_excepthook
-        _hook_installed = True
+  global _hook_installed
+  if not _hook_installed:
+    sys.excepthook = _fail_fast_excepthook
+    _hook_installed = True
 
 
 def initialize(
@@ -330,187 +366,213 @@ def initialize(
     shutdown_timeout_s: int | None = None,
     fail_fast: bool | None = None,
 ) -> DistributedInfo:
-    """Start JAX's multi-process runtime when the run needs one; no-op otherwise.
+  """Start JAX's multi-process runtime when the run needs one; no-op otherwise.
 
-    Idempotent: a second call returns the first call's result (and raises if it now resolves to
-    a different setup). Raises ``ValueError`` for a partial or malformed configuration and
-    ``RuntimeError`` when JAX's backend was already started by an earlier JAX call.
-    """
-    global _info, _plan
-    with _lock:
-        plan = plan_initialization(coordinator_address, num_processes, process_id,
-                                   local_device_ids)
-        if _info is not None:
-            if plan != _plan:
-                raise RuntimeError(
-                    f"dxnet_jax.distributed.initialize was already called with {_plan}; "
-                    f"now it resolves to {plan}")
-            return _info
-        import jax._src.distributed as jax_distributed  # the state jax.distributed keeps
-        if jax.distributed.is_initialized():  # someone called jax.distributed.initialize
-            state = jax_distributed.global_state
-            _info = DistributedInfo("external", state.process_id, state.num_processes,
-                                    state.coordinator_address, None)
-            _plan = plan
-            return _info
-        if plan.kind == "single":
-            if plan.local_device_ids is not None:
-                jax.config.update("jax_cuda_visible_devices",
-                                  ",".join(map(str, plan.local_device_ids)))
-            _info = DistributedInfo("single", 0, 1, None, None)
-            _plan = plan
-            logger.info("dxnet_jax.distributed: single process (%s)", plan.reason)
-            return _info
+  Idempotent: a second call returns the first call's result (and raises if it now resolves to
+  a different setup). Raises ``ValueError`` for a partial or malformed configuration and
+  ``RuntimeError`` when JAX's backend was already started by an earlier JAX call.
+  """
+  global _info, _plan
+  with _lock:
+    plan = plan_initialization(coordinator_address, num_processes, process_id, local_device_ids)
+    if _info is not None:
+      if plan != _plan:
+        raise RuntimeError(
+            f'dxnet_jax.distributed.initialize was already called with {_plan}; '
+            f'now it resolves to {plan}'
+        )
+      return _info
+    import jax._src.distributed as jax_distributed  # the state jax.distributed keeps
 
-        heartbeat = _timeout(heartbeat_timeout_s, "heartbeat_timeout_s",
-                             ENV_HEARTBEAT_TIMEOUT, DEFAULT_HEARTBEAT_TIMEOUT_S)
-        init_timeout = _timeout(initialization_timeout_s, "initialization_timeout_s",
-                                ENV_INIT_TIMEOUT, DEFAULT_INIT_TIMEOUT_S)
-        shutdown = _timeout(shutdown_timeout_s, "shutdown_timeout_s",
-                            ENV_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT_S)
-        _enable_cpu_collectives()
-        kwargs = dict(initialization_timeout=init_timeout, heartbeat_timeout_seconds=heartbeat,
-                      shutdown_timeout_seconds=shutdown)
-        if plan.local_device_ids is not None:
-            kwargs["local_device_ids"] = list(plan.local_device_ids)
-        logger.info("dxnet_jax.distributed: initialising (%s)", plan.reason)
-        if plan.kind == "explicit":
-            jax.distributed.initialize(plan.coordinator_address, plan.num_processes,
-                                       plan.process_id, **kwargs)
-        elif plan.kind == "tpu":
-            jax.distributed.initialize(**kwargs)
-        else:  # detect
-            jax.distributed.initialize(plan.coordinator_address, plan.num_processes,
-                                       plan.process_id, **kwargs)
-        state = jax_distributed.global_state
-        _info = DistributedInfo(plan.kind, state.process_id, state.num_processes,
-                                state.coordinator_address, heartbeat)
-        _plan = plan
-        if fail_fast is None:
-            fail_fast = os.environ.get(ENV_FAIL_FAST, "1").strip() not in ("0", "false", "no")
-        if fail_fast and _info.num_processes > 1:
-            _install_fail_fast()
-        logger.info("dxnet_jax.distributed: process %d of %d (coordinator %s)",
-                    _info.process_id, _info.num_processes, _info.coordinator_address)
-        return _info
+    if jax.distributed.is_initialized():  # someone called jax.distributed.initialize
+      state = jax_distributed.global_state
+      _info = DistributedInfo(
+          'external', state.process_id, state.num_processes, state.coordinator_address, None
+      )
+      _plan = plan
+      return _info
+    if plan.kind == 'single':
+      if plan.local_device_ids is not None:
+        jax.config.update('jax_cuda_visible_devices', ','.join(map(str, plan.local_device_ids)))
+      _info = DistributedInfo('single', 0, 1, None, None)
+      _plan = plan
+      logger.info('dxnet_jax.distributed: single process (%s)', plan.reason)
+      return _info
+
+    heartbeat = _timeout(
+        heartbeat_timeout_s,
+        'heartbeat_timeout_s',
+        ENV_HEARTBEAT_TIMEOUT,
+        DEFAULT_HEARTBEAT_TIMEOUT_S,
+    )
+    init_timeout = _timeout(
+        initialization_timeout_s,
+        'initialization_timeout_s',
+        ENV_INIT_TIMEOUT,
+        DEFAULT_INIT_TIMEOUT_S,
+    )
+    shutdown = _timeout(
+        shutdown_timeout_s, 'shutdown_timeout_s', ENV_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT_S
+    )
+    _enable_cpu_collectives()
+    kwargs = dict(
+        initialization_timeout=init_timeout,
+        heartbeat_timeout_seconds=heartbeat,
+        shutdown_timeout_seconds=shutdown,
+    )
+    if plan.local_device_ids is not None:
+      kwargs['local_device_ids'] = list(plan.local_device_ids)
+    logger.info('dxnet_jax.distributed: initialising (%s)', plan.reason)
+    if plan.kind == 'explicit':
+      jax.distributed.initialize(
+          plan.coordinator_address, plan.num_processes, plan.process_id, **kwargs
+      )
+    elif plan.kind == 'tpu':
+      jax.distributed.initialize(**kwargs)
+    else:  # detect
+      jax.distributed.initialize(
+          plan.coordinator_address, plan.num_processes, plan.process_id, **kwargs
+      )
+    state = jax_distributed.global_state
+    _info = DistributedInfo(
+        plan.kind, state.process_id, state.num_processes, state.coordinator_address, heartbeat
+    )
+    _plan = plan
+    if fail_fast is None:
+      fail_fast = os.environ.get(ENV_FAIL_FAST, '1').strip() not in ('0', 'false', 'no')
+    if fail_fast and _info.num_processes > 1:
+      _install_fail_fast()
+    logger.info(
+        'dxnet_jax.distributed: process %d of %d (coordinator %s)',
+        _info.process_id,
+        _info.num_processes,
+        _info.coordinator_address,
+    )
+    return _info
 
 
 def info() -> DistributedInfo | None:
-    """The result of :func:`initialize`, or None before it was called."""
-    return _info
+  """The result of :func:`initialize`, or None before it was called."""
+  return _info
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def process_index() -> int:
-    return jax.process_index()
+  return jax.process_index()
 
 
 def process_count() -> int:
-    return jax.process_count()
+  return jax.process_count()
 
 
 def is_main_process() -> bool:
-    """True on the process that writes logs, metrics and summaries (process 0)."""
-    return jax.process_index() == 0
+  """True on the process that writes logs, metrics and summaries (process 0)."""
+  return jax.process_index() == 0
 
 
 def process_batch_size(global_batch_size: int) -> int:
-    """Rows each process loads per step; checks the global batch splits over processes and
-    devices."""
-    n_proc, n_dev = jax.process_count(), jax.device_count()
-    if global_batch_size % n_dev:
-        raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                         f"{n_dev} devices of the run")
-    return global_batch_size // n_proc
+  """Rows each process loads per step; checks the global batch splits over processes and
+  devices."""
+  n_proc, n_dev = jax.process_count(), jax.device_count()
+  if global_batch_size % n_dev:
+    raise ValueError(
+        f'global batch size {global_batch_size} is not divisible by the '
+        f'{n_dev} devices of the run'
+    )
+  return global_batch_size // n_proc
 
 
-def data_mesh(devices: Sequence[Any] | None = None, axis_name: str = "data") -> Mesh:
-    """A 1-D mesh over all devices of all processes, for data parallelism.
+def data_mesh(devices: Sequence[Any] | None = None, axis_name: str = 'data') -> Mesh:
+  """A 1-D mesh over all devices of all processes, for data parallelism.
 
-    The axis is ``AxisType.Auto`` (``jax.make_mesh`` defaults to ``Explicit``): jit propagates
-    the batch sharding itself and model code needs no sharding annotations.
-    """
-    auto = (jax.sharding.AxisType.Auto,)
-    if devices is None:
-        return jax.make_mesh((jax.device_count(),), (axis_name,), axis_types=auto)
-    return Mesh(np.asarray(devices), (axis_name,), axis_types=auto)
+  The axis is ``AxisType.Auto`` (``jax.make_mesh`` defaults to ``Explicit``): jit propagates
+  the batch sharding itself and model code needs no sharding annotations.
+  """
+  auto = (jax.sharding.AxisType.Auto,)
+  if devices is None:
+    return jax.make_mesh((jax.device_count(),), (axis_name,), axis_types=auto)
+  return Mesh(np.asarray(devices), (axis_name,), axis_types=auto)
 
 
-def global_batch_from_local(local_batch: Any, mesh: Mesh,
-                            pspec: PartitionSpec = PartitionSpec("data")) -> Any:
-    """Per-process numpy batch (any pytree) -> global ``jax.Array``s sharded by ``pspec``.
+def global_batch_from_local(
+    local_batch: Any, mesh: Mesh, pspec: PartitionSpec = PartitionSpec('data')
+) -> Any:
+  """Per-process numpy batch (any pytree) -> global ``jax.Array``s sharded by ``pspec``.
 
-    Each process passes its own rows (``global_batch // process_count`` of them for the default
-    ``P('data')``); the result has the global batch as its leading dimension. The rows of a
-    process land on its own devices, in the order those devices take in ``mesh.devices``: with
-    :func:`data_mesh` on CPU and GPU that puts process ``p`` at rows
-    ``[p * local_rows, (p + 1) * local_rows)``, as ``dxnet_jax.data`` assigns them; on a TPU
-    slice the mesh may order devices by interconnect topology, which permutes whole per-device
-    blocks of rows -- harmless for batch-mean losses, BatchNorm statistics and masked sums.
-    Works unchanged in a single process.
-    """
-    sharding = NamedSharding(mesh, pspec)
-    n_local = len({d for d in mesh.devices.flat if d.process_index == jax.process_index()})
+  Each process passes its own rows (``global_batch // process_count`` of them for the default
+  ``P('data')``); the result has the global batch as its leading dimension. The rows of a
+  process land on its own devices, in the order those devices take in ``mesh.devices``: with
+  :func:`data_mesh` on CPU and GPU that puts process ``p`` at rows
+  ``[p * local_rows, (p + 1) * local_rows)``, as ``dxnet_jax.data`` assigns them; on a TPU
+  slice the mesh may order devices by interconnect topology, which permutes whole per-device
+  blocks of rows -- harmless for batch-mean losses, BatchNorm statistics and masked sums.
+  Works unchanged in a single process.
+  """
+  sharding = NamedSharding(mesh, pspec)
+  n_local = len({d for d in mesh.devices.flat if d.process_index == jax.process_index()})
 
-    def put(x):
-        x = np.asarray(x)
-        if x.ndim and pspec and pspec[0] is not None and x.shape[0] % n_local:
-            raise ValueError(
-                f"local batch dimension {x.shape[0]} (shape {x.shape}) is not divisible by "
-                f"this process's {n_local} devices in the mesh")
-        return jax.make_array_from_process_local_data(sharding, x)
+  def put(x):
+    x = np.asarray(x)
+    if x.ndim and pspec and pspec[0] is not None and x.shape[0] % n_local:
+      raise ValueError(
+          f'local batch dimension {x.shape[0]} (shape {x.shape}) is not divisible by '
+          f"this process's {n_local} devices in the mesh"
+      )
+    return jax.make_array_from_process_local_data(sharding, x)
 
-    return jax.tree.map(put, local_batch)
+  return jax.tree.map(put, local_batch)
 
 
 def fetch(tree: Any) -> Any:
-    """Device arrays -> numpy on every process: replicated arrays from the local copy, sharded
-    ones gathered across processes (a collective: call it on all processes)."""
-    def get(x):
-        if not isinstance(x, jax.Array):
-            return x
-        if x.is_fully_addressable:
-            return np.asarray(x)
-        if x.is_fully_replicated:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  """Device arrays -> numpy on every process: replicated arrays from the local copy, sharded
+  ones gathered across processes (a collective: call it on all processes)."""
 
-    return jax.tree.map(get, tree)
+  def get(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(get, tree)
 
 
 def sync_barrier(name: str, timeout_s: float | None = None) -> None:
-    """Block until every process reaches the barrier called ``name``; no-op in one process.
+  """Block until every process reaches the barrier called ``name``; no-op in one process.
 
-    Uses the coordination service's barrier (host-level, does not wait for device work), which
-    raises after ``timeout_s`` (default ``DEFAULT_BARRIER_TIMEOUT_S``) naming the barrier,
-    instead of hanging. Falls back to ``multihost_utils.sync_global_devices`` when the
-    coordination client is not reachable (another runtime started JAX).
-    """
-    if jax.process_count() == 1:
-        return
-    import jax._src.distributed as jax_distributed
+  Uses the coordination service's barrier (host-level, does not wait for device work), which
+  raises after ``timeout_s`` (default ``DEFAULT_BARRIER_TIMEOUT_S``) naming the barrier,
+  instead of hanging. Falls back to ``multihost_utils.sync_global_devices`` when the
+  coordination client is not reachable (another runtime started JAX).
+  """
+  if jax.process_count() == 1:
+    return
+  import jax._src.distributed as jax_distributed
 
-    client = jax_distributed.global_state.client
-    if client is None:
-        multihost_utils.sync_global_devices(name)
-        return
-    timeout = DEFAULT_BARRIER_TIMEOUT_S if timeout_s is None else timeout_s
-    try:
-        client.wait_at_barrier(name, int(timeout * 1000))
-    except Exception as e:  # JaxRuntimeError / XlaRuntimeError, by jax version
-        raise RuntimeError(
-            f"sync_barrier({name!r}) failed on process {jax.process_index()} of "
-            f"{jax.process_count()} (timeout {timeout} s): a process is missing, slow, or "
-            f"called the barriers in a different order. {e}") from e
+  client = jax_distributed.global_state.client
+  if client is None:
+    multihost_utils.sync_global_devices(name)
+    return
+  timeout = DEFAULT_BARRIER_TIMEOUT_S if timeout_s is None else timeout_s
+  try:
+    client.wait_at_barrier(name, int(timeout * 1000))
+  except Exception as e:  # JaxRuntimeError / XlaRuntimeError, by jax version
+    raise RuntimeError(
+        f'sync_barrier({name!r}) failed on process {jax.process_index()} of '
+        f'{jax.process_count()} (timeout {timeout} s): a process is missing, slow, or '
+        f'called the barriers in a different order. {e}'
+    ) from e
 
 
 def shutdown() -> None:
-    """Leave the multi-process runtime cleanly (optional: JAX does it at exit)."""
-    global _info, _plan
-    with _lock:
-        if jax.distributed.is_initialized():
-            jax.distributed.shutdown()
-        _info = None
-        _plan = None
+  """Leave the multi-process runtime cleanly (optional: JAX does it at exit)."""
+  global _info, _plan
+  with _lock:
+    if jax.distributed.is_initialized():
+      jax.distributed.shutdown()
+    _info = None
+    _plan = None

@@ -42,8 +42,9 @@ def protocol_for(task: str, scale: int = 4) -> Protocol:
   raise ValueError(f'no evaluation protocol for task {task!r}')
 
 
-def evaluate_images(predict_fn: PredictFn, images: Iterable[eval_sets.EvalImage],
-                    protocol: Protocol) -> dict:
+def evaluate_images(
+    predict_fn: PredictFn, images: Iterable[eval_sets.EvalImage], protocol: Protocol
+) -> dict:
   """Mean and per-image scores of `predict_fn` over `images` under `protocol`."""
   per_image = []
   for image in images:
@@ -84,8 +85,10 @@ def baseline_methods(baseline: str, task: str, scale: int) -> list[Method]:
   if baseline == 'noisy':
     if task != 'denoising':
       raise ValueError('--baseline noisy is a denoising baseline')
-    return [('noisy input (unclipped float)', identity_predict, metrics.unclipped_scores),
-            ('noisy input (clipped, 8-bit)', identity_predict, metrics.denoising_scores)]
+    return [
+        ('noisy input (unclipped float)', identity_predict, metrics.unclipped_scores),
+        ('noisy input (clipped, 8-bit)', identity_predict, metrics.denoising_scores),
+    ]
   raise ValueError(f'unknown baseline {baseline!r}')
 
 
@@ -99,8 +102,10 @@ def resolve_set(name: str) -> str:
 
 def format_table(rows: Sequence[dict], caption: str = '') -> str:
   header = ('set', 'method', 'images', 'PSNR (dB)', 'SSIM')
-  body = [(r['set'], r['method'], str(len(r['images'])), f"{r['psnr']:.2f}", f"{r['ssim']:.4f}")
-          for r in rows]
+  body = [
+      (r['set'], r['method'], str(len(r['images'])), f"{r['psnr']:.2f}", f"{r['ssim']:.4f}")
+      for r in rows
+  ]
   widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
   fmt = lambda line: ' | '.join(cell.ljust(w) for cell, w in zip(line, widths))
   lines = [caption] if caption else []
@@ -111,20 +116,32 @@ def format_table(rows: Sequence[dict], caption: str = '') -> str:
 def _settings_from_workdir(workdir: str):
   """(predict_fn, task, data config) of a trained run."""
   from dxnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+
   model, variables, config = checkpoint.load_for_inference(workdir)
   return model_predict(model, variables), config.task, config.data
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m dxnet_jax.evaluate', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog='python -m dxnet_jax.evaluate',
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument('--workdir', help='a training workdir with a checkpoint')
-  source.add_argument('--pretrained', metavar='NAME',
-                      help='a shipped pretrained model (dxnet_jax.pretrained.available())')
+  source.add_argument(
+      '--pretrained',
+      metavar='NAME',
+      help='a shipped pretrained model (dxnet_jax.pretrained.available())',
+  )
   source.add_argument('--baseline', choices=('bicubic', 'noisy'))
-  parser.add_argument('--set', dest='sets', action='append', default=[],
-                      help='set name or folder (repeatable; default: the config eval_sets)')
+  parser.add_argument(
+      '--set',
+      dest='sets',
+      action='append',
+      default=[],
+      help='set name or folder (repeatable; default: the config eval_sets)',
+  )
   parser.add_argument('--task', choices=('denoising', 'super_resolution'))
   parser.add_argument('--sigma', type=float, help='denoising noise level (0-255 scale)')
   parser.add_argument('--scale', type=int, help='SR factor (default 4)')
@@ -142,6 +159,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
   if args.workdir or pretrained_name:
     if pretrained_name:
       from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+
       model, variables, config = pretrained.load(pretrained_name)
       if config.task == 'classification':
         raise ValueError(f'{pretrained_name} is a classifier: evaluate scores restoration models')
@@ -183,8 +201,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
     methods = baseline_methods(args.baseline, task, scale)
   rows = []
   for set_name in sets:
-    images = eval_sets.load(resolve_set(set_name), task=task, sigma=sigma, scale=scale,
-                            channels=channels, seed=seed)
+    images = eval_sets.load(
+        resolve_set(set_name), task=task, sigma=sigma, scale=scale, channels=channels, seed=seed
+    )
     for label, predict, protocol in methods:
       result = evaluate_images(predict, images, protocol)
       rows.append({'set': set_name, 'method': label, **result})
@@ -193,10 +212,14 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
 
 def _caption(task: str, sigma, seed: int, scale: int) -> str:
   if task == 'denoising':
-    return (f'denoising, sigma={sigma:g}, noise seed {seed}: output clipped to [0, 1] and '
-            'rounded to 8 bits, PSNR/SSIM over the whole image')
-  return (f'super-resolution x{scale}: Y channel (BT.601, 16-235), 8-bit, {scale}-px border '
-          'removed; gray images scored as gray')
+    return (
+        f'denoising, sigma={sigma:g}, noise seed {seed}: output clipped to [0, 1] and '
+        'rounded to 8 bits, PSNR/SSIM over the whole image'
+    )
+  return (
+      f'super-resolution x{scale}: Y channel (BT.601, 16-235), 8-bit, {scale}-px border '
+      'removed; gray images scored as gray'
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   rows, caption = run(args)
   if args.json:
     if not args.per_image:
-      rows = [{k: v for k, v in r.items() if k != 'images'} | {'num_images': len(r['images'])}
-              for r in rows]
+      rows = [
+          {k: v for k, v in r.items() if k != 'images'} | {'num_images': len(r['images'])}
+          for r in rows
+      ]
     print(json.dumps({'protocol': caption, 'results': rows}, indent=1))
   else:
     print(format_table(rows, caption))

@@ -25,9 +25,16 @@ def classification(dataset: str, model: str) -> ml_collections.ConfigDict:
     raise ValueError(f'dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}')
   size = 224 if dataset == 'imagenet2012' else 32
   config = base_config('classification', model, (size, size, 3), name=dataset)
-  config.optim = optim_config('sgd', learning_rate=0.1, momentum=0.9, nesterov=True,
-                              weight_decay=5e-4, schedule='plateau', plateau_factor=0.5,
-                              plateau_patience=10)
+  config.optim = optim_config(
+      'sgd',
+      learning_rate=0.1,
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,
+      schedule='plateau',
+      plateau_factor=0.5,
+      plateau_patience=10,
+  )
   if dataset == 'cifar10':
     config.batch_size, config.num_epochs = 128, 200
   elif dataset == 'svhn_cropped':
@@ -43,8 +50,9 @@ def classification(dataset: str, model: str) -> ml_collections.ConfigDict:
 
 def super_resolution(model: str) -> ml_collections.ConfigDict:
   config = base_config('super_resolution', model, (24, 24, 3), name='super_resolution')
-  config.optim = optim_config('adam', learning_rate=1e-4, schedule='piecewise', decay_at=(0.5,),
-                              decay_factor=0.1)
+  config.optim = optim_config(
+      'adam', learning_rate=1e-4, schedule='piecewise', decay_at=(0.5,), decay_factor=0.1
+  )
   config.batch_size = 16
   config.num_epochs = 300
   config.checkpoint_every_steps = 5000
@@ -53,10 +61,16 @@ def super_resolution(model: str) -> ml_collections.ConfigDict:
 
 def denoising(model: str, sigma: float = 50.0) -> ml_collections.ConfigDict:
   channels = 3 if model.endswith('_rgb') else 1
-  config = base_config('denoising', model, (40, 40, channels), name='denoising', sigma=sigma,
-                       channels=channels)
-  config.optim = optim_config('adam', learning_rate=1e-3, schedule='piecewise',
-                              decay_at=(0.1, 0.25, 0.75, 0.9), decay_factor=0.2)
+  config = base_config(
+      'denoising', model, (40, 40, channels), name='denoising', sigma=sigma, channels=channels
+  )
+  config.optim = optim_config(
+      'adam',
+      learning_rate=1e-3,
+      schedule='piecewise',
+      decay_at=(0.1, 0.25, 0.75, 0.9),
+      decay_factor=0.2,
+  )
   config.batch_size = 32
   config.num_epochs = 50
   config.checkpoint_every_steps = 5000

@@ -20,6 +20,7 @@ starts its worker threads (each thread keeps the arena it got first), so call
 points and the benchmarks do. ``DXNET_HOST_MALLOC=keep`` applies them whatever the backend,
 ``system`` never.
 """
+
 import ctypes
 import ctypes.util
 import importlib.metadata
@@ -72,6 +73,7 @@ def expected_accelerator() -> Optional[str]:
   plugins = []
   if importlib.util.find_spec('jax_plugins') is not None:
     import jax_plugins  # pylint: disable=g-import-not-at-top
+
     plugins += [m.name for m in pkgutil.iter_modules(jax_plugins.__path__)]
   plugins += [e.name for e in importlib.metadata.entry_points(group='jax_plugins')]
   if importlib.util.find_spec('libtpu') is not None:
@@ -88,9 +90,11 @@ def keep_freed_memory() -> bool:
   """
   choice = os.environ.get(ENV_VAR, 'auto').strip().lower()
   if choice not in ('auto', 'keep', 'system'):
-    raise ValueError(f'{ENV_VAR}={choice!r}: use "auto" (the default: reuse freed host memory '
-                     'when JAX runs on the CPU), "keep" (always) or "system" (never; leave the '
-                     'C allocator as it is).')
+    raise ValueError(
+        f'{ENV_VAR}={choice!r}: use "auto" (the default: reuse freed host memory '
+        'when JAX runs on the CPU), "keep" (always) or "system" (never; leave the '
+        'C allocator as it is).'
+    )
   if choice == 'system':
     return False
   if _state['applied'] is not None:
@@ -98,15 +102,20 @@ def keep_freed_memory() -> bool:
   if choice == 'auto':
     accelerator = expected_accelerator()
     if accelerator is not None:
-      logging.info('Host allocator left as it is: JAX is expected to run on %r '
-                   '(%s=keep overrides).', accelerator, ENV_VAR)
+      logging.info(
+          'Host allocator left as it is: JAX is expected to run on %r ' '(%s=keep overrides).',
+          accelerator,
+          ENV_VAR,
+      )
       return False
   libc = _glibc()
   applied = False
   if libc is not None:
     # -1 is SIZE_MAX once glibc converts it: never give the heap top back to the kernel.
-    applied = all(libc.mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1)))
+    applied = all(
+        libc.mallopt(param, value) == 1
+        for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))
+    )
     if not applied:
       logging.warning('glibc mallopt refused a setting; host memory is allocated as usual.')
   _state['applied'] = applied

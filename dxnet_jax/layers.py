@@ -37,8 +37,14 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 def batch_norm(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -> nn.BatchNorm:
   """BatchNorm with PyTorch-equivalent momentum; `axis_name` syncs statistics under pmap."""
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                      dtype=dtype, axis_name=axis_name, name=name)
+  return nn.BatchNorm(
+      use_running_average=not train,
+      momentum=BN_MOMENTUM,
+      epsilon=BN_EPSILON,
+      dtype=dtype,
+      axis_name=axis_name,
+      name=name,
+  )
 
 
 def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -> BatchNormReLU:
@@ -46,8 +52,14 @@ def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) ->
 
   Same variables under the same name as `batch_norm`, so checkpoints do not change.
   """
-  return BatchNormReLU(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                       dtype=dtype, axis_name=axis_name, name=name)
+  return BatchNormReLU(
+      use_running_average=not train,
+      momentum=BN_MOMENTUM,
+      epsilon=BN_EPSILON,
+      dtype=dtype,
+      axis_name=axis_name,
+      name=name,
+  )
 
 
 # Stride-1 odd kxk convolutions through `ops.SpatialConv` (its `impl="auto"` picks the matmul form
@@ -55,8 +67,15 @@ def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) ->
 SPATIAL_CONV = True
 
 
-def conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = False,
-         strides: int = 1, zero_init: bool = False) -> nn.Module:
+def conv(
+    features: int,
+    kernel: int,
+    dtype: Dtype,
+    name: str,
+    use_bias: bool = False,
+    strides: int = 1,
+    zero_init: bool = False,
+) -> nn.Module:
   """A 'SAME'-padded square convolution with He (or, for residual outputs, zero) init."""
   init = nn.initializers.zeros if zero_init else conv_init
   if kernel == 1 and strides == 1:
@@ -64,10 +83,19 @@ def conv(features: int, kernel: int, dtype: Dtype, name: str, use_bias: bool = F
     # convolutions (-14% on a DxNet step, -19% on DenseNet-BC; docs/performance.md).
     return PointwiseConv(features, use_bias=use_bias, dtype=dtype, kernel_init=init, name=name)
   if kernel % 2 and strides == 1 and SPATIAL_CONV:
-    return SpatialConv(features, kernel, use_bias=use_bias, dtype=dtype, kernel_init=init,
-                       name=name)
-  return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding='SAME',
-                 use_bias=use_bias, kernel_init=init, dtype=dtype, name=name)
+    return SpatialConv(
+        features, kernel, use_bias=use_bias, dtype=dtype, kernel_init=init, name=name
+    )
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides=(strides, strides),
+      padding='SAME',
+      use_bias=use_bias,
+      kernel_init=init,
+      dtype=dtype,
+      name=name,
+  )
 
 
 class DepthwiseConv(nn.Module):
@@ -76,6 +104,7 @@ class DepthwiseConv(nn.Module):
   The kernel has flax's grouped-convolution layout ``[k, k, 1, C]`` so checkpoints are the same
   whichever implementation (`impl`) computes it.
   """
+
   kernel_size: int = 9
   impl: str = 'auto'
   dtype: Dtype = jnp.float32
@@ -93,12 +122,15 @@ class DepthwiseConv(nn.Module):
 
 def _check_kernel_size(kernel_size: int):
   if kernel_size < 1 or kernel_size % 2 == 0:
-    raise ValueError(f'xUnit kernel_size must be a positive odd number, got {kernel_size}; '
-                     'the paper uses 9 (the authors\' code 7).')
+    raise ValueError(
+        f'xUnit kernel_size must be a positive odd number, got {kernel_size}; '
+        "the paper uses 9 (the authors' code 7)."
+    )
 
 
 class XUnit(nn.Module):
   """The DxNet paper's xUnit: a learned spatial gate ``x * sigmoid(...)``."""
+
   kernel_size: int = 9
   use_batch_norm: bool = True
   depthwise_impl: str = 'auto'
@@ -124,6 +156,7 @@ class XUnit(nn.Module):
 
 class GaussianXUnit(nn.Module):
   """The original (2018) xUnit: no 1x1 conv, Gaussian gate ``exp(-g^2)``."""
+
   kernel_size: int = 9
   use_batch_norm: bool = True
   depthwise_impl: str = 'auto'

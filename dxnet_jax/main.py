@@ -20,14 +20,18 @@ PREEMPTED_EXIT_CODE = 143
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
-config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py).', lock_config=True
+)
 flags.DEFINE_integer(
-    'cpu_devices', None, 'Split the host CPU into this many JAX devices and train data-parallel '
+    'cpu_devices',
+    None,
+    'Split the host CPU into this many JAX devices and train data-parallel '
     'over them (CPU backend only): XLA:CPU leaves cores idle while it runs a sequential net op '
     'by op, and two devices keep two cores busier (DxNet 12-12-12 step 0.88-0.93x on 2 '
     'cores).',
-    lower_bound=1)
+    lower_bound=1,
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -42,18 +46,29 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet_libraries)
   host_memory.keep_freed_memory()  # before JAX starts any thread
   import jax  # pylint: disable=g-import-not-at-top
+
   if FLAGS.cpu_devices:
     # A setting of the CPU client: it must be made before anything starts the backend.
     jax.config.update('jax_num_cpu_devices', FLAGS.cpu_devices)
   distributed.initialize()
   # Imported after initialisation: nothing may touch the JAX backend before it.
   from dxnet_jax.train import loop  # pylint: disable=g-import-not-at-top
-  logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count(), jax.default_backend())
+
+  logging.info(
+      'JAX %s: process %d of %d, %d local / %d global devices (%s).',
+      jax.__version__,
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+      jax.default_backend(),
+  )
   if FLAGS.cpu_devices and jax.default_backend() != 'cpu':
-    logging.warning('--cpu_devices=%d has no effect: JAX runs on %s, not the CPU.',
-                    FLAGS.cpu_devices, jax.default_backend())
+    logging.warning(
+        '--cpu_devices=%d has no effect: JAX runs on %s, not the CPU.',
+        FLAGS.cpu_devices,
+        jax.default_backend(),
+    )
   try:
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except loop.Preempted as e:

@@ -63,7 +63,7 @@ def psnr_per_example(x, y, max_value: float = 1.0):
 
 def psnr(x, y, max_value: float = 255.0) -> float:
   """PSNR in dB of two whole images; inf when they are equal."""
-  mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64))**2)
+  mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)
   return float('inf') if mse == 0 else float(10.0 * np.log10(max_value**2 / mse))
 
 
@@ -84,7 +84,7 @@ def rgb_to_gray(rgb) -> np.ndarray:
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
   offsets = np.arange(size) - (size - 1) / 2.0
-  g = np.exp(-offsets**2 / (2.0 * sigma**2))
+  g = np.exp(-(offsets**2) / (2.0 * sigma**2))
   return g / g.sum()
 
 
@@ -107,8 +107,8 @@ def ssim(x, y, data_range: float = 255.0) -> float:
   window = _gaussian_window()
   if min(x.shape) < len(window):
     raise ValueError(f'ssim needs images of at least {len(window)} px per side, got {x.shape}')
-  c1 = (0.01 * data_range)**2
-  c2 = (0.03 * data_range)**2
+  c1 = (0.01 * data_range) ** 2
+  c2 = (0.03 * data_range) ** 2
   mu_x = _filter_valid(x, window)
   mu_y = _filter_valid(y, window)
   var_x = _filter_valid(x * x, window) - mu_x**2

@@ -46,8 +46,9 @@ def available() -> list[str]:
   base = root()
   if not base.is_dir():
     return []
-  return sorted(p.name for p in base.iterdir()
-                if (p / MANIFEST).is_file() and (p / WEIGHTS).is_file())
+  return sorted(
+      p.name for p in base.iterdir() if (p / MANIFEST).is_file() and (p / WEIGHTS).is_file()
+  )
 
 
 def manifest(name: str) -> dict[str, Any]:
@@ -61,14 +62,17 @@ def _folder(name: str) -> pathlib.Path:
   folder = root() / name
   if not (folder / MANIFEST).is_file() or not (folder / WEIGHTS).is_file():
     names = available()
-    raise ValueError(f'Unknown pretrained model {name!r} (looked in {folder}). Available: '
-                     f'{", ".join(names) if names else "none"}'
-                     f'{"" if names else f" (is {ENV_VAR} or the repository pretrained/ right?)"}.')
+    raise ValueError(
+        f'Unknown pretrained model {name!r} (looked in {folder}). Available: '
+        f'{", ".join(names) if names else "none"}'
+        f'{"" if names else f" (is {ENV_VAR} or the repository pretrained/ right?)"}.'
+    )
   return folder
 
 
 def _shapes(tree) -> dict[str, tuple]:
   import jax  # pylint: disable=g-import-not-at-top
+
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in flat}
 
@@ -99,15 +103,23 @@ def load(name: str):
     raise ValueError(
         f'{folder / WEIGHTS} does not match model {config.model.name!r} from {MANIFEST}: '
         f'missing {missing}, unexpected {extra}, wrong shapes '
-        f'{[(k, got[k], want[k]) for k in wrong]}.')
+        f'{[(k, got[k], want[k]) for k in wrong]}.'
+    )
   variables = serialization.from_state_dict(target, raw)
   import jax  # pylint: disable=g-import-not-at-top
+
   variables = jax.tree.map(lambda x: np.asarray(x, np.float32), variables)
   return model, variables, config
 
 
-def export(workdir: str, name: str, command: str, out_root: str | None = None,
-           which: str = 'auto', extra: dict | None = None) -> pathlib.Path:
+def export(
+    workdir: str,
+    name: str,
+    command: str,
+    out_root: str | None = None,
+    which: str = 'auto',
+    extra: dict | None = None,
+) -> pathlib.Path:
   """Writes `<out_root or root()>/<name>/` from a training workdir; returns the folder."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
@@ -123,9 +135,14 @@ def export(workdir: str, name: str, command: str, out_root: str | None = None,
   folder = pathlib.Path(out_root) / name if out_root else root() / name
   folder.mkdir(parents=True, exist_ok=True)
   (folder / WEIGHTS).write_bytes(blob)
-  info: dict[str, Any] = {'name': name, 'model': config.model.name, 'task': config.task,
-                          'parameters': models.count_params(variables['params']),
-                          'command': command, 'config': config.to_dict()}
+  info: dict[str, Any] = {
+      'name': name,
+      'model': config.model.name,
+      'task': config.task,
+      'parameters': models.count_params(variables['params']),
+      'command': command,
+      'config': config.to_dict(),
+  }
   results_path = pathlib.Path(workdir) / 'results.json'
   if results_path.is_file():
     info['results'] = json.loads(results_path.read_text())
@@ -137,16 +154,21 @@ def export(workdir: str, name: str, command: str, out_root: str | None = None,
 
 # --- helpers of the denoise / upscale commands -------------------------------------------------
 
+
 def read_inputs(paths, channels: int):
   """[(path, uint8 [H, W, C], was_gray)] of image files (folders are expanded); a missing or
   unreadable file is a ValueError naming it, raised before any work is done."""
   from dxnet_jax.data import images as images_lib  # pylint: disable=g-import-not-at-top
+
   files = []
   for raw in paths:
     path = pathlib.Path(raw).expanduser()
     if path.is_dir():
-      found = sorted(p for p in path.iterdir() if p.suffix.lower() in
-                     ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.webp'))
+      found = sorted(
+          p
+          for p in path.iterdir()
+          if p.suffix.lower() in ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.gif', '.webp')
+      )
       if not found:
         raise ValueError(f'{path}: folder holds no image files')
       files.extend(found)
@@ -169,6 +191,7 @@ def read_inputs(paths, channels: int):
 
 def write_png(path: pathlib.Path, pixels) -> None:
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   pixels = np.asarray(pixels, np.uint8)
   if pixels.ndim == 3 and pixels.shape[-1] == 1:
     pixels = pixels[..., 0]
@@ -179,6 +202,7 @@ def write_png(path: pathlib.Path, pixels) -> None:
 def predictor(model, variables):
   """float32 [H, W, C] -> float32 model output for one whole image (jit per shape)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   return lambda image: np.asarray(apply(variables, np.asarray(image, np.float32)[None]))[0]
 
@@ -186,13 +210,18 @@ def predictor(model, variables):
 def check_task(name: str, config, task: str) -> None:
   if config.task != task:
     matching = [n for n in available() if manifest(n).get('task') == task]
-    raise ValueError(f'{name} is a {config.task} model, not a {task} one; {task} models: '
-                     f'{", ".join(matching) or "none"}')
+    raise ValueError(
+        f'{name} is a {config.task} model, not a {task} one; {task} models: '
+        f'{", ".join(matching) or "none"}'
+    )
 
 
 def _main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m dxnet_jax.pretrained', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog='python -m dxnet_jax.pretrained',
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest='cmd')
   sub.add_parser('list', help='list the shipped models')
   ex = sub.add_parser('export', help='export a training workdir')
@@ -204,8 +233,9 @@ def _main(argv=None) -> int:
   ex.add_argument('--extra', default='{}', help='JSON merged into model.json (wall time, ...)')
   args = parser.parse_args(argv)
   if args.cmd == 'export':
-    folder = export(args.workdir, args.name, args.command, args.out, args.which,
-                    json.loads(args.extra))
+    folder = export(
+        args.workdir, args.name, args.command, args.out, args.which, json.loads(args.extra)
+    )
     print(f'wrote {folder}')
     return 0
   for name in available():

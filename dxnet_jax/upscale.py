@@ -26,11 +26,17 @@ from dxnet_jax.data import degrade
 
 
 def _parse(argv):
-  parser = argparse.ArgumentParser(prog='python -m dxnet_jax.upscale', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog='python -m dxnet_jax.upscale',
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument('--model', required=True, help='a pretrained super-resolution name')
-  parser.add_argument('--downscale', action='store_true',
-                      help='inputs are HR references: downscale x4 first and report Y-PSNR')
+  parser.add_argument(
+      '--downscale',
+      action='store_true',
+      help='inputs are HR references: downscale x4 first and report Y-PSNR',
+  )
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('inputs', nargs='+', metavar='IN', help='image files or folders')
   return parser.parse_args(argv)
@@ -53,8 +59,9 @@ def run(args) -> list[dict]:
       lr = degrade.downscale(hr, scale)
       bicubic = degrade.upscale(lr, scale)
       pretrained.write_png(out_dir / f'{path.stem}_lr.png', lr[..., :1] if gray else lr)
-      pretrained.write_png(out_dir / f'{path.stem}_bicubic.png',
-                           bicubic[..., :1] if gray else bicubic)
+      pretrained.write_png(
+          out_dir / f'{path.stem}_bicubic.png', bicubic[..., :1] if gray else bicubic
+      )
       ref = hr[..., :1] if gray else hr
     else:
       lr = pixels
@@ -66,9 +73,11 @@ def run(args) -> list[dict]:
     row['output'] = str(target)
     if args.downscale:
       row['bicubic_psnr'] = metrics.super_resolution_scores(
-          bicubic[..., :1] if gray else bicubic, ref, scale)['psnr']
-      row['model_psnr'] = metrics.super_resolution_scores(output.astype(np.float32) / 255.0,
-                                                          ref, scale)['psnr']
+          bicubic[..., :1] if gray else bicubic, ref, scale
+      )['psnr']
+      row['model_psnr'] = metrics.super_resolution_scores(
+          output.astype(np.float32) / 255.0, ref, scale
+      )['psnr']
     rows.append(row)
   return rows
 

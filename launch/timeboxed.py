@@ -42,15 +42,31 @@ PREEMPTED = 143  # dxnet_jax.main's exit code after a SIGTERM save
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--minutes', type=float, required=True, help='the whole box, both phases')
-  parser.add_argument('--root', required=True, help='parent of the runs\' workdirs')
-  parser.add_argument('--run', action='append', required=True, metavar='NAME=CONFIG',
-                      help='a workdir name and a config file (with its :argument), repeatable')
-  parser.add_argument('--tail', type=float, default=0.35,
-                      help='share of the box for phase 2 (decays and final evaluation)')
-  parser.add_argument('--decays', default='0.3,0.75',
-                      help='where the LR decays, as fractions of the steps left for phase 2')
-  parser.add_argument('--eval-seconds', type=float, default=30.0,
-                      help='time kept back at the end for the final evaluation')
+  parser.add_argument('--root', required=True, help="parent of the runs' workdirs")
+  parser.add_argument(
+      '--run',
+      action='append',
+      required=True,
+      metavar='NAME=CONFIG',
+      help='a workdir name and a config file (with its :argument), repeatable',
+  )
+  parser.add_argument(
+      '--tail',
+      type=float,
+      default=0.35,
+      help='share of the box for phase 2 (decays and final evaluation)',
+  )
+  parser.add_argument(
+      '--decays',
+      default='0.3,0.75',
+      help='where the LR decays, as fractions of the steps left for phase 2',
+  )
+  parser.add_argument(
+      '--eval-seconds',
+      type=float,
+      default=30.0,
+      help='time kept back at the end for the final evaluation',
+  )
   parser.add_argument('--python', default=sys.executable)
   parser.add_argument('overrides', nargs='*', help='--config.key=value flags for every run')
   args = parser.parse_args(argv)
@@ -89,13 +105,16 @@ def step_rate(records: list[dict], since: float) -> float:
   """Steps per second between the first and the last train record written after `since`."""
   records = [r for r in records if r['time'] >= since]
   if len(records) < 2 or records[-1]['time'] <= records[0]['time']:
-    raise RuntimeError('too few train records to measure the step rate: lower '
-                       '--config.log_every_steps or give phase 1 more time (--minutes, --tail)')
+    raise RuntimeError(
+        'too few train records to measure the step rate: lower '
+        '--config.log_every_steps or give phase 1 more time (--minutes, --tail)'
+    )
   return (records[-1]['step'] - records[0]['step']) / (records[-1]['time'] - records[0]['time'])
 
 
-def phase_two_schedule(steps_done: dict[str, int], rate: float, seconds: float,
-                       decay_shares: list[float]) -> tuple[int, tuple[float, ...]]:
+def phase_two_schedule(
+    steps_done: dict[str, int], rate: float, seconds: float, decay_shares: list[float]
+) -> tuple[int, tuple[float, ...]]:
   """(num_steps, decay_at) that fill `seconds` at `rate` after the furthest run's step (at least
   MIN_PHASE_TWO_STEPS more)."""
   start = max(steps_done.values())
@@ -106,13 +125,25 @@ def phase_two_schedule(steps_done: dict[str, int], rate: float, seconds: float,
 
 
 def _command(args, name: str, config: str, extra: list[str]) -> list[str]:
-  return [args.python, '-m', 'dxnet_jax.main', f'--config={config}',
-          f'--workdir={Path(args.root) / name}', *args.overrides,
-          '--config.optim.schedule=piecewise', *extra]
+  return [
+      args.python,
+      '-m',
+      'dxnet_jax.main',
+      f'--config={config}',
+      f'--workdir={Path(args.root) / name}',
+      *args.overrides,
+      '--config.optim.schedule=piecewise',
+      *extra,
+  ]
 
 
-def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None,
-             log_mode: str, ready=lambda: True) -> dict[str, int]:
+def _run_all(
+    args,
+    extra_by_name: dict[str, list[str]],
+    stop_after: float | None,
+    log_mode: str,
+    ready=lambda: True,
+) -> dict[str, int]:
   """Starts every run, SIGTERMs them after `stop_after` seconds (if given), waits; exit codes.
 
   The stop waits past `stop_after` (up to twice it) until `ready()`: a slow start on a loaded
@@ -126,8 +157,15 @@ def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None
     workdir = Path(args.root) / name
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / 'timeboxed.log', log_mode)
-    procs[name] = (subprocess.Popen(_command(args, name, config, extra_by_name[name]), env=env,
-                                    stdout=log, stderr=subprocess.STDOUT), log)
+    procs[name] = (
+        subprocess.Popen(
+            _command(args, name, config, extra_by_name[name]),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ),
+        log,
+    )
 
   def stop_all(*_):
     for proc, _ in procs.values():
@@ -157,16 +195,21 @@ def _run_all(args, extra_by_name: dict[str, list[str]], stop_after: float | None
   for _, log in procs.values():
     log.close()
   if terminated:
-    print(f'SIGTERM: every run saved its state ({codes}); each workdir resumes with '
-          '`python -m dxnet_jax.main --config ... --workdir ...`.', file=sys.stderr)
+    print(
+        f'SIGTERM: every run saved its state ({codes}); each workdir resumes with '
+        '`python -m dxnet_jax.main --config ... --workdir ...`.',
+        file=sys.stderr,
+    )
     raise SystemExit(PREEMPTED)
   return codes
 
 
 def _fail(name: str, code: int, root: Path, phase: int):
   tail = (root / name / 'timeboxed.log').read_text().splitlines()[-15:]
-  raise SystemExit(f'phase {phase}: run {name!r} exited with {code}; the end of its log '
-                   f'({root / name / "timeboxed.log"}):\n' + '\n'.join(tail))
+  raise SystemExit(
+      f'phase {phase}: run {name!r} exited with {code}; the end of its log '
+      f'({root / name / "timeboxed.log"}):\n' + '\n'.join(tail)
+  )
 
 
 def main(argv=None):
@@ -185,8 +228,13 @@ def main(argv=None):
   def rates_measurable():
     return all(len(fresh_records(n)) >= 2 for n in args.runs)
 
-  codes = _run_all(args, {n: [f'--config.num_steps={UNREACHABLE_STEPS}'] for n in args.runs},
-                   phase1, 'w', ready=rates_measurable)
+  codes = _run_all(
+      args,
+      {n: [f'--config.num_steps={UNREACHABLE_STEPS}'] for n in args.runs},
+      phase1,
+      'w',
+      ready=rates_measurable,
+  )
   for name, code in codes.items():
     if code not in (PREEMPTED, 0):
       _fail(name, code, root, 1)
@@ -194,14 +242,17 @@ def main(argv=None):
   records = {n: fresh_records(n) for n in args.runs}
   rates = {n: step_rate(records[n], started) for n in args.runs}
   # Start-up of phase 1 (imports, data, compilation) predicts phase 2's.
-  startup = max(records[n][0]['time'] - started - records[n][0]['step'] / rates[n]
-                for n in args.runs)
+  startup = max(
+      records[n][0]['time'] - started - records[n][0]['step'] / rates[n] for n in args.runs
+  )
   left = box - (time.time() - started) - startup - args.eval_seconds
-  num_steps, decay_at = phase_two_schedule(steps_done, min(rates.values()), left,
-                                           args.decay_shares)
-  report['phase1'] = {'seconds': round(time.time() - started, 1), 'steps': steps_done,
-                      'steps_per_second': {n: round(r, 2) for n, r in rates.items()},
-                      'startup_seconds': round(startup, 1)}
+  num_steps, decay_at = phase_two_schedule(steps_done, min(rates.values()), left, args.decay_shares)
+  report['phase1'] = {
+      'seconds': round(time.time() - started, 1),
+      'steps': steps_done,
+      'steps_per_second': {n: round(r, 2) for n, r in rates.items()},
+      'startup_seconds': round(startup, 1),
+  }
   report['phase2'] = {'num_steps': num_steps, 'decay_at': decay_at}
   print(json.dumps(report, indent=1), flush=True)
 
@@ -220,7 +271,8 @@ def main(argv=None):
       results = json.loads(results_file.read_text())
       report['results'][name] = [
           {k: e[k] for k in ('set', 'method', 'psnr', 'ssim') if k in e}
-          for e in results.get('evaluation', [])]
+          for e in results.get('evaluation', [])
+      ]
   with open(root / 'timeboxed.json', 'w') as f:
     json.dump(report, f, indent=1)
   print(json.dumps({k: report[k] for k in ('seconds', 'phase2', 'results')}, indent=1))

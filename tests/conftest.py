@@ -10,6 +10,7 @@ start (which copy os.environ, or append their device count to its XLA_FLAGS) inh
 Set DXNET_TEST_XLA_OPT_LEVEL to another level (or '' to leave XLA's default) to run the suite
 as compiled for production.
 """
+
 import os
 
 _LEVEL = os.environ.get('DXNET_TEST_XLA_OPT_LEVEL', '1')
@@ -27,12 +28,14 @@ if _LEVEL and 'xla_backend_optimization_level' not in _FLAGS:
 _CACHE_OWNER = 'DXNET_TEST_JAX_CACHE' not in os.environ
 if _CACHE_OWNER and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   import tempfile
+
   os.environ['DXNET_TEST_JAX_CACHE'] = tempfile.mkdtemp(prefix='dxnet-test-jax-cache-')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['DXNET_TEST_JAX_CACHE']
   # The native XLA:CPU kernels (ops/native_build.py) are built there too, once per run, rather
   # than into the user's ~/.cache.
-  os.environ.setdefault('DXNET_JAX_NATIVE_CACHE',
-                        os.path.join(os.environ['DXNET_TEST_JAX_CACHE'], 'native'))
+  os.environ.setdefault(
+      'DXNET_JAX_NATIVE_CACHE', os.path.join(os.environ['DXNET_TEST_JAX_CACHE'], 'native')
+  )
 else:
   _CACHE_OWNER = False
 
@@ -40,4 +43,5 @@ else:
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
   if _CACHE_OWNER:
     import shutil
+
     shutil.rmtree(os.environ['DXNET_TEST_JAX_CACHE'], ignore_errors=True)

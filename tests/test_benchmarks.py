@@ -1,4 +1,5 @@
 """The benchmark scripts' plumbing (their numbers are read from their tables, not tested)."""
+
 import json
 import os
 import subprocess
@@ -31,8 +32,23 @@ def test_torch_variants_per_device():
 def test_depthwise_table_and_json(tmp_path, monkeypatch, capsys):
   out = tmp_path / 'dw.json'
   monkeypatch.setattr(depthwise, 'SHAPES', [('tiny', (2, 8, 8, 3))])
-  monkeypatch.setattr(sys, 'argv', ['depthwise', '--impls', 'xla,fft', '--reps', '1',
-                                    '--calls', '2', '--kernel', '3', '--json', str(out)])
+  monkeypatch.setattr(
+      sys,
+      'argv',
+      [
+          'depthwise',
+          '--impls',
+          'xla,fft',
+          '--reps',
+          '1',
+          '--calls',
+          '2',
+          '--kernel',
+          '3',
+          '--json',
+          str(out),
+      ],
+  )
   depthwise.main()
   table = capsys.readouterr().out
   assert 'tiny' in table and 'fwd+bwd' in table
@@ -46,12 +62,26 @@ def test_depthwise_table_and_json(tmp_path, monkeypatch, capsys):
 def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys, remat):
   pytest.importorskip('torch')
   out = tmp_path / 'ts.json'
-  monkeypatch.setitem(train_step.WORKLOADS, 'tiny', [
-      train_step.steps.Workload('dxnet_denoise_444', 2, (12, 12, 1))])
+  monkeypatch.setitem(
+      train_step.WORKLOADS, 'tiny', [train_step.steps.Workload('dxnet_denoise_444', 2, (12, 12, 1))]
+  )
   auto = default_impl()  # 'native' where the C++ kernels build, else 'fft'
-  monkeypatch.setattr(sys, 'argv', ['train_step', '--nets', 'tiny', '--impls', f'{auto},shift',
-                                    '--reps', '1', '--json', str(out)]
-                      + ([] if remat else ['--no-remat']))
+  monkeypatch.setattr(
+      sys,
+      'argv',
+      [
+          'train_step',
+          '--nets',
+          'tiny',
+          '--impls',
+          f'{auto},shift',
+          '--reps',
+          '1',
+          '--json',
+          str(out),
+      ]
+      + ([] if remat else ['--no-remat']),
+  )
   train_step.main()
   rows = json.loads(out.read_text())['rows']
   variants = [r[2] for r in rows]
@@ -66,17 +96,21 @@ def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys, remat):
 @pytest.mark.slow
 def test_host_malloc_table_compares_both_allocators(monkeypatch, capsys):
   monkeypatch.setitem(host_malloc._IMAGES, 'dxnet_denoise_444', (2, (12, 12, 1)))
-  monkeypatch.setattr(sys, 'argv', ['host_malloc', '--nets', 'dxnet_denoise_444',
-                                    '--rounds', '1', '--steps', '1'])
+  monkeypatch.setattr(
+      sys, 'argv', ['host_malloc', '--nets', 'dxnet_denoise_444', '--rounds', '1', '--steps', '1']
+  )
   host_malloc.main()
-  rows = [line for line in capsys.readouterr().out.splitlines()
-          if line.startswith('| dxnet_denoise_444')]
+  rows = [
+      line
+      for line in capsys.readouterr().out.splitlines()
+      if line.startswith('| dxnet_denoise_444')
+  ]
   assert [r.split('|')[2].strip() for r in rows] == ['system', 'keep']
   compile_s = [float(r.split('|')[8]) for r in rows]
   assert all(s > 0 for s in compile_s)
 
 
-_SPLIT_STEP = r'''
+_SPLIT_STEP = r"""
 import json
 import jax
 jax.config.update('jax_num_cpu_devices', 2)
@@ -86,15 +120,24 @@ one = steps.jax_step(work)[0]
 two, compiled, _ = steps.jax_step(work, devices=jax.devices()[:2])
 losses = [[float(one()), float(two())] for _ in range(3)]
 print(json.dumps({'losses': losses, 'devices': len(compiled.input_shardings[0][1].device_set)}))
-'''
+"""
 
 
 @pytest.mark.slow
 def test_step_split_across_cpu_devices_is_the_same_step():
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  out = subprocess.run([sys.executable, '-c', _SPLIT_STEP], env=env, capture_output=True,
-                       text=True, timeout=600, check=True).stdout
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS='cpu',
+      PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', _SPLIT_STEP],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=True,
+  ).stdout
   result = json.loads(out.strip().splitlines()[-1])
   assert result['devices'] == 2
   # BatchNorm statistics over the whole batch: the same losses, step after step.
@@ -112,43 +155,53 @@ def test_profile_step_groups_xla_ops_by_kind():
 
 
 def test_profile_step_places_ops_in_the_net():
-  hlo = '\n'.join([
-      '  %ynn_fusion.3 = f32[8] fusion(%p), metadata={op_name="jit(step)/transpose(jvp(Net))/'
-      'trunk/block0/layer1/layer1._norm_relu/bn1/reduce_sum" stack_frame_id=1}',
-      '  %fft.2 = c64[2,4] fft(%q), metadata={op_name="jit(step)/jvp(Net)/block0/layer1/xunit/'
-      'bn/jit(fft)/fft"}',
-      '  %concatenate.1 = f32[2,8] concatenate(%a, %b), metadata={op_name="jit(step)/jvp(Net)/'
-      'block0/concatenate"}',
-      '  %copy.7 = f32[8,2] copy(%c)',
-  ])
+  hlo = '\n'.join(
+      [
+          '  %ynn_fusion.3 = f32[8] fusion(%p), metadata={op_name="jit(step)/transpose(jvp(Net))/'
+          'trunk/block0/layer1/layer1._norm_relu/bn1/reduce_sum" stack_frame_id=1}',
+          '  %fft.2 = c64[2,4] fft(%q), metadata={op_name="jit(step)/jvp(Net)/block0/layer1/xunit/'
+          'bn/jit(fft)/fft"}',
+          '  %concatenate.1 = f32[2,8] concatenate(%a, %b), metadata={op_name="jit(step)/jvp(Net)/'
+          'block0/concatenate"}',
+          '  %copy.7 = f32[8,2] copy(%c)',
+      ]
+  )
   places = profile_step.op_places(hlo)
-  assert places == {'ynn_fusion.3': ('backward', 'bn1'), 'fft.2': ('forward', 'xunit'),
-                    'concatenate.1': ('forward', 'concatenate')}
+  assert places == {
+      'ynn_fusion.3': ('backward', 'bn1'),
+      'fft.2': ('forward', 'xunit'),
+      'concatenate.1': ('forward', 'concatenate'),
+  }
   rows = profile_step.part_rows({'ynn_fusion.3': 0.002, 'fft.2': 0.001, 'copy.7': 0.001}, places)
   assert rows[0] == ['bn1', 0.0, 2.0, 2.0, '50.0%']
   assert rows[-1][0] == profile_step.UNATTRIBUTED and rows[-1][1:3] == ['-', '-']
 
 
 def test_profile_step_lists_the_fusions_that_read_the_most_arrays():
-  hlo = '\n'.join([
-      '%fused_computation.1 (param_0: f32[8]) -> f32[8] {',
-      '  %param_0 = f32[8]{0} parameter(0)',
-      '}',
-      '',
-      'ENTRY %main (a: f32[8], b: f32[8], c: f32[8]) -> f32[8] {',
-      '  %add_fusion.2 = f32[8]{0} fusion(%a, %b, %c), kind=kLoop, calls=%fused_computation.1, '
-      'metadata={op_name="jit(step)/transpose(jvp(Net))/Net.features/backbone/trunk/block0/'
-      'layer1/xunit/mul"}',
-      '  %copy_fusion = f32[8]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1',
-      '  ROOT %dot.1 = f32[8]{0} dot(%add_fusion.2, %copy_fusion)',
-      '}',
-  ])
+  hlo = '\n'.join(
+      [
+          '%fused_computation.1 (param_0: f32[8]) -> f32[8] {',
+          '  %param_0 = f32[8]{0} parameter(0)',
+          '}',
+          '',
+          'ENTRY %main (a: f32[8], b: f32[8], c: f32[8]) -> f32[8] {',
+          '  %add_fusion.2 = f32[8]{0} fusion(%a, %b, %c), kind=kLoop, calls=%fused_computation.1, '
+          'metadata={op_name="jit(step)/transpose(jvp(Net))/Net.features/backbone/trunk/block0/'
+          'layer1/xunit/mul"}',
+          '  %copy_fusion = f32[8]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1',
+          '  ROOT %dot.1 = f32[8]{0} dot(%add_fusion.2, %copy_fusion)',
+          '}',
+      ]
+  )
   operands = profile_step.fusion_operands(hlo)
   assert operands == {'add_fusion.2': 3, 'copy_fusion': 1}
-  rows = profile_step.wide_fusion_rows({'add_fusion.2': 0.004}, operands,
-                                       profile_step.op_sources(hlo), top=5)
-  assert rows == [['add_fusion.2', 3, 'backward', 'trunk/block0/layer1/xunit/mul', 4.0],
-                  ['copy_fusion', 1, '-', '-', 0.0]]
+  rows = profile_step.wide_fusion_rows(
+      {'add_fusion.2': 0.004}, operands, profile_step.op_sources(hlo), top=5
+  )
+  assert rows == [
+      ['add_fusion.2', 3, 'backward', 'trunk/block0/layer1/xunit/mul', 4.0],
+      ['copy_fusion', 1, '-', '-', 0.0],
+  ]
 
 
 def _tables(printed):
@@ -167,9 +220,27 @@ def _tables(printed):
 
 @pytest.mark.slow
 def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(sys, 'argv', ['profile_step', '--net', 'dxnet_denoise_444', '--batch', '2',
-                                    '--image', '12,12,1', '--steps', '2', '--top', '5',
-                                    '--trace-dir', str(tmp_path), '--remat', 'speed'])
+  monkeypatch.setattr(
+      sys,
+      'argv',
+      [
+          'profile_step',
+          '--net',
+          'dxnet_denoise_444',
+          '--batch',
+          '2',
+          '--image',
+          '12,12,1',
+          '--steps',
+          '2',
+          '--top',
+          '5',
+          '--trace-dir',
+          str(tmp_path),
+          '--remat',
+          'speed',
+      ],
+  )
   profile_step.main()
   out = capsys.readouterr().out
   assert 'remat speed' in out.splitlines()[0]
@@ -187,8 +258,17 @@ def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsy
   assert list(tmp_path.glob('**/*.trace.json.gz'))
 
 
-@pytest.mark.parametrize('op,out', [('bn_relu', 8), ('conv1x1', 5), ('conv3x3', 3),
-                                    ('depthwise9x9', 8), ('xunit', 8), ('concat', 11)])
+@pytest.mark.parametrize(
+    'op,out',
+    [
+        ('bn_relu', 8),
+        ('conv1x1', 5),
+        ('conv3x3', 3),
+        ('depthwise9x9', 8),
+        ('xunit', 8),
+        ('concat', 11),
+    ],
+)
 def test_layer_ops_time_the_same_op_in_jax_and_torch(op, out):
   torch = pytest.importorskip('torch')
   spec = layer_ops.LayerOp(op, 'test', (2, 10, 10, 8), out)
@@ -207,8 +287,14 @@ def test_layer_ops_time_the_same_op_in_jax_and_torch(op, out):
 @pytest.mark.slow
 def test_layer_ops_prints_a_row_per_op(monkeypatch, capsys):
   pytest.importorskip('torch')
-  monkeypatch.setattr(layer_ops, 'OPS', [layer_ops.LayerOp('conv3x3', 'tiny', (2, 8, 8, 4), 2),
-                                         layer_ops.LayerOp('concat', 'tiny', (2, 8, 8, 4), 6)])
+  monkeypatch.setattr(
+      layer_ops,
+      'OPS',
+      [
+          layer_ops.LayerOp('conv3x3', 'tiny', (2, 8, 8, 4), 2),
+          layer_ops.LayerOp('concat', 'tiny', (2, 8, 8, 4), 6),
+      ],
+  )
   monkeypatch.setattr(sys, 'argv', ['layer_ops', '--reps', '2', '--ops', 'concat'])
   layer_ops.main()
   (rows,) = _tables(capsys.readouterr().out)
@@ -226,11 +312,16 @@ def test_layer_ops_says_how_to_install_torch(monkeypatch):
 def _hold_lock(lock):
   """A process that holds an exclusive lock on `lock` for 1.5 s (returns once it holds it)."""
   holder = subprocess.Popen(
-      [sys.executable, '-c',
-       'import fcntl, sys, time\n'
-       f'f = open({str(lock)!r}, "a"); fcntl.flock(f, fcntl.LOCK_EX)\n'
-       'print("held", flush=True); time.sleep(1.5)'],
-      stdout=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          '-c',
+          'import fcntl, sys, time\n'
+          f'f = open({str(lock)!r}, "a"); fcntl.flock(f, fcntl.LOCK_EX)\n'
+          'print("held", flush=True); time.sleep(1.5)',
+      ],
+      stdout=subprocess.PIPE,
+      text=True,
+  )
   assert holder.stdout.readline().strip() == 'held'
   return holder
 

@@ -36,8 +36,22 @@ def images(tmp_path_factory):
 
 def test_denoise_writes_pngs_and_beats_the_noisy_input(images, tmp_path, capsys):
   name = _model(model='dxnet_denoise_444')
-  assert denoise.main(['--model', name, '--add-noise', '50', '--seed', '1',
-                       str(images / 'gray.png'), '--out', str(tmp_path)]) == 0
+  assert (
+      denoise.main(
+          [
+              '--model',
+              name,
+              '--add-noise',
+              '50',
+              '--seed',
+              '1',
+              str(images / 'gray.png'),
+              '--out',
+              str(tmp_path),
+          ]
+      )
+      == 0
+  )
   line = capsys.readouterr().out
   noisy, out = map(float, re.search(r'noisy ([\d.]+) dB -> denoised ([\d.]+) dB', line).groups())
   assert out > noisy + 2.0
@@ -57,10 +71,13 @@ def test_upscale_x4_and_downscale_report(images, tmp_path, capsys):
   name = _model(model='dxnet16_sr')
   assert upscale.main(['--model', name, str(images / 'lr.png'), '--out', str(tmp_path)]) == 0
   assert Image.open(tmp_path / 'lr_x4.png').size == (64, 80)
-  assert upscale.main(['--model', name, '--downscale', str(images / 'hr.png'),
-                       '--out', str(tmp_path)]) == 0
-  bicubic, model = map(float, re.search(r'bicubic ([\d.]+) dB, model ([\d.]+) dB',
-                                        capsys.readouterr().out).groups())
+  assert (
+      upscale.main(['--model', name, '--downscale', str(images / 'hr.png'), '--out', str(tmp_path)])
+      == 0
+  )
+  bicubic, model = map(
+      float, re.search(r'bicubic ([\d.]+) dB, model ([\d.]+) dB', capsys.readouterr().out).groups()
+  )
   assert model > bicubic - 1.0 and np.isfinite(model)
   assert Image.open(tmp_path / 'hr_x4.png').size == (64, 64)
   assert Image.open(tmp_path / 'hr_lr.png').size == (16, 16)
@@ -70,13 +87,11 @@ def test_clear_errors(images, tmp_path, capsys):
   den = _model(model='dxnet_denoise_444')
   assert denoise.main(['--model', den, str(images / 'broken.png'), '--out', str(tmp_path)]) == 2
   assert 'cannot decode image' in capsys.readouterr().err
-  assert denoise.main(['--model', den, str(tmp_path / 'missing.png'), '--out',
-                       str(tmp_path)]) == 2
+  assert denoise.main(['--model', den, str(tmp_path / 'missing.png'), '--out', str(tmp_path)]) == 2
   assert 'no such file' in capsys.readouterr().err
   assert upscale.main(['--model', den, str(images / 'lr.png'), '--out', str(tmp_path)]) == 2
   assert 'not a super_resolution one' in capsys.readouterr().err
-  assert denoise.main(['--model', 'nope', str(images / 'gray.png'), '--out',
-                       str(tmp_path)]) == 2
+  assert denoise.main(['--model', 'nope', str(images / 'gray.png'), '--out', str(tmp_path)]) == 2
   assert 'Unknown pretrained model' in capsys.readouterr().err
   assert not list(tmp_path.iterdir())
 
@@ -91,6 +106,10 @@ def test_evaluate_pretrained_on_a_folder(images, tmp_path, capsys):
 
 
 def test_module_entry_point_runs():
-  out = subprocess.run([sys.executable, '-m', 'dxnet_jax.denoise', '--help'],
-                       capture_output=True, text=True, check=True).stdout
+  out = subprocess.run(
+      [sys.executable, '-m', 'dxnet_jax.denoise', '--help'],
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout
   assert '--add-noise' in out

@@ -32,20 +32,33 @@ def test_every_experiment_of_the_paper_has_a_config():
   for dataset in ('cifar10', 'svhn'):
     for model in ('densenet_bc_16', 'densenet_bc_26', 'dxnet_12', 'dxnet_19'):
       assert f'{dataset}_{model}' in names
-  assert {'imagenet_dxnet105', 'imagenet_densenet121', 'sr_dxnet16', 'sr_dxnet32',
-          'sr_densenet16', 'sr_densenet32', 'denoise_dxnet_444', 'xunit_designs',
-          'quickstart'} <= names
+  assert {
+      'imagenet_dxnet105',
+      'imagenet_densenet121',
+      'sr_dxnet16',
+      'sr_dxnet32',
+      'sr_densenet16',
+      'sr_densenet32',
+      'denoise_dxnet_444',
+      'xunit_designs',
+      'quickstart',
+  } <= names
 
 
 @pytest.fixture(scope='module')
 def tfds_dir(tmp_path_factory):
   """tfds metadata with split sizes, so mock_data's splits exist offline."""
   root = tmp_path_factory.mktemp('tfds')
-  for name, splits in {'svhn_cropped': ('train', 'test', 'extra'),
-                       'imagenet2012': ('train', 'validation')}.items():
+  for name, splits in {
+      'svhn_cropped': ('train', 'test', 'extra'),
+      'imagenet2012': ('train', 'validation'),
+  }.items():
     builder = tfds.builder(name, data_dir=root)
-    builder.info.set_splits(tfds.core.SplitDict(
-        [tfds.core.SplitInfo(name=s, shard_lengths=[8], num_bytes=0) for s in splits]))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [tfds.core.SplitInfo(name=s, shard_lengths=[8], num_bytes=0) for s in splits]
+        )
+    )
     builder.data_path.mkdir(parents=True, exist_ok=True)
     builder.info.write_to_directory(builder.data_path)
   return str(root)
@@ -68,6 +81,7 @@ def cifar_folder(tmp_path_factory):
 def _restoration_data(task, data_json):
   """Real shared-data pipelines, built once per distinct data config."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   config = ml_collections.ConfigDict({'task': task, 'data': __import__('json').loads(data_json)})
   return data_lib.build(config, global_batch_size=8, seed=0)
 
@@ -100,9 +114,14 @@ def test_config_builds_model_optimizer_and_data(path, tfds_dir, cifar_folder):
     batch = next(data.train.iterate(0))
   assert batch['inputs'].shape[0] == 8
   if config.task != 'super_resolution':
-    assert batch['inputs'].shape[1:] == tuple(config.data.patch_size if config.task == 'denoising'
-                                              else config.data.image_size
-                                              for _ in range(2)) + batch['inputs'].shape[3:]
+    assert (
+        batch['inputs'].shape[1:]
+        == tuple(
+            config.data.patch_size if config.task == 'denoising' else config.data.image_size
+            for _ in range(2)
+        )
+        + batch['inputs'].shape[3:]
+    )
 
 
 @pytest.mark.parametrize('arg', ['15', '25', '50'])

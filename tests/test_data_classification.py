@@ -35,14 +35,20 @@ def cifar_root(tmp_path_factory):
 def _config(root, **data):
   config = ml_collections.ConfigDict()
   config.task = 'classification'
-  config.data = data_lib.default_config('classification', root=str(root), holdout=20, prefetch=0,
-                                        **data)
+  config.data = data_lib.default_config(
+      'classification', root=str(root), holdout=20, prefetch=0, **data
+  )
   return config
 
 
 def _build(root, batch=16, process_index=0, process_count=1, seed=0, **data):
-  return data_lib.build(_config(root, **data), global_batch_size=batch, seed=seed,
-                        process_index=process_index, process_count=process_count)
+  return data_lib.build(
+      _config(root, **data),
+      global_batch_size=batch,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+  )
 
 
 def _take(data, start, n):
@@ -95,8 +101,9 @@ def test_hosts_get_disjoint_rows_of_one_global_batch(cifar_root):
   parts = [_take(_build(cifar_root, process_index=p, process_count=4), 7, 1)[0] for p in range(4)]
   for key in whole:
     np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
-  host_val = [list(_build(cifar_root, process_index=p, process_count=4).validation())
-              for p in range(4)]
+  host_val = [
+      list(_build(cifar_root, process_index=p, process_count=4).validation()) for p in range(4)
+  ]
   assert len({len(v) for v in host_val}) == 1  # equal batch counts on every host
   assert sum(b['mask'].sum() for v in host_val for b in v) == 20
 
@@ -119,7 +126,7 @@ def test_crop_flip_matches_pad_slice_and_mirror():
   flip = np.array([0, 1, 0, 1, 1, 0], bool)
   out = augment.crop_flip(images, oy, ox, flip, 4)
   for i in range(6):
-    crop = np.pad(images[i], ((4, 4), (4, 4), (0, 0)))[oy[i]:oy[i] + 8, ox[i]:ox[i] + 8]
+    crop = np.pad(images[i], ((4, 4), (4, 4), (0, 0)))[oy[i] : oy[i] + 8, ox[i] : ox[i] + 8]
     np.testing.assert_array_equal(out[i], crop[:, ::-1] if flip[i] else crop)
 
 

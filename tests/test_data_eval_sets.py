@@ -22,11 +22,14 @@ def _bicubic_psnr(set_name):
   return evaluate.evaluate_images(evaluate.bicubic_predict(4), images_, protocol)
 
 
-@pytest.mark.parametrize('set_name, published, ssim', [
-    ('Set5', 28.42, 0.8101),
-    ('Set14', 25.99, 0.7023),
-    ('BSD100', 25.96, 0.6672),
-])
+@pytest.mark.parametrize(
+    'set_name, published, ssim',
+    [
+        ('Set5', 28.42, 0.8101),
+        ('Set14', 25.99, 0.7023),
+        ('BSD100', 25.96, 0.6672),
+    ],
+)
 def test_bicubic_baseline_reproduces_published_numbers(set_name, published, ssim):
   result = _bicubic_psnr(set_name)
   assert abs(result['psnr'] - published) <= 0.01
@@ -52,8 +55,10 @@ def test_denoising_noise_is_deterministic_per_image_and_seed():
   noise = first[0].inputs.astype(np.float64) - first[0].targets / 255.0
   assert noise.std() * 255 == pytest.approx(25, rel=0.02)
   assert first[0].inputs.min() < 0 or first[0].inputs.max() > 1  # not clipped
-  assert not np.array_equal(first[0].inputs - first[0].targets / 255.0,
-                            first[1].inputs[:256, :256] - first[1].targets[:256, :256] / 255.0)
+  assert not np.array_equal(
+      first[0].inputs - first[0].targets / 255.0,
+      first[1].inputs[:256, :256] - first[1].targets[:256, :256] / 255.0,
+  )
 
 
 def test_super_resolution_pairs_shapes_and_gray_reference():
@@ -75,7 +80,8 @@ def test_any_folder_works_and_small_images_are_rejected(tmp_path):
   rng = np.random.default_rng(0)
   for i, side in enumerate([40, 37]):
     images.Image.fromarray(rng.integers(0, 256, (side, side + 8, 3), dtype=np.uint8)).save(
-        tmp_path / f'{i}.png')
+        tmp_path / f'{i}.png'
+    )
   loaded = eval_sets.load(str(tmp_path), task='super_resolution')
   assert [im.targets.shape for im in loaded] == [(40, 48, 3), (36, 44, 3)]
   images.Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / 'tiny.png')

@@ -75,7 +75,7 @@ def test_corrupt_file_skipped_in_training_but_fatal_in_evaluation(tmp_path):
 def test_truncated_file_counts_as_corrupt(tmp_path):
   _write(tmp_path, 'a.png', _rgb(64, 64))
   data = (tmp_path / 'a.png').read_bytes()
-  (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+  (tmp_path / 'cut.png').write_bytes(data[: len(data) // 2])
   with pytest.warns(images.DataWarning, match='cut.png'):
     assert len(images.load_folder(tmp_path, 3, strict=False)) == 1
 
@@ -130,7 +130,17 @@ def test_real_cifar_folder_class_order(tmp_path):
     dst.mkdir(parents=True)
     shutil.copy(SHARED / 'cifar10' / 'train' / name / '0000.jpg', dst)
   arrays = sources.load_folder(tmp_path, 'train', image_size=32)
-  assert arrays.class_names == ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
-                                'horse', 'ship', 'truck')
+  assert arrays.class_names == (
+      'airplane',
+      'automobile',
+      'bird',
+      'cat',
+      'deer',
+      'dog',
+      'frog',
+      'horse',
+      'ship',
+      'truck',
+  )
   np.testing.assert_array_equal(arrays.labels, np.arange(10))
   assert arrays.images.shape == (10, 32, 32, 3) and arrays.images.dtype == np.uint8

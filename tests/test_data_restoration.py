@@ -44,9 +44,11 @@ def denoise():
 
 @pytest.fixture(scope='module')
 def sr():
-  return data_lib.build(_config('super_resolution', train_dirs=['Set14'], patch_size=32,
-                                validation_set='Set5'),
-                        global_batch_size=4, seed=5)
+  return data_lib.build(
+      _config('super_resolution', train_dirs=['Set14'], patch_size=32, validation_set='Set5'),
+      global_batch_size=4,
+      seed=5,
+  )
 
 
 def test_denoising_batches(denoise):
@@ -62,8 +64,9 @@ def test_denoising_batches(denoise):
 
 
 def test_sigma_range_is_drawn_per_patch():
-  data = data_lib.build(_config('denoising', sigma=[0.0, 55.0], eval_sigma=25.0),
-                        global_batch_size=32, seed=0)
+  data = data_lib.build(
+      _config('denoising', sigma=[0.0, 55.0], eval_sigma=25.0), global_batch_size=32, seed=0
+  )
   batch = next(data.train.iterate(0))
   stds = (batch['inputs'] - batch['targets']).reshape(32, -1).std(axis=1) * 255
   assert stds.min() < 15 and stds.max() > 40 and stds.max() < 58
@@ -88,8 +91,14 @@ def test_resume_is_exact(denoise):
 def test_hosts_get_disjoint_rows_of_one_global_batch():
   config = _config('denoising', sigma=25.0)
   whole = _take(data_lib.build(config, global_batch_size=8, seed=1), 4, 1)[0]
-  parts = [_take(data_lib.build(config, global_batch_size=8, seed=1, process_index=p,
-                                process_count=2), 4, 1)[0] for p in range(2)]
+  parts = [
+      _take(
+          data_lib.build(config, global_batch_size=8, seed=1, process_index=p, process_count=2),
+          4,
+          1,
+      )[0]
+      for p in range(2)
+  ]
   for key in whole:
     np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
@@ -126,20 +135,35 @@ def test_sampler_crops_are_aligned_crops_of_the_whole_image_lr():
 
 
 def test_dihedral_applies_the_same_transform_to_inputs_and_targets():
-  plain = data_lib.build(_config('super_resolution', train_dirs=['Set14'], patch_size=32,
-                                 augment='none', validation_set=None),
-                         global_batch_size=16, seed=5)
-  augmented = data_lib.build(_config('super_resolution', train_dirs=['Set14'], patch_size=32,
-                                     validation_set=None),
-                             global_batch_size=16, seed=5)
+  plain = data_lib.build(
+      _config(
+          'super_resolution',
+          train_dirs=['Set14'],
+          patch_size=32,
+          augment='none',
+          validation_set=None,
+      ),
+      global_batch_size=16,
+      seed=5,
+  )
+  augmented = data_lib.build(
+      _config('super_resolution', train_dirs=['Set14'], patch_size=32, validation_set=None),
+      global_batch_size=16,
+      seed=5,
+  )
   a, b = next(plain.train.iterate(7)), next(augmented.train.iterate(7))
   ops_seen = set()
   for row in range(16):
-    matches = [op for op in range(8)
-               if np.array_equal(augment.dihedral(a['targets'][row:row + 1], np.array([op]))[0],
-                                 b['targets'][row])
-               and np.array_equal(augment.dihedral(a['inputs'][row:row + 1], np.array([op]))[0],
-                                  b['inputs'][row])]
+    matches = [
+        op
+        for op in range(8)
+        if np.array_equal(
+            augment.dihedral(a['targets'][row : row + 1], np.array([op]))[0], b['targets'][row]
+        )
+        and np.array_equal(
+            augment.dihedral(a['inputs'][row : row + 1], np.array([op]))[0], b['inputs'][row]
+        )
+    ]
     assert matches
     ops_seen.add(matches[0])
   assert len(ops_seen) > 3
@@ -172,20 +196,27 @@ def test_denoising_validation_uses_eval_noise(denoise):
 
 
 def test_holdout_images_validate_instead_of_training():
-  data = data_lib.build(_config('denoising', holdout=10, validation_crop=64),
-                        global_batch_size=8, seed=0)
+  data = data_lib.build(
+      _config('denoising', holdout=10, validation_crop=64), global_batch_size=8, seed=0
+  )
   assert data.info['num_train'] == 390
   assert sum(b['mask'].sum() for b in data.validation()) == 10
 
 
 def test_images_smaller_than_the_patch_are_skipped_with_a_count():
   with pytest.warns(images.DataWarning, match=r'1 images smaller than the patch .*t20.bmp'):
-    data = data_lib.build(_config('super_resolution', train_dirs=['T91'], validation_set=None),
-                          global_batch_size=4, seed=0)
+    data = data_lib.build(
+        _config('super_resolution', train_dirs=['T91'], validation_set=None),
+        global_batch_size=4,
+        seed=0,
+    )
   assert data.info['num_train'] == 90
   with pytest.raises(ValueError, match='no image is at least 600x600'):
-    data_lib.build(_config('super_resolution', train_dirs=['T91'], patch_size=600,
-                           validation_set=None), global_batch_size=4, seed=0)
+    data_lib.build(
+        _config('super_resolution', train_dirs=['T91'], patch_size=600, validation_set=None),
+        global_batch_size=4,
+        seed=0,
+    )
 
 
 def test_bad_configs_are_rejected():

@@ -31,8 +31,11 @@ def data_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp('tfds')
   for name, splits in SPLITS.items():
     builder = tfds.builder(name, data_dir=root)
-    builder.info.set_splits(tfds.core.SplitDict(
-        [tfds.core.SplitInfo(name=s, shard_lengths=[NUM], num_bytes=0) for s in splits]))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [tfds.core.SplitInfo(name=s, shard_lengths=[NUM], num_bytes=0) for s in splits]
+        )
+    )
     builder.data_path.mkdir(parents=True, exist_ok=True)
     builder.info.write_to_directory(builder.data_path)
   return str(root)
@@ -60,8 +63,9 @@ def test_split_metadata_exists(mock):
 
 
 def test_cifar10(mock):
-  data = data_lib.build(_config('classification', name='cifar10', data_dir=mock),
-                        global_batch_size=4, seed=0)
+  data = data_lib.build(
+      _config('classification', name='cifar10', data_dir=mock), global_batch_size=4, seed=0
+  )
   assert data.info['num_classes'] == 10 and data.info['num_train'] == NUM
   assert data.info['num_validation'] == NUM  # the tfds preset validates on 'test'
   batch = next(data.train.iterate(0))
@@ -70,20 +74,28 @@ def test_cifar10(mock):
 
 
 def test_svhn_train_plus_extra_without_augmentation(mock):
-  data = data_lib.build(_config('classification', name='svhn_cropped', data_dir=mock),
-                        global_batch_size=4, seed=0)
+  data = data_lib.build(
+      _config('classification', name='svhn_cropped', data_dir=mock), global_batch_size=4, seed=0
+  )
   batch = next(data.train.iterate(0))
   pixels = batch['inputs'] * 255  # no augmentation, no normalisation: x / 255
   np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-3)
   assert 0 <= batch['inputs'].min() and batch['inputs'].max() <= 1
-  raw = tfds.as_numpy(tfds.builder('svhn_cropped', data_dir=mock).as_dataset(
-      split='train+extra', batch_size=-1))
+  raw = tfds.as_numpy(
+      tfds.builder('svhn_cropped', data_dir=mock).as_dataset(split='train+extra', batch_size=-1)
+  )
   assert any(np.array_equal(np.round(pixels[0]).astype(np.uint8), im) for im in raw['image'])
 
 
 def test_imagenet_streaming_resume_and_validation(mock):
-  config = _config('classification', name='imagenet2012', data_dir=mock, image_size=24,
-                   resize_size=28, shuffle_buffer=8)
+  config = _config(
+      'classification',
+      name='imagenet2012',
+      data_dir=mock,
+      image_size=24,
+      resize_size=28,
+      shuffle_buffer=8,
+  )
   data = data_lib.build(config, global_batch_size=4, seed=0)
   assert data.train.steps_per_epoch == NUM // 4
   assert data.info['num_classes'] == 1000
@@ -94,15 +106,17 @@ def test_imagenet_streaming_resume_and_validation(mock):
     np.testing.assert_array_equal(a['inputs'], b['inputs'])
     np.testing.assert_array_equal(a['targets'], b['targets'])
   assert not np.array_equal(straight[0]['inputs'], straight[3]['inputs'])
-  batches = list(data_lib.build(config.copy_and_resolve_references(), global_batch_size=8,
-                                seed=0).validation())
+  batches = list(
+      data_lib.build(config.copy_and_resolve_references(), global_batch_size=8, seed=0).validation()
+  )
   assert [b['mask'].sum() for b in batches] == [8, 4]
   assert batches[1]['inputs'].shape == (8, 24, 24, 3)
 
 
 def test_div2k_patches(mock):
-  config = _config('super_resolution', name='div2k/bicubic_x4', data_dir=mock, patch_size=16,
-                   validation_crop=16)
+  config = _config(
+      'super_resolution', name='div2k/bicubic_x4', data_dir=mock, patch_size=16, validation_crop=16
+  )
   with pytest.warns(images.DataWarning, match='smaller than the patch'):
     data = data_lib.build(config, global_batch_size=4, seed=0)
   assert 0 < data.info['num_train'] < NUM  # mock images are 5-49 px: some are too small
@@ -117,10 +131,12 @@ def tfrecord_dir(tmp_path_factory):
   so a batch's labels tell which examples it holds."""
   root = tmp_path_factory.mktemp('tfrecords')
   rng = np.random.default_rng(0)
-  features = tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-      'label': tfds.features.ClassLabel(num_classes=40),
-  })
+  features = tfds.features.FeaturesDict(
+      {
+          'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+          'label': tfds.features.ClassLabel(num_classes=40),
+      }
+  )
 
   def examples(n):
     for i in range(n):
@@ -128,15 +144,28 @@ def tfrecord_dir(tmp_path_factory):
       yield i, {'image': rng.integers(0, 256, (*size, 3), dtype=np.uint8), 'label': i}
 
   tfds.dataset_builders.store_as_tfds_dataset(
-      name='stream_test', version='1.0.0', features=features, data_dir=root,
-      split_datasets={'train': list(examples(40)), 'validation': list(examples(10))})
+      name='stream_test',
+      version='1.0.0',
+      features=features,
+      data_dir=root,
+      split_datasets={'train': list(examples(40)), 'validation': list(examples(10))},
+  )
   return str(root)
 
 
 def _stream_config(data_dir):
-  return _config('classification', name='stream_test', data_dir=data_dir, augment='imagenet',
-                 validation_split='validation', image_size=16, resize_size=20,
-                 shuffle_buffer=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+  return _config(
+      'classification',
+      name='stream_test',
+      data_dir=data_dir,
+      augment='imagenet',
+      validation_split='validation',
+      image_size=16,
+      resize_size=20,
+      shuffle_buffer=16,
+      mean=(0.5,) * 3,
+      std=(0.25,) * 3,
+  )
 
 
 def _labels(batches):
@@ -145,12 +174,14 @@ def _labels(batches):
 
 def test_streaming_hosts_read_disjoint_parts_and_resume_exactly(tfrecord_dir):
   config = _stream_config(tfrecord_dir)
-  hosts = [data_lib.build(config, global_batch_size=8, seed=0, process_index=p, process_count=2)
-           for p in range(2)]
+  hosts = [
+      data_lib.build(config, global_batch_size=8, seed=0, process_index=p, process_count=2)
+      for p in range(2)
+  ]
   assert hosts[0].train.steps_per_epoch == 5  # 20 examples per host, 4 per host batch
   epochs = [_take(h, 0, 10) for h in hosts]
   for epoch in range(2):
-    seen = [np.concatenate([b['targets'] for b in e[5 * epoch:5 * epoch + 5]]) for e in epochs]
+    seen = [np.concatenate([b['targets'] for b in e[5 * epoch : 5 * epoch + 5]]) for e in epochs]
     assert sorted(np.concatenate(seen)) == list(range(40))  # disjoint, and together complete
   assert _labels(epochs[0][:5]) != _labels(epochs[0][5:])  # reshuffled each epoch
   resumed = _take(hosts[0], 4, 3)  # crosses the epoch boundary
@@ -162,8 +193,14 @@ def test_streaming_hosts_read_disjoint_parts_and_resume_exactly(tfrecord_dir):
 
 def test_streaming_validation_is_padded_equally_on_every_host(tfrecord_dir):
   config = _stream_config(tfrecord_dir)
-  per_host = [list(data_lib.build(config, global_batch_size=8, seed=0, process_index=p,
-                                  process_count=2).validation()) for p in range(2)]
+  per_host = [
+      list(
+          data_lib.build(
+              config, global_batch_size=8, seed=0, process_index=p, process_count=2
+          ).validation()
+      )
+      for p in range(2)
+  ]
   assert [len(v) for v in per_host] == [2, 2]  # 5 examples per host in batches of 4
   labels = [b['targets'][b['mask'] > 0] for v in per_host for b in v]
   assert sorted(np.concatenate(labels)) == list(range(10))

@@ -1,4 +1,5 @@
 """Every depthwise implementation equals XLA's grouped convolution, forward and backward."""
+
 import functools
 import re
 
@@ -13,15 +14,26 @@ from dxnet_jax.ops import IMPLEMENTATIONS, default_impl, depthwise_conv2d, nativ
 from dxnet_jax.ops.depthwise import fft_batch_slices
 
 # 'native' needs the C++ kernels built (a compiler); tests/test_ops_native.py covers the fallback.
-IMPLS = [pytest.param(i, marks=pytest.mark.skipif(
-    i == 'native' and not native_build.available(), reason='no native kernels'))
-         for i in IMPLEMENTATIONS]
+IMPLS = [
+    pytest.param(
+        i,
+        marks=pytest.mark.skipif(
+            i == 'native' and not native_build.available(), reason='no native kernels'
+        ),
+    )
+    for i in IMPLEMENTATIONS
+]
 
 # (x shape, kernel size): square and non-square images and kernels, and an image smaller than
 # the kernel (the 8x8 stage of a CIFAR DxNet with a 9x9 kernel, shrunk).
 # The last case is large enough for 'fft' to run in batch slices on the CPU (`fft_batch_slices`).
-CASES = [((2, 6, 7, 3), (3, 3)), ((1, 9, 8, 2), (7, 7)), ((2, 5, 5, 4), (9, 9)),
-         ((1, 6, 4, 2), (3, 5)), ((4, 32, 32, 2), (9, 9))]
+CASES = [
+    ((2, 6, 7, 3), (3, 3)),
+    ((1, 9, 8, 2), (7, 7)),
+    ((2, 5, 5, 4), (9, 9)),
+    ((1, 6, 4, 2), (3, 5)),
+    ((4, 32, 32, 2), (9, 9)),
+]
 
 
 def _inputs(shape, ksize, dtype=jnp.float32):
@@ -75,8 +87,15 @@ def test_fft_runs_in_batch_slices_on_cpu_from_32x32():
 @pytest.mark.parametrize('impl', IMPLS)
 def test_numerical_gradients(impl):
   x, kernel = _inputs((1, 5, 4, 2), (3, 3))
-  check_grads(lambda a, b: depthwise_conv2d(a, b, impl), (x, kernel), order=1, modes=['rev'],
-              atol=2e-2, rtol=2e-2, eps=1e-2)
+  check_grads(
+      lambda a, b: depthwise_conv2d(a, b, impl),
+      (x, kernel),
+      order=1,
+      modes=['rev'],
+      atol=2e-2,
+      rtol=2e-2,
+      eps=1e-2,
+  )
 
 
 @pytest.mark.parametrize('impl', IMPLS)
@@ -85,8 +104,9 @@ def test_bfloat16(impl):
   xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
   y, dx, dk = _value_and_vjp(xb, kb, impl)
   assert y.dtype == jnp.bfloat16
-  _assert_close(y, depthwise_conv2d(xb.astype(jnp.float32), kb.astype(jnp.float32), 'xla'),
-                rtol=3e-2)
+  _assert_close(
+      y, depthwise_conv2d(xb.astype(jnp.float32), kb.astype(jnp.float32), 'xla'), rtol=3e-2
+  )
   assert dx.dtype == jnp.bfloat16 and dk.dtype == jnp.bfloat16
   assert np.isfinite(np.asarray(dk, np.float32)).all()
 
@@ -106,8 +126,9 @@ def test_auto_uses_the_backend_default():
   assert default_impl('gpu') == 'fft'
   assert default_impl('tpu') == 'xla'
   assert default_impl() in IMPLEMENTATIONS
-  np.testing.assert_array_equal(depthwise_conv2d(x, kernel),
-                                depthwise_conv2d(x, kernel, default_impl()))
+  np.testing.assert_array_equal(
+      depthwise_conv2d(x, kernel), depthwise_conv2d(x, kernel, default_impl())
+  )
 
 
 def test_errors():

@@ -30,95 +30,118 @@ DETECTION_BOUND_S = HEARTBEAT_S + 20
 
 
 def peer_death_reported(stderr: str) -> bool:
-    """The survivor said why it stopped: JAX's coordination service reported the dead task, or
-    a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
-    return ("detected fatal errors" in stderr
-            or "another process probably died" in stderr)
+  """The survivor said why it stopped: JAX's coordination service reported the dead task, or
+  a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
+  return 'detected fatal errors' in stderr or 'another process probably died' in stderr
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
 
 
 def _clean_env(devices: int) -> dict[str, str]:
-    # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
-    env = {k: v for k, v in os.environ.items()
-           if k == "DXNET_JAX_NATIVE_CACHE"
-           or not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
-                                "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"))}
-    env.update(
-        # The suite's compile options (tests/conftest.py) stay; the device count is added.
-        XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                   f" --xla_force_host_platform_device_count={devices}").strip(),
-        JAX_PLATFORMS="cpu",
-        PYTHONUNBUFFERED="1",
-        PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]),
-        TF_CPP_MIN_LOG_LEVEL="0",
-    )
-    return env
+  # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k == 'DXNET_JAX_NATIVE_CACHE'
+      or not k.startswith(
+          (
+              'DXNET_',
+              'JAX_COORDINATOR',
+              'JAX_NUM_PROCESSES',
+              'JAX_PROCESS_ID',
+              'JAX_LOCAL_DEVICE_IDS',
+          )
+      )
+  }
+  env.update(
+      # The suite's compile options (tests/conftest.py) stay; the device count is added.
+      XLA_FLAGS=(
+          os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count={devices}'
+      ).strip(),
+      JAX_PLATFORMS='cpu',
+      PYTHONUNBUFFERED='1',
+      PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get('PYTHONPATH')] if p]),
+      TF_CPP_MIN_LOG_LEVEL='0',
+  )
+  return env
 
 
-def start_workers(mode_args: list[str], logdir: Path, *, num_processes: int = 2,
-                  devices: int = 2, extra_env: dict[str, str] | None = None):
-    """Start ``num_processes`` workers (``python tests/test_distributed.py <mode_args>``).
+def start_workers(
+    mode_args: list[str],
+    logdir: Path,
+    *,
+    num_processes: int = 2,
+    devices: int = 2,
+    extra_env: dict[str, str] | None = None,
+):
+  """Start ``num_processes`` workers (``python tests/test_distributed.py <mode_args>``).
 
-    Returns a list of (Popen, stdout_path, stderr_path). One process with no DXNET_* variables
-    is a plain single-process run.
-    """
-    port = _free_port()
-    procs = []
-    for pid in range(num_processes):
-        env = _clean_env(devices)
-        if num_processes > 1:
-            env.update(DXNET_COORDINATOR=f"localhost:{port}",
-                       DXNET_NUM_PROCESSES=str(num_processes), DXNET_PROCESS_ID=str(pid),
-                       DXNET_INIT_TIMEOUT="120")
-        env.update(extra_env or {})
-        out, err = logdir / f"p{pid}.out", logdir / f"p{pid}.err"
-        with open(out, "w") as fo, open(err, "w") as fe:
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())] + mode_args,
-                                    cwd=REPO, env=env, stdout=fo, stderr=fe)
-        procs.append((proc, out, err))
-    return procs
+  Returns a list of (Popen, stdout_path, stderr_path). One process with no DXNET_* variables
+  is a plain single-process run.
+  """
+  port = _free_port()
+  procs = []
+  for pid in range(num_processes):
+    env = _clean_env(devices)
+    if num_processes > 1:
+      env.update(
+          DXNET_COORDINATOR=f'localhost:{port}',
+          DXNET_NUM_PROCESSES=str(num_processes),
+          DXNET_PROCESS_ID=str(pid),
+          DXNET_INIT_TIMEOUT='120',
+      )
+    env.update(extra_env or {})
+    out, err = logdir / f'p{pid}.out', logdir / f'p{pid}.err'
+    with open(out, 'w') as fo, open(err, 'w') as fe:
+      proc = subprocess.Popen(
+          [sys.executable, str(Path(__file__).resolve())] + mode_args,
+          cwd=REPO,
+          env=env,
+          stdout=fo,
+          stderr=fe,
+      )
+    procs.append((proc, out, err))
+  return procs
 
 
 def _kill_all(procs) -> None:
-    for proc, _, _ in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+  for proc, _, _ in procs:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:]
+  return path.read_text(errors='replace')[-n:]
 
 
 def _wait_ok(procs, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for proc, out, err in procs:
-        try:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _kill_all(procs)
-            pytest.fail(f"worker timed out after {timeout} s:\n{_tail(out)}\n{_tail(err)}")
-        assert proc.returncode == 0, f"worker failed:\n{_tail(out)}\n{_tail(err)}"
+  deadline = time.monotonic() + timeout
+  for proc, out, err in procs:
+    try:
+      proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      _kill_all(procs)
+      pytest.fail(f'worker timed out after {timeout} s:\n{_tail(out)}\n{_tail(err)}')
+    assert proc.returncode == 0, f'worker failed:\n{_tail(out)}\n{_tail(err)}'
 
 
 def _wait_for_step(procs, step: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(f"step {step} " in out.read_text() for _, out, _ in procs):
-            return
-        for proc, out, err in procs:
-            if proc.poll() is not None:
-                _kill_all(procs)
-                pytest.fail(f"worker exited early ({proc.returncode}):\n{_tail(out)}\n"
-                            f"{_tail(err)}")
-        time.sleep(0.2)
-    _kill_all(procs)
-    pytest.fail(f"workers did not reach step {step} within {timeout} s")
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if all(f'step {step} ' in out.read_text() for _, out, _ in procs):
+      return
+    for proc, out, err in procs:
+      if proc.poll() is not None:
+        _kill_all(procs)
+        pytest.fail(f'worker exited early ({proc.returncode}):\n{_tail(out)}\n' f'{_tail(err)}')
+    time.sleep(0.2)
+  _kill_all(procs)
+  pytest.fail(f'workers did not reach step {step} within {timeout} s')
 
 
 # --------------------------------------------------------------------------- resolution (pure)
@@ -126,342 +149,383 @@ def _wait_for_step(procs, step: int, timeout: float) -> None:
 
 @pytest.fixture
 def dist(monkeypatch):
-    """The module with a fresh recorded state and an environment without DXNET_/JAX_ setup."""
-    from dxnet_jax import distributed
+  """The module with a fresh recorded state and an environment without DXNET_/JAX_ setup."""
+  from dxnet_jax import distributed
 
-    for var in list(os.environ):
-        if var.startswith("DXNET_") or var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-                                              "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"):
-            monkeypatch.delenv(var)
-    monkeypatch.setattr(distributed, "_info", None)
-    monkeypatch.setattr(distributed, "_plan", None)
-    return distributed
+  for var in list(os.environ):
+    if var.startswith('DXNET_') or var in (
+        'JAX_COORDINATOR_ADDRESS',
+        'JAX_NUM_PROCESSES',
+        'JAX_PROCESS_ID',
+        'JAX_LOCAL_DEVICE_IDS',
+    ):
+      monkeypatch.delenv(var)
+  monkeypatch.setattr(distributed, '_info', None)
+  monkeypatch.setattr(distributed, '_plan', None)
+  return distributed
 
 
 def test_nothing_configured_is_single(dist):
-    plan = dist.plan_initialization(env={}, tpu_detected=False)
-    assert plan.kind == "single"
+  plan = dist.plan_initialization(env={}, tpu_detected=False)
+  assert plan.kind == 'single'
 
 
 def test_explicit_from_dxnet_env(dist):
-    env = {"DXNET_COORDINATOR": "10.0.0.1:1234", "DXNET_NUM_PROCESSES": "4",
-           "DXNET_PROCESS_ID": "3", "DXNET_LOCAL_DEVICE_IDS": "0, 1"}
-    plan = dist.plan_initialization(env=env, tpu_detected=True)
-    assert plan == dist.Plan("explicit", "10.0.0.1:1234", 4, 3, (0, 1), plan.reason)
+  env = {
+      'DXNET_COORDINATOR': '10.0.0.1:1234',
+      'DXNET_NUM_PROCESSES': '4',
+      'DXNET_PROCESS_ID': '3',
+      'DXNET_LOCAL_DEVICE_IDS': '0, 1',
+  }
+  plan = dist.plan_initialization(env=env, tpu_detected=True)
+  assert plan == dist.Plan('explicit', '10.0.0.1:1234', 4, 3, (0, 1), plan.reason)
 
 
 def test_jax_style_env_and_precedence(dist):
-    env = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
-    plan = dist.plan_initialization(env=env, tpu_detected=False)
-    assert (plan.kind, plan.coordinator_address, plan.num_processes, plan.process_id) == (
-        "explicit", "h:1", 2, 1)
-    env["DXNET_COORDINATOR"] = "d:2"  # DXNET_* wins over JAX_*
-    assert dist.plan_initialization(env=env, tpu_detected=False).coordinator_address == "d:2"
-    plan = dist.plan_initialization("a:3", 8, 5, env=env, tpu_detected=False)  # arguments win
-    assert (plan.coordinator_address, plan.num_processes, plan.process_id) == ("a:3", 8, 5)
+  env = {'JAX_COORDINATOR_ADDRESS': 'h:1', 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'}
+  plan = dist.plan_initialization(env=env, tpu_detected=False)
+  assert (plan.kind, plan.coordinator_address, plan.num_processes, plan.process_id) == (
+      'explicit',
+      'h:1',
+      2,
+      1,
+  )
+  env['DXNET_COORDINATOR'] = 'd:2'  # DXNET_* wins over JAX_*
+  assert dist.plan_initialization(env=env, tpu_detected=False).coordinator_address == 'd:2'
+  plan = dist.plan_initialization('a:3', 8, 5, env=env, tpu_detected=False)  # arguments win
+  assert (plan.coordinator_address, plan.num_processes, plan.process_id) == ('a:3', 8, 5)
 
 
-@pytest.mark.parametrize("drop", ["DXNET_COORDINATOR", "DXNET_NUM_PROCESSES",
-                                  "DXNET_PROCESS_ID"])
+@pytest.mark.parametrize('drop', ['DXNET_COORDINATOR', 'DXNET_NUM_PROCESSES', 'DXNET_PROCESS_ID'])
 def test_partial_configuration_is_an_error(dist, drop):
-    env = {"DXNET_COORDINATOR": "h:1", "DXNET_NUM_PROCESSES": "2", "DXNET_PROCESS_ID": "0"}
-    del env[drop]
-    with pytest.raises(ValueError, match=f"but not .*{drop}"):
-        dist.plan_initialization(env=env, tpu_detected=False)
+  env = {'DXNET_COORDINATOR': 'h:1', 'DXNET_NUM_PROCESSES': '2', 'DXNET_PROCESS_ID': '0'}
+  del env[drop]
+  with pytest.raises(ValueError, match=f'but not .*{drop}'):
+    dist.plan_initialization(env=env, tpu_detected=False)
 
 
 def test_partial_arguments_error_names_what_is_missing(dist):
-    with pytest.raises(ValueError, match=r"num_processes \(from argument num_processes\).*"
-                                         r"not coordinator_address .*process_id"):
-        dist.plan_initialization(num_processes=2, env={}, tpu_detected=False)
+  with pytest.raises(
+      ValueError,
+      match=r'num_processes \(from argument num_processes\).*'
+      r'not coordinator_address .*process_id',
+  ):
+    dist.plan_initialization(num_processes=2, env={}, tpu_detected=False)
 
 
-@pytest.mark.parametrize("env,match", [
-    ({"DXNET_COORDINATOR": "h:1", "DXNET_NUM_PROCESSES": "two", "DXNET_PROCESS_ID": "0"},
-     "DXNET_NUM_PROCESSES must be an integer"),
-    ({"DXNET_COORDINATOR": "h:1", "DXNET_NUM_PROCESSES": "2", "DXNET_PROCESS_ID": "2"},
-     r"process_id \(2, from DXNET_PROCESS_ID\) must be < num_processes"),
-    ({"DXNET_COORDINATOR": "h:1", "DXNET_NUM_PROCESSES": "0", "DXNET_PROCESS_ID": "0"},
-     "must be >= 1"),
-    ({"DXNET_COORDINATOR": "hostonly", "DXNET_NUM_PROCESSES": "2", "DXNET_PROCESS_ID": "0"},
-     "must be 'host:port'"),
-    ({"DXNET_DISTRIBUTED": "sometimes"}, "DXNET_DISTRIBUTED must be one of"),
-    ({"DXNET_LOCAL_DEVICE_IDS": "0,x"}, "DXNET_LOCAL_DEVICE_IDS must be an integer"),
-])
+@pytest.mark.parametrize(
+    'env,match',
+    [
+        (
+            {'DXNET_COORDINATOR': 'h:1', 'DXNET_NUM_PROCESSES': 'two', 'DXNET_PROCESS_ID': '0'},
+            'DXNET_NUM_PROCESSES must be an integer',
+        ),
+        (
+            {'DXNET_COORDINATOR': 'h:1', 'DXNET_NUM_PROCESSES': '2', 'DXNET_PROCESS_ID': '2'},
+            r'process_id \(2, from DXNET_PROCESS_ID\) must be < num_processes',
+        ),
+        (
+            {'DXNET_COORDINATOR': 'h:1', 'DXNET_NUM_PROCESSES': '0', 'DXNET_PROCESS_ID': '0'},
+            'must be >= 1',
+        ),
+        (
+            {'DXNET_COORDINATOR': 'hostonly', 'DXNET_NUM_PROCESSES': '2', 'DXNET_PROCESS_ID': '0'},
+            "must be 'host:port'",
+        ),
+        ({'DXNET_DISTRIBUTED': 'sometimes'}, 'DXNET_DISTRIBUTED must be one of'),
+        ({'DXNET_LOCAL_DEVICE_IDS': '0,x'}, 'DXNET_LOCAL_DEVICE_IDS must be an integer'),
+    ],
+)
 def test_malformed_values_are_errors(dist, env, match):
-    with pytest.raises(ValueError, match=match):
-        dist.plan_initialization(env=env, tpu_detected=False)
+  with pytest.raises(ValueError, match=match):
+    dist.plan_initialization(env=env, tpu_detected=False)
 
 
 def test_one_process_and_off_mode_are_single(dist):
-    env = {"DXNET_COORDINATOR": "h:1", "DXNET_NUM_PROCESSES": "1", "DXNET_PROCESS_ID": "0"}
-    assert dist.plan_initialization(env=env, tpu_detected=False).kind == "single"
-    env = {"DXNET_DISTRIBUTED": "off", "DXNET_COORDINATOR": "h:1"}
-    assert dist.plan_initialization(env=env, tpu_detected=True).kind == "single"
+  env = {'DXNET_COORDINATOR': 'h:1', 'DXNET_NUM_PROCESSES': '1', 'DXNET_PROCESS_ID': '0'}
+  assert dist.plan_initialization(env=env, tpu_detected=False).kind == 'single'
+  env = {'DXNET_DISTRIBUTED': 'off', 'DXNET_COORDINATOR': 'h:1'}
+  assert dist.plan_initialization(env=env, tpu_detected=True).kind == 'single'
 
 
 def test_tpu_and_detect_modes(dist):
-    assert dist.plan_initialization(env={}, tpu_detected=True).kind == "tpu"
-    plan = dist.plan_initialization(env={"DXNET_DISTRIBUTED": "detect",
-                                         "JAX_COORDINATOR_ADDRESS": "h:9"},
-                                    tpu_detected=False)
-    assert (plan.kind, plan.coordinator_address, plan.num_processes) == ("detect", "h:9", None)
+  assert dist.plan_initialization(env={}, tpu_detected=True).kind == 'tpu'
+  plan = dist.plan_initialization(
+      env={'DXNET_DISTRIBUTED': 'detect', 'JAX_COORDINATOR_ADDRESS': 'h:9'}, tpu_detected=False
+  )
+  assert (plan.kind, plan.coordinator_address, plan.num_processes) == ('detect', 'h:9', None)
 
 
 def test_tpu_detection_from_environment(dist):
-    assert dist.on_cloud_tpu_vm({"TPU_WORKER_HOSTNAMES": "t0,t1"})
-    assert dist.on_cloud_tpu_vm({"MEGASCALE_COORDINATOR_ADDRESS": "t0"})
-    # JAX_PLATFORMS without tpu: the TPUs (if any) are not used, so no TPU start-up.
-    assert not dist.on_cloud_tpu_vm({"TPU_WORKER_HOSTNAMES": "t0", "JAX_PLATFORMS": "cpu"})
-    # This test machine has no TPU chips.
-    assert not dist.on_cloud_tpu_vm({})
+  assert dist.on_cloud_tpu_vm({'TPU_WORKER_HOSTNAMES': 't0,t1'})
+  assert dist.on_cloud_tpu_vm({'MEGASCALE_COORDINATOR_ADDRESS': 't0'})
+  # JAX_PLATFORMS without tpu: the TPUs (if any) are not used, so no TPU start-up.
+  assert not dist.on_cloud_tpu_vm({'TPU_WORKER_HOSTNAMES': 't0', 'JAX_PLATFORMS': 'cpu'})
+  # This test machine has no TPU chips.
+  assert not dist.on_cloud_tpu_vm({})
 
 
 def test_initialize_single_is_idempotent_and_checks_conflicts(dist, monkeypatch):
-    first = dist.initialize()
-    assert (first.kind, first.process_id, first.num_processes) == ("single", 0, 1)
-    assert dist.initialize() is first
-    assert dist.info() is first
-    monkeypatch.setenv("DXNET_COORDINATOR", "h:1")
-    monkeypatch.setenv("DXNET_NUM_PROCESSES", "2")
-    monkeypatch.setenv("DXNET_PROCESS_ID", "1")
-    with pytest.raises(RuntimeError, match="already called"):
-        dist.initialize()
+  first = dist.initialize()
+  assert (first.kind, first.process_id, first.num_processes) == ('single', 0, 1)
+  assert dist.initialize() is first
+  assert dist.info() is first
+  monkeypatch.setenv('DXNET_COORDINATOR', 'h:1')
+  monkeypatch.setenv('DXNET_NUM_PROCESSES', '2')
+  monkeypatch.setenv('DXNET_PROCESS_ID', '1')
+  with pytest.raises(RuntimeError, match='already called'):
+    dist.initialize()
 
 
 def test_initialize_partial_env_raises_before_touching_jax(dist, monkeypatch):
-    monkeypatch.setenv("DXNET_PROCESS_ID", "1")
-    with pytest.raises(ValueError, match="DXNET_COORDINATOR"):
-        dist.initialize()
-    assert dist.info() is None
+  monkeypatch.setenv('DXNET_PROCESS_ID', '1')
+  with pytest.raises(ValueError, match='DXNET_COORDINATOR'):
+    dist.initialize()
+  assert dist.info() is None
 
 
 # --------------------------------------------------------------------------- helpers, 1 process
 
 
 def test_single_process_helpers(dist, monkeypatch):
-    import jax
-    from jax.sharding import PartitionSpec as P
+  import jax
+  from jax.sharding import PartitionSpec as P
 
-    mesh = dist.data_mesh()
-    assert mesh.axis_names == ("data",) and mesh.size == jax.device_count()
-    n = jax.device_count()
-    local = {"x": np.arange(2 * n * 3, dtype=np.float32).reshape(2 * n, 3),
-             "y": np.arange(2 * n, dtype=np.int32)}
-    glob = dist.global_batch_from_local(local, mesh)
-    assert glob["x"].shape == (2 * n, 3)
-    assert glob["x"].sharding.spec == P("data")
-    back = dist.fetch(glob)
-    np.testing.assert_array_equal(back["x"], local["x"])
-    np.testing.assert_array_equal(back["y"], local["y"])
-    assert dist.is_main_process()
-    dist.sync_barrier("single-process-no-op", timeout_s=1)
-    monkeypatch.setattr(jax, "device_count", lambda: 4)
-    assert dist.process_batch_size(8) == 8
-    with pytest.raises(ValueError, match="not divisible by the 4 devices"):
-        dist.process_batch_size(6)
+  mesh = dist.data_mesh()
+  assert mesh.axis_names == ('data',) and mesh.size == jax.device_count()
+  n = jax.device_count()
+  local = {
+      'x': np.arange(2 * n * 3, dtype=np.float32).reshape(2 * n, 3),
+      'y': np.arange(2 * n, dtype=np.int32),
+  }
+  glob = dist.global_batch_from_local(local, mesh)
+  assert glob['x'].shape == (2 * n, 3)
+  assert glob['x'].sharding.spec == P('data')
+  back = dist.fetch(glob)
+  np.testing.assert_array_equal(back['x'], local['x'])
+  np.testing.assert_array_equal(back['y'], local['y'])
+  assert dist.is_main_process()
+  dist.sync_barrier('single-process-no-op', timeout_s=1)
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  assert dist.process_batch_size(8) == 8
+  with pytest.raises(ValueError, match='not divisible by the 4 devices'):
+    dist.process_batch_size(6)
 
 
 # --------------------------------------------------------------------------- multi-process
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_sgd(tmp_path):
-    """2 processes x 2 CPU devices give the parameters of 1 process x 4 devices."""
-    (tmp_path / "two").mkdir()
-    (tmp_path / "one").mkdir()
-    t0 = time.monotonic()
-    two = start_workers(["sgd", str(tmp_path / "two" / "params")], tmp_path / "two")
-    one = start_workers(["sgd", str(tmp_path / "one" / "params")], tmp_path / "one",
-                        num_processes=1, devices=4)
-    try:
-        _wait_ok(two + one, timeout=240)
-    finally:
-        _kill_all(two + one)
-    print(f"2x2 and 1x4 SGD runs: {time.monotonic() - t0:.1f} s")
-    ref = _load(tmp_path / "one" / "params.0.npz")
-    assert ref["process_count"] == 1 and ref["device_count"] == 4
-    assert len([k for k in ref if k.startswith("params/")]) >= 4
-    assert any(k.startswith("batch_stats/") for k in ref)
-    for pid in range(2):
-        got = _load(tmp_path / "two" / f"params.{pid}.npz")
-        assert got["process_count"] == 2 and got["device_count"] == 4
-        assert got["process_index"] == pid
-        assert sorted(got) == sorted(ref)
-        for key in ref:
-            if key.startswith(("params/", "batch_stats/", "loss")):
-                np.testing.assert_allclose(got[key], ref[key], rtol=2e-5, atol=1e-6,
-                                           err_msg=key)
-    # The run moved the parameters (the comparison is not between two initialisations).
-    assert not np.allclose(ref["loss"][0], ref["loss"][-1])
+  """2 processes x 2 CPU devices give the parameters of 1 process x 4 devices."""
+  (tmp_path / 'two').mkdir()
+  (tmp_path / 'one').mkdir()
+  t0 = time.monotonic()
+  two = start_workers(['sgd', str(tmp_path / 'two' / 'params')], tmp_path / 'two')
+  one = start_workers(
+      ['sgd', str(tmp_path / 'one' / 'params')], tmp_path / 'one', num_processes=1, devices=4
+  )
+  try:
+    _wait_ok(two + one, timeout=240)
+  finally:
+    _kill_all(two + one)
+  print(f'2x2 and 1x4 SGD runs: {time.monotonic() - t0:.1f} s')
+  ref = _load(tmp_path / 'one' / 'params.0.npz')
+  assert ref['process_count'] == 1 and ref['device_count'] == 4
+  assert len([k for k in ref if k.startswith('params/')]) >= 4
+  assert any(k.startswith('batch_stats/') for k in ref)
+  for pid in range(2):
+    got = _load(tmp_path / 'two' / f'params.{pid}.npz')
+    assert got['process_count'] == 2 and got['device_count'] == 4
+    assert got['process_index'] == pid
+    assert sorted(got) == sorted(ref)
+    for key in ref:
+      if key.startswith(('params/', 'batch_stats/', 'loss')):
+        np.testing.assert_allclose(got[key], ref[key], rtol=2e-5, atol=1e-6, err_msg=key)
+  # The run moved the parameters (the comparison is not between two initialisations).
+  assert not np.allclose(ref['loss'][0], ref['loss'][-1])
 
 
-@pytest.mark.parametrize("victim", [1, 0], ids=["worker-dies", "coordinator-dies"])
+@pytest.mark.parametrize('victim', [1, 0], ids=['worker-dies', 'coordinator-dies'])
 def test_killed_process_makes_the_other_exit(tmp_path, victim):
-    procs = start_workers(["loop"], tmp_path,
-                          extra_env={"DXNET_HEARTBEAT_TIMEOUT": str(HEARTBEAT_S),
-                                     "DXNET_SHUTDOWN_TIMEOUT": "120"})
+  procs = start_workers(
+      ['loop'],
+      tmp_path,
+      extra_env={'DXNET_HEARTBEAT_TIMEOUT': str(HEARTBEAT_S), 'DXNET_SHUTDOWN_TIMEOUT': '120'},
+  )
+  try:
+    _wait_for_step(procs, 5, timeout=180)
+    survivor, out, err = procs[1 - victim]
+    os.kill(procs[victim][0].pid, signal.SIGKILL)
+    t0 = time.monotonic()
     try:
-        _wait_for_step(procs, 5, timeout=180)
-        survivor, out, err = procs[1 - victim]
-        os.kill(procs[victim][0].pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        try:
-            survivor.wait(timeout=DETECTION_BOUND_S + 30)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"process {1 - victim} still running {DETECTION_BOUND_S + 30} s after "
-                        f"process {victim} was killed")
-        elapsed = time.monotonic() - t0
-    finally:
-        _kill_all(procs)
-    print(f"process {1 - victim} exited {elapsed:.1f} s after process {victim} was killed "
-          f"(rc {survivor.returncode})")
-    assert survivor.returncode != 0
-    assert elapsed < DETECTION_BOUND_S
-    assert peer_death_reported(err.read_text(errors="replace")), _tail(err)
+      survivor.wait(timeout=DETECTION_BOUND_S + 30)
+    except subprocess.TimeoutExpired:
+      pytest.fail(
+          f'process {1 - victim} still running {DETECTION_BOUND_S + 30} s after '
+          f'process {victim} was killed'
+      )
+    elapsed = time.monotonic() - t0
+  finally:
+    _kill_all(procs)
+  print(
+      f'process {1 - victim} exited {elapsed:.1f} s after process {victim} was killed '
+      f'(rc {survivor.returncode})'
+  )
+  assert survivor.returncode != 0
+  assert elapsed < DETECTION_BOUND_S
+  assert peer_death_reported(err.read_text(errors='replace')), _tail(err)
 
 
 def test_uncaught_exception_fails_fast(tmp_path):
-    """An exception in one process stops the other within the heartbeat timeout, not after
-    the shutdown timeout (120 s here) that a plain interpreter exit would wait for."""
-    procs = start_workers(["loop", "--raise-at", "8", "--raise-process", "1"], tmp_path,
-                          extra_env={"DXNET_HEARTBEAT_TIMEOUT": str(HEARTBEAT_S),
-                                     "DXNET_SHUTDOWN_TIMEOUT": "120"})
-    (p0, _, err0), (p1, _, err1) = procs
+  """An exception in one process stops the other within the heartbeat timeout, not after
+  the shutdown timeout (120 s here) that a plain interpreter exit would wait for."""
+  procs = start_workers(
+      ['loop', '--raise-at', '8', '--raise-process', '1'],
+      tmp_path,
+      extra_env={'DXNET_HEARTBEAT_TIMEOUT': str(HEARTBEAT_S), 'DXNET_SHUTDOWN_TIMEOUT': '120'},
+  )
+  (p0, _, err0), (p1, _, err1) = procs
+  try:
+    p1.wait(timeout=240)
+    t0 = time.monotonic()
     try:
-        p1.wait(timeout=240)
-        t0 = time.monotonic()
-        try:
-            p0.wait(timeout=DETECTION_BOUND_S + 30)
-        except subprocess.TimeoutExpired:
-            pytest.fail("process 0 still running after process 1 raised")
-        elapsed = time.monotonic() - t0
-    finally:
-        _kill_all(procs)
-    print(f"process 0 exited {elapsed:.1f} s after process 1 raised")
-    text1 = err1.read_text(errors="replace")
-    assert p1.returncode == 1, text1[-3000:]
-    assert "RuntimeError: injected failure at step 8" in text1
-    assert "process 1 of 2 failed with an uncaught RuntimeError" in text1
-    assert "another process probably died" not in text1  # its own error, not a lost peer
-    assert p0.returncode != 0
-    assert elapsed < DETECTION_BOUND_S
-    assert peer_death_reported(err0.read_text(errors="replace"))
+      p0.wait(timeout=DETECTION_BOUND_S + 30)
+    except subprocess.TimeoutExpired:
+      pytest.fail('process 0 still running after process 1 raised')
+    elapsed = time.monotonic() - t0
+  finally:
+    _kill_all(procs)
+  print(f'process 0 exited {elapsed:.1f} s after process 1 raised')
+  text1 = err1.read_text(errors='replace')
+  assert p1.returncode == 1, text1[-3000:]
+  assert 'RuntimeError: injected failure at step 8' in text1
+  assert 'process 1 of 2 failed with an uncaught RuntimeError' in text1
+  assert 'another process probably died' not in text1  # its own error, not a lost peer
+  assert p0.returncode != 0
+  assert elapsed < DETECTION_BOUND_S
+  assert peer_death_reported(err0.read_text(errors='replace'))
 
 
 # --------------------------------------------------------------------------- worker side
 
 
 def _worker_sgd(out_prefix: str, steps: int = 3) -> None:
-    """A tiny conv+BatchNorm classifier trained data-parallel with jit over global arrays."""
-    from dxnet_jax import distributed as dist
+  """A tiny conv+BatchNorm classifier trained data-parallel with jit over global arrays."""
+  from dxnet_jax import distributed as dist
 
-    info = dist.initialize()
-    assert dist.initialize() is info  # idempotent
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from jax.sharding import NamedSharding, PartitionSpec as P
+  info = dist.initialize()
+  assert dist.initialize() is info  # idempotent
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from jax.sharding import NamedSharding, PartitionSpec as P
 
-    assert jax.process_count() == info.num_processes
-    assert dist.is_main_process() == (info.process_id == 0)
-    dist.sync_barrier("sgd-start", timeout_s=60)
-    dist.sync_barrier("sgd-start", timeout_s=60)  # a name may be used again
+  assert jax.process_count() == info.num_processes
+  assert dist.is_main_process() == (info.process_id == 0)
+  dist.sync_barrier('sgd-start', timeout_s=60)
+  dist.sync_barrier('sgd-start', timeout_s=60)  # a name may be used again
 
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x, train: bool):
-            x = nn.Conv(4, (3, 3))(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-            x = nn.relu(x).mean(axis=(1, 2))
-            return nn.Dense(3)(x)
+  class Net(nn.Module):
 
-    model, tx = Net(), optax.sgd(0.1, momentum=0.9)
-    mesh = dist.data_mesh()
-    replicated = NamedSharding(mesh, P())
-    global_batch = 8
-    local = dist.process_batch_size(global_batch)
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(steps, global_batch, 6, 6, 2)).astype(np.float32)
-    labels = rng.integers(0, 3, size=(steps, global_batch)).astype(np.int32)
+    @nn.compact
+    def __call__(self, x, train: bool):
+      x = nn.Conv(4, (3, 3))(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+      x = nn.relu(x).mean(axis=(1, 2))
+      return nn.Dense(3)(x)
 
-    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 6, 6, 2)), train=False),
-                        out_shardings=replicated)(jax.random.key(0))
-    params, stats = variables["params"], variables["batch_stats"]
-    opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
+  model, tx = Net(), optax.sgd(0.1, momentum=0.9)
+  mesh = dist.data_mesh()
+  replicated = NamedSharding(mesh, P())
+  global_batch = 8
+  local = dist.process_batch_size(global_batch)
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(steps, global_batch, 6, 6, 2)).astype(np.float32)
+  labels = rng.integers(0, 3, size=(steps, global_batch)).astype(np.int32)
 
-    @jax.jit
-    def train_step(params, stats, opt_state, batch):
-        def loss_fn(p):
-            logits, new = model.apply({"params": p, "batch_stats": stats}, batch["x"],
-                                      train=True, mutable=["batch_stats"])
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-            return loss, new["batch_stats"]
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), stats, opt_state, loss
+  variables = jax.jit(
+      lambda k: model.init(k, jnp.zeros((1, 6, 6, 2)), train=False), out_shardings=replicated
+  )(jax.random.key(0))
+  params, stats = variables['params'], variables['batch_stats']
+  opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
 
-    losses = []
-    p = info.process_id
-    for s in range(steps):
-        rows = slice(p * local, (p + 1) * local)
-        batch = dist.global_batch_from_local({"x": images[s, rows], "y": labels[s, rows]}, mesh)
-        assert batch["x"].shape == (global_batch, 6, 6, 2)
-        np.testing.assert_array_equal(dist.fetch(batch["x"]), images[s])  # row order
-        params, stats, opt_state, loss = train_step(params, stats, opt_state, batch)
-        losses.append(float(dist.fetch(loss)))
+  @jax.jit
+  def train_step(params, stats, opt_state, batch):
+    def loss_fn(p):
+      logits, new = model.apply(
+          {'params': p, 'batch_stats': stats}, batch['x'], train=True, mutable=['batch_stats']
+      )
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['y']).mean()
+      return loss, new['batch_stats']
 
-    out = {"process_count": np.array(jax.process_count()),
-           "device_count": np.array(jax.device_count()),
-           "process_index": np.array(jax.process_index()),
-           "loss": np.array(losses)}
-    for name, tree in (("params", params), ("batch_stats", stats)):
-        for path, leaf in jax.tree_util.tree_leaves_with_path(dist.fetch(tree)):
-            out[name + "/" + "/".join(str(getattr(k, "key", k)) for k in path)] = leaf
-    np.savez(f"{out_prefix}.{p}.npz", **out)
-    dist.sync_barrier("sgd-end", timeout_s=60)
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state, loss
+
+  losses = []
+  p = info.process_id
+  for s in range(steps):
+    rows = slice(p * local, (p + 1) * local)
+    batch = dist.global_batch_from_local({'x': images[s, rows], 'y': labels[s, rows]}, mesh)
+    assert batch['x'].shape == (global_batch, 6, 6, 2)
+    np.testing.assert_array_equal(dist.fetch(batch['x']), images[s])  # row order
+    params, stats, opt_state, loss = train_step(params, stats, opt_state, batch)
+    losses.append(float(dist.fetch(loss)))
+
+  out = {
+      'process_count': np.array(jax.process_count()),
+      'device_count': np.array(jax.device_count()),
+      'process_index': np.array(jax.process_index()),
+      'loss': np.array(losses),
+  }
+  for name, tree in (('params', params), ('batch_stats', stats)):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(dist.fetch(tree)):
+      out[name + '/' + '/'.join(str(getattr(k, 'key', k)) for k in path)] = leaf
+  np.savez(f'{out_prefix}.{p}.npz', **out)
+  dist.sync_barrier('sgd-end', timeout_s=60)
 
 
 def _worker_loop(raise_at: int | None, raise_process: int, max_steps: int = 3000) -> None:
-    """A cross-process sum in a loop, printing ``step i <value>`` each step."""
-    from dxnet_jax import distributed as dist
+  """A cross-process sum in a loop, printing ``step i <value>`` each step."""
+  from dxnet_jax import distributed as dist
 
-    info = dist.initialize()
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
+  info = dist.initialize()
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
 
-    mesh = dist.data_mesh()
-    total = jax.jit(lambda x: x.sum(), out_shardings=NamedSharding(mesh, P()))
-    for i in range(max_steps):
-        x = dist.global_batch_from_local(np.full((2,), i, np.float32), mesh)
-        value = float(dist.fetch(total(x)))
-        assert value == i * 2 * info.num_processes, value
-        print(f"step {i} {value}", flush=True)
-        if raise_at == i and info.process_id == raise_process:
-            raise RuntimeError(f"injected failure at step {i}")
-        time.sleep(0.05)
+  mesh = dist.data_mesh()
+  total = jax.jit(lambda x: x.sum(), out_shardings=NamedSharding(mesh, P()))
+  for i in range(max_steps):
+    x = dist.global_batch_from_local(np.full((2,), i, np.float32), mesh)
+    value = float(dist.fetch(total(x)))
+    assert value == i * 2 * info.num_processes, value
+    print(f'step {i} {value}', flush=True)
+    if raise_at == i and info.process_id == raise_process:
+      raise RuntimeError(f'injected failure at step {i}')
+    time.sleep(0.05)
 
 
 def _worker_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="mode", required=True)
-    sgd = sub.add_parser("sgd")
-    sgd.add_argument("out_prefix")
-    loop = sub.add_parser("loop")
-    loop.add_argument("--raise-at", type=int)
-    loop.add_argument("--raise-process", type=int, default=1)
-    args = parser.parse_args(argv)
-    if args.mode == "sgd":
-        _worker_sgd(args.out_prefix)
-    else:
-        _worker_loop(args.raise_at, args.raise_process)
+  parser = argparse.ArgumentParser()
+  sub = parser.add_subparsers(dest='mode', required=True)
+  sgd = sub.add_parser('sgd')
+  sgd.add_argument('out_prefix')
+  loop = sub.add_parser('loop')
+  loop.add_argument('--raise-at', type=int)
+  loop.add_argument('--raise-process', type=int, default=1)
+  args = parser.parse_args(argv)
+  if args.mode == 'sgd':
+    _worker_sgd(args.out_prefix)
+  else:
+    _worker_loop(args.raise_at, args.raise_process)
 
 
-if __name__ == "__main__":
-    _worker_main(sys.argv[1:])
+if __name__ == '__main__':
+  _worker_main(sys.argv[1:])

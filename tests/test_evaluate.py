@@ -55,9 +55,11 @@ def test_any_folder_and_per_image(capsys, tmp_path):
   rng = np.random.default_rng(0)
   for i in range(2):
     evaluate.degrade.Image.fromarray(rng.integers(0, 256, (48, 40), dtype=np.uint8)).save(
-        tmp_path / f'{i}.png')
-  out = _json(capsys, ['--baseline', 'noisy', '--sigma', '15', '--set', str(tmp_path),
-                       '--per-image'])
+        tmp_path / f'{i}.png'
+    )
+  out = _json(
+      capsys, ['--baseline', 'noisy', '--sigma', '15', '--set', str(tmp_path), '--per-image']
+  )
   assert [im['name'] for im in out['results'][0]['images']] == ['0.png', '1.png']
 
 
@@ -83,8 +85,8 @@ def test_workdir_mode_uses_load_for_inference(capsys, monkeypatch):
   model = _Identity()
   variables = {'params': {'gain': jnp.ones(())}}
   from dxnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(checkpoint, 'load_for_inference',
-                      lambda workdir: (model, variables, config))
+
+  monkeypatch.setattr(checkpoint, 'load_for_inference', lambda workdir: (model, variables, config))
 
   out = _json(capsys, ['--workdir', '/runs/identity'])
   noisy = _json(capsys, ['--baseline', 'noisy', '--set', 'Set12', '--sigma', '25'])

@@ -1,4 +1,5 @@
 """keep_freed_memory: jitted steps stop page-faulting their buffers in (glibc only)."""
+
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 7 calls, counted after warm-up: the kept heap grows over the first 7-10 calls, as buffers are
 # freed asynchronously, and a CI rehearsal once saw 2 of 5 later calls still fault every page),
 # in a fresh process (the allocator settings must precede JAX's worker threads).
-_PROBE = r'''
+_PROBE = r"""
 import json, resource
 from dxnet_jax import host_memory
 applied = host_memory.keep_freed_memory()
@@ -30,14 +31,24 @@ for _ in range(7):
   per_call.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 faults = sorted(per_call)[len(per_call) // 2]
 print(json.dumps({'applied': applied, 'faults': faults, 'pages': x.nbytes // 4096}))
-'''
+"""
 
 
 def _probe(choice):
-  env = dict(os.environ, DXNET_HOST_MALLOC=choice, JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  out = subprocess.run([sys.executable, '-c', _PROBE], env=env, capture_output=True, text=True,
-                       timeout=300, check=True).stdout
+  env = dict(
+      os.environ,
+      DXNET_HOST_MALLOC=choice,
+      JAX_PLATFORMS='cpu',
+      PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', _PROBE],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=True,
+  ).stdout
   return json.loads(out.strip().splitlines()[-1])
 
 
@@ -79,6 +90,7 @@ class _RecordingLibc:
 def fresh_state(monkeypatch):
   """No earlier keep_freed_memory call in this process, no pinned platforms, a fake glibc."""
   import jax
+
   monkeypatch.setattr(host_memory, '_state', {'applied': None})
   monkeypatch.delenv('JAX_PLATFORMS', raising=False)
   libc = _RecordingLibc()
@@ -89,16 +101,20 @@ def fresh_state(monkeypatch):
   jax.config.update('jax_platforms', pinned)
 
 
-@pytest.mark.parametrize('platforms, expected', [
-    ('cpu', None), ('cuda', 'cuda'), ('cuda,cpu', 'cuda'), (' tpu ', 'tpu'), ('cpu,cuda', None)])
-def test_pinned_platforms_decide_the_expected_accelerator(fresh_state, monkeypatch, platforms,
-                                                          expected):
+@pytest.mark.parametrize(
+    'platforms, expected',
+    [('cpu', None), ('cuda', 'cuda'), ('cuda,cpu', 'cuda'), (' tpu ', 'tpu'), ('cpu,cuda', None)],
+)
+def test_pinned_platforms_decide_the_expected_accelerator(
+    fresh_state, monkeypatch, platforms, expected
+):
   monkeypatch.setenv('JAX_PLATFORMS', platforms)
   assert host_memory.expected_accelerator() == expected
 
 
 def test_an_installed_pjrt_plugin_means_an_accelerator(fresh_state, monkeypatch, tmp_path):
   import importlib
+
   plugin = tmp_path / 'jax_plugins' / 'xla_fake_gpu'
   plugin.mkdir(parents=True)
   (plugin / '__init__.py').write_text('')

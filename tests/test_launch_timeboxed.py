@@ -17,25 +17,33 @@ from test_train import project  # noqa: F401  pylint: disable=unused-import
 
 
 def test_phase_two_schedule_starts_after_the_furthest_run():
-  total, decay_at = timeboxed.phase_two_schedule({'a': 900, 'b': 1000}, rate=50.0, seconds=20.0,
-                                                 decay_shares=[0.3, 0.75])
+  total, decay_at = timeboxed.phase_two_schedule(
+      {'a': 900, 'b': 1000}, rate=50.0, seconds=20.0, decay_shares=[0.3, 0.75]
+  )
   assert total == 2000
   assert decay_at == (0.65, 0.875)  # 1000 + 0.3 * 1000 and 1000 + 0.75 * 1000, of 2000
 
 
 def test_step_rate_ignores_records_of_earlier_phases():
-  records = [{'step': 10, 'time': 5.0}, {'step': 100, 'time': 100.0},
-             {'step': 200, 'time': 110.0}, {'step': 400, 'time': 130.0}]
+  records = [
+      {'step': 10, 'time': 5.0},
+      {'step': 100, 'time': 100.0},
+      {'step': 200, 'time': 110.0},
+      {'step': 400, 'time': 130.0},
+  ]
   assert timeboxed.step_rate(records, since=50.0) == pytest.approx(10.0)
   with pytest.raises(RuntimeError, match='too few train records'):
     timeboxed.step_rate(records[:2], since=50.0)
 
 
-@pytest.mark.parametrize('spec, message', [
-    (['--run', 'nameonly'], 'NAME=CONFIG'),
-    (['--run', 'a=x.py', '--run', 'a=y.py'], 'given twice'),
-    (['--run', 'a=x.py', '--tail', '1.5'], '--tail'),
-])
+@pytest.mark.parametrize(
+    'spec, message',
+    [
+        (['--run', 'nameonly'], 'NAME=CONFIG'),
+        (['--run', 'a=x.py', '--run', 'a=y.py'], 'given twice'),
+        (['--run', 'a=x.py', '--tail', '1.5'], '--tail'),
+    ],
+)
 def test_bad_arguments(spec, message, capsys):
   with pytest.raises(SystemExit):
     timeboxed.parse_args(['--minutes', '1', '--root', 'r', *spec])
@@ -46,10 +54,28 @@ def test_bad_arguments(spec, message, capsys):
 def test_two_phase_run_decays_and_finishes(project, tmp_path):  # noqa: F811
   root = tmp_path / 'runs'
   result = subprocess.run(
-      [sys.executable, str(REPO / 'launch' / 'timeboxed.py'), '--minutes', '0.9', '--tail', '0.5',
-       '--eval-seconds', '1', '--root', str(root), '--run', f'tiny={project / "tiny.py"}', '--',
-       '--config.checkpoint_every_steps=0', '--config.data.patches_per_epoch=400'],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          str(REPO / 'launch' / 'timeboxed.py'),
+          '--minutes',
+          '0.9',
+          '--tail',
+          '0.5',
+          '--eval-seconds',
+          '1',
+          '--root',
+          str(root),
+          '--run',
+          f'tiny={project / "tiny.py"}',
+          '--',
+          '--config.checkpoint_every_steps=0',
+          '--config.data.patches_per_epoch=400',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   report = json.loads((root / 'timeboxed.json').read_text())
   phase1_steps = report['phase1']['steps']['tiny']
@@ -67,10 +93,24 @@ def test_two_phase_run_decays_and_finishes(project, tmp_path):  # noqa: F811
 def test_sigterm_to_the_driver_saves_every_run(project, tmp_path):  # noqa: F811
   root = tmp_path / 'runs'
   driver = subprocess.Popen(
-      [sys.executable, str(REPO / 'launch' / 'timeboxed.py'), '--minutes', '30', '--root',
-       str(root), '--run', f'tiny={project / "tiny.py"}', '--',
-       '--config.checkpoint_every_steps=0', '--config.data.patches_per_epoch=4000'],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          str(REPO / 'launch' / 'timeboxed.py'),
+          '--minutes',
+          '30',
+          '--root',
+          str(root),
+          '--run',
+          f'tiny={project / "tiny.py"}',
+          '--',
+          '--config.checkpoint_every_steps=0',
+          '--config.data.patches_per_epoch=4000',
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   metrics = root / 'tiny' / 'metrics.jsonl'
   deadline = time.time() + 120
   while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('\n') >= 3):
@@ -86,6 +126,7 @@ def test_sigterm_to_the_driver_saves_every_run(project, tmp_path):  # noqa: F811
 
 
 def test_phase_two_keeps_a_few_steps_when_the_box_is_spent():
-  total, decay_at = timeboxed.phase_two_schedule({'a': 100}, rate=5.0, seconds=-3.0,
-                                                 decay_shares=[0.5])
+  total, decay_at = timeboxed.phase_two_schedule(
+      {'a': 100}, rate=5.0, seconds=-3.0, decay_shares=[0.5]
+  )
   assert total == 100 + timeboxed.MIN_PHASE_TWO_STEPS and 100 / total < decay_at[0] < 1

@@ -20,9 +20,15 @@ def _pair(seed=0, shape=(48, 64)):
 def test_ssim_matches_skimage_gaussian_form(shape):
   clean, noisy = _pair(shape=shape)
   ours = metrics.ssim(clean, noisy)
-  ref = structural_similarity(clean, noisy, gaussian_weights=True, sigma=1.5,
-                              use_sample_covariance=False, data_range=255,
-                              channel_axis=-1 if len(shape) == 3 else None)
+  ref = structural_similarity(
+      clean,
+      noisy,
+      gaussian_weights=True,
+      sigma=1.5,
+      use_sample_covariance=False,
+      data_range=255,
+      channel_axis=-1 if len(shape) == 3 else None,
+  )
   assert ours == pytest.approx(ref, abs=1e-10)
   assert 0 < ours < 1
 
@@ -52,7 +58,7 @@ def test_denoising_protocol_clips_and_rounds():
   clean = np.full((16, 16, 1), 100, np.uint8)
   output = clean / 255.0 + 0.4 / 255  # rounds back to the clean image
   assert metrics.denoising_scores(output, clean)['psnr'] == float('inf')
-  assert metrics.unclipped_scores(output, clean)['psnr'] == pytest.approx(20 * np.log10(255 / .4))
+  assert metrics.unclipped_scores(output, clean)['psnr'] == pytest.approx(20 * np.log10(255 / 0.4))
 
 
 def test_super_resolution_protocol_shaves_border_and_uses_y():
@@ -77,7 +83,7 @@ def test_super_resolution_protocol_scores_gray_reference_as_gray():
 def test_training_metrics_numpy_and_jit_agree():
   rng = np.random.default_rng(3)
   x = rng.random((4, 8, 8, 3)).astype(np.float32)
-  y = np.clip(x + rng.normal(0, .05, x.shape), 0, 1).astype(np.float32)
+  y = np.clip(x + rng.normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
   logits = rng.normal(size=(6, 5)).astype(np.float32)
   labels = np.array([0, 1, 2, 3, 4, 0])
   mask = np.array([1, 1, 1, 1, 0, 0], np.float32)

@@ -9,17 +9,20 @@ from dxnet_jax import models
 from dxnet_jax.models import create, densenet, init_variables, parameter_count
 
 
-@pytest.mark.parametrize('name, low, high', [
-    ('densenet_bc_k12_16', 769_162 * 0.995, 769_162 * 1.005),
-    ('densenet_bc_k12_26', 1_739_002 * 0.995, 1_739_002 * 1.005),
-    ('dxnet_k12_12', 500_000, 550_000),
-    ('dxnet_k12_19', 1_000_000, 1_100_000),
-    ('densenet121', 7_978_856, 7_978_856),
-    ('dxnet105', 6_000_000, 6_600_000),
-    ('dxnet_denoise_444', 130_000, 150_000),
-    ('dxnet16_sr', 800_000, 920_000),
-    ('dncnn', 556_000 * 0.995, 556_000 * 1.005),
-])
+@pytest.mark.parametrize(
+    'name, low, high',
+    [
+        ('densenet_bc_k12_16', 769_162 * 0.995, 769_162 * 1.005),
+        ('densenet_bc_k12_26', 1_739_002 * 0.995, 1_739_002 * 1.005),
+        ('dxnet_k12_12', 500_000, 550_000),
+        ('dxnet_k12_19', 1_000_000, 1_100_000),
+        ('densenet121', 7_978_856, 7_978_856),
+        ('dxnet105', 6_000_000, 6_600_000),
+        ('dxnet_denoise_444', 130_000, 150_000),
+        ('dxnet16_sr', 800_000, 920_000),
+        ('dncnn', 556_000 * 0.995, 556_000 * 1.005),
+    ],
+)
 def test_parameter_counts_match_the_paper(name, low, high):
   assert low <= parameter_count(name) <= high
 
@@ -40,8 +43,11 @@ def test_every_named_model_traces_to_the_right_output_shape(name):
   model = create(name)
   shape = _tiny_shape(spec)
   variables = init_variables(model, shape, abstract=True)
-  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                       jax.ShapeDtypeStruct(shape, jnp.float32))
+  out = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False),
+      variables,
+      jax.ShapeDtypeStruct(shape, jnp.float32),
+  )
   if spec.task == 'classification':
     assert out.shape == (2, spec.kwargs['num_classes'])
   elif spec.task == 'super_resolution':
@@ -89,9 +95,16 @@ def _apply(model, variables, x, **kwargs):
 
 # Each case compiles two tiny training steps (~50 s on 2 cores): one net per case, chosen so the
 # two modes between them meet an xUnit, dropout, and a net without BatchNorm.
-@pytest.mark.parametrize('name,remat', [('dxnet_k12_12', True), ('dxnet_k12_12', 'speed'),
-                                        ('densenet_bc_k12_16', 'speed'), ('dxnet16_sr', 'speed'),
-                                        ('dxnet_denoise_444', True)])
+@pytest.mark.parametrize(
+    'name,remat',
+    [
+        ('dxnet_k12_12', True),
+        ('dxnet_k12_12', 'speed'),
+        ('densenet_bc_k12_16', 'speed'),
+        ('dxnet16_sr', 'speed'),
+        ('dxnet_denoise_444', True),
+    ],
+)
 def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(name, remat):
   """Whole-layer (True) and bottleneck-only ('speed') recomputation change nothing but cost.
 
@@ -107,8 +120,13 @@ def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(name, 
   assert jax.tree.structure(v_plain) == jax.tree.structure(v_remat)
 
   def loss(params, model):
-    out, updates = model.apply({**v_plain, 'params': params}, x, train=True,
-                               mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
+    out, updates = model.apply(
+        {**v_plain, 'params': params},
+        x,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(3)},
+    )
     return jnp.mean(jnp.square(out)), updates
 
   step = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
@@ -173,8 +191,11 @@ def test_denoiser_is_residual_and_sr_adds_bicubic_upscaling():
   v = init_variables(sr, (1, 4, 4, 3))
   zero = jax.tree.map(jnp.zeros_like, v['params'])
   lr = jax.random.uniform(jax.random.key(6), (1, 4, 4, 3))
-  np.testing.assert_allclose(_apply(sr, {**v, 'params': zero}, lr),
-                             jax.image.resize(lr, (1, 16, 16, 3), 'bicubic'), atol=1e-6)
+  np.testing.assert_allclose(
+      _apply(sr, {**v, 'params': zero}, lr),
+      jax.image.resize(lr, (1, 16, 16, 3), 'bicubic'),
+      atol=1e-6,
+  )
 
 
 def test_pixel_shuffle_matches_pytorch_channel_order():
@@ -200,15 +221,18 @@ def test_bf16_compute_keeps_float32_parameters_and_agrees():
   np.testing.assert_allclose(out16, out32, atol=0.1 * float(jnp.max(jnp.abs(out32))) + 0.05)
 
 
-@pytest.mark.parametrize('overrides, message', [
-    (dict(blocks=()), 'blocks must be a non-empty'),
-    (dict(blocks=(4, 0, 4)), 'blocks must be a non-empty'),
-    (dict(growth_rate=0), 'growth_rate'),
-    (dict(compression=1.5), 'compression'),
-    (dict(activation='gelu'), 'activation'),
-    (dict(xunit_kernel=4), 'odd'),
-    (dict(num_classes=0), 'num_classes'),
-])
+@pytest.mark.parametrize(
+    'overrides, message',
+    [
+        (dict(blocks=()), 'blocks must be a non-empty'),
+        (dict(blocks=(4, 0, 4)), 'blocks must be a non-empty'),
+        (dict(growth_rate=0), 'growth_rate'),
+        (dict(compression=1.5), 'compression'),
+        (dict(activation='gelu'), 'activation'),
+        (dict(xunit_kernel=4), 'odd'),
+        (dict(num_classes=0), 'num_classes'),
+    ],
+)
 def test_bad_network_descriptions_fail_clearly(overrides, message):
   model = create('dxnet_k12_12', **overrides)
   with pytest.raises(ValueError, match=message):
@@ -218,7 +242,7 @@ def test_bad_network_descriptions_fail_clearly(overrides, message):
 def test_unknown_model_option_or_name_fails_clearly():
   with pytest.raises(ValueError, match='Unknown model'):
     create('dxnet_k12_13')
-  with pytest.raises(ValueError, match="no option"):
+  with pytest.raises(ValueError, match='no option'):
     create('dxnet_k12_12', growthrate=12)
   with pytest.raises(ValueError, match='dtype'):
     create('dxnet_k12_12', dtype='float8')
@@ -233,10 +257,12 @@ def test_create_accepts_a_config_mapping():
 
 def test_models_cli_prints_every_model(capsys):
   from dxnet_jax.models.__main__ import main
+
   main(['--json'])
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == len(models.MODELS)
   import json
+
   rows = {r['name']: r for r in map(json.loads, lines)}
   assert rows['densenet121']['params'] == 7_978_856
 
@@ -249,8 +275,13 @@ def test_shared_block_statistics_equal_per_layer_statistics(monkeypatch):
   variables = init_variables(model, shape)
 
   def loss(params):
-    out, updates = model.apply({**variables, 'params': params}, x, train=True,
-                               mutable=['batch_stats'], rngs={'dropout': jax.random.key(3)})
+    out, updates = model.apply(
+        {**variables, 'params': params},
+        x,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(3)},
+    )
     return jnp.sum(out * jnp.arange(out.shape[-1])), updates['batch_stats']
 
   results = {}
@@ -283,6 +314,7 @@ def test_xunit_gradient_through_product_changes_no_gradient(monkeypatch):
     monkeypatch.setattr(densenet, 'XUNIT_GRADIENT_THROUGH_PRODUCT', through_product)
     grads[through_product] = jax.jit(jax.grad(loss))(variables['params'])
   # Equal up to float rounding: XLA sums the later layers' pieces in another order.
-  flat0, flat1 = (jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)])
-                  for g in (grads[False], grads[True]))
+  flat0, flat1 = (
+      jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)]) for g in (grads[False], grads[True])
+  )
   assert float(jnp.linalg.norm(flat0 - flat1) / jnp.linalg.norm(flat0)) < 1e-6

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 5
 DETECTION_BOUND_S = HEARTBEAT_S + 20  # heartbeat timeout + one interval + slack on 2 loaded cores
 
-CONFIG = '''\
+CONFIG = """\
 import os
 
 from dxnet_jax.train import defaults
@@ -51,137 +51,175 @@ def get_config():
   # differ only in reduction order would disagree by ~1e-3 in that bias.
   config.optim = defaults.optim_config('sgd', learning_rate=0.05)
   return config
-'''
+"""
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def peer_death_reported(stderr: str) -> bool:
-    """The survivor said why it stopped: JAX's coordination service reported the dead task, or
-    a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
-    return ("detected fatal errors" in stderr
-            or "another process probably died" in stderr)
+  """The survivor said why it stopped: JAX's coordination service reported the dead task, or
+  a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
+  return 'detected fatal errors' in stderr or 'another process probably died' in stderr
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
 
 
 def _env(devices: int) -> dict[str, str]:
-    # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
-    env = {k: v for k, v in os.environ.items()
-           if k == "DXNET_JAX_NATIVE_CACHE"
-           or not k.startswith(("DXNET_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES",
-                                "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS"))}
-    # The suite's compile options (tests/conftest.py) stay; the device count is added.
-    env.update(XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                          + f" --xla_force_host_platform_device_count={devices}").strip(),
-               JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")]
-                                                         if p]))
-    return env
+  # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k == 'DXNET_JAX_NATIVE_CACHE'
+      or not k.startswith(
+          (
+              'DXNET_',
+              'JAX_COORDINATOR',
+              'JAX_NUM_PROCESSES',
+              'JAX_PROCESS_ID',
+              'JAX_LOCAL_DEVICE_IDS',
+          )
+      )
+  }
+  # The suite's compile options (tests/conftest.py) stay; the device count is added.
+  env.update(
+      XLA_FLAGS=(
+          os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count={devices}'
+      ).strip(),
+      JAX_PLATFORMS='cpu',
+      PYTHONUNBUFFERED='1',
+      PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get('PYTHONPATH')] if p]),
+  )
+  return env
 
 
-def train(config: Path, workdir: Path, logdir: Path, *, processes: int, devices: int,
-          overrides=(), tag: str = "run"):
-    """Start the trainer as `processes` processes; returns [(Popen, stdout, stderr)]."""
-    logdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    procs = []
-    for pid in range(processes):
-        env = _env(devices)
-        if processes > 1:
-            env.update(DXNET_COORDINATOR=f"localhost:{port}",
-                       DXNET_NUM_PROCESSES=str(processes), DXNET_PROCESS_ID=str(pid),
-                       DXNET_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S), DXNET_INIT_TIMEOUT="120",
-                       DXNET_SHUTDOWN_TIMEOUT="120")
-        out, err = logdir / f"{tag}.p{pid}.out", logdir / f"{tag}.p{pid}.err"
-        cmd = [sys.executable, "-m", "dxnet_jax.main", "--config", str(config),
-               "--workdir", str(workdir), *overrides]
-        with open(out, "w") as fo, open(err, "w") as fe:
-            procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fo, stderr=fe),
-                          out, err))
-    return procs
+def train(
+    config: Path,
+    workdir: Path,
+    logdir: Path,
+    *,
+    processes: int,
+    devices: int,
+    overrides=(),
+    tag: str = 'run',
+):
+  """Start the trainer as `processes` processes; returns [(Popen, stdout, stderr)]."""
+  logdir.mkdir(parents=True, exist_ok=True)
+  port = _free_port()
+  procs = []
+  for pid in range(processes):
+    env = _env(devices)
+    if processes > 1:
+      env.update(
+          DXNET_COORDINATOR=f'localhost:{port}',
+          DXNET_NUM_PROCESSES=str(processes),
+          DXNET_PROCESS_ID=str(pid),
+          DXNET_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S),
+          DXNET_INIT_TIMEOUT='120',
+          DXNET_SHUTDOWN_TIMEOUT='120',
+      )
+    out, err = logdir / f'{tag}.p{pid}.out', logdir / f'{tag}.p{pid}.err'
+    cmd = [
+        sys.executable,
+        '-m',
+        'dxnet_jax.main',
+        '--config',
+        str(config),
+        '--workdir',
+        str(workdir),
+        *overrides,
+    ]
+    with open(out, 'w') as fo, open(err, 'w') as fe:
+      procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fo, stderr=fe), out, err))
+  return procs
 
 
 def _tail(path: Path, n: int = 4000) -> str:
-    text = path.read_text(errors="replace")
-    return "\n".join(line for line in text[-n:].splitlines() if not line.startswith("    @"))
+  text = path.read_text(errors='replace')
+  return '\n'.join(line for line in text[-n:].splitlines() if not line.startswith('    @'))
 
 
 def _kill_all(procs):
-    for proc, _, _ in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+  for proc, _, _ in procs:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 def wait_ok(procs, timeout: float):
-    deadline = time.monotonic() + timeout
-    try:
-        for proc, _, err in procs:
-            try:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"trainer still running after {timeout} s:\n{_tail(err)}")
-            assert proc.returncode == 0, f"trainer failed ({proc.returncode}):\n{_tail(err)}"
-    finally:
-        _kill_all(procs)
+  deadline = time.monotonic() + timeout
+  try:
+    for proc, _, err in procs:
+      try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        pytest.fail(f'trainer still running after {timeout} s:\n{_tail(err)}')
+      assert proc.returncode == 0, f'trainer failed ({proc.returncode}):\n{_tail(err)}'
+  finally:
+    _kill_all(procs)
 
 
-def metrics(workdir: Path, split: str = "train") -> list[dict]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["split"] == split]
+def metrics(workdir: Path, split: str = 'train') -> list[dict]:
+  rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [r for r in rows if r['split'] == split]
 
 
 def saved_steps(workdir: Path) -> list[int]:
-    """Steps of the complete checkpoints (orbax renames a checkpoint's folder when done)."""
-    root = workdir / "checkpoints" / "latest"
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+  """Steps of the complete checkpoints (orbax renames a checkpoint's folder when done)."""
+  root = workdir / 'checkpoints' / 'latest'
+  if not root.is_dir():
+    return []
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
 
 
 def inspect(workdir: Path, out: Path, logdir: Path) -> dict[str, np.ndarray]:
-    """Restore `workdir`'s latest checkpoint in a fresh 1-process, 1-device run."""
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "inspect",
-                             str(workdir), str(out)], cwd=REPO, env=_env(1),
-                            capture_output=True, text=True, timeout=180)
-    (logdir / f"inspect.{workdir.name}.err").write_text(result.stderr)
-    assert result.returncode == 0, result.stderr[-4000:]
-    with np.load(out) as f:
-        return {k: f[k] for k in f.files}
+  """Restore `workdir`'s latest checkpoint in a fresh 1-process, 1-device run."""
+  result = subprocess.run(
+      [sys.executable, str(Path(__file__).resolve()), 'inspect', str(workdir), str(out)],
+      cwd=REPO,
+      env=_env(1),
+      capture_output=True,
+      text=True,
+      timeout=180,
+  )
+  (logdir / f'inspect.{workdir.name}.err').write_text(result.stderr)
+  assert result.returncode == 0, result.stderr[-4000:]
+  with np.load(out) as f:
+    return {k: f[k] for k in f.files}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-    """The tiny config and its eight training images."""
-    from PIL import Image
+  """The tiny config and its eight training images."""
+  from PIL import Image
 
-    root = tmp_path_factory.mktemp("mp_train")
-    (root / "train").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8), "L").save(
-            root / "train" / f"img_{i:02d}.png")
-    (root / "tiny.py").write_text(CONFIG)
-    return root
+  root = tmp_path_factory.mktemp('mp_train')
+  (root / 'train').mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(8):
+    Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8), 'L').save(
+        root / 'train' / f'img_{i:02d}.png'
+    )
+  (root / 'tiny.py').write_text(CONFIG)
+  return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def two_and_one(setup):
-    """6 steps as 2 processes x 2 devices and as 1 process x 4 devices, run side by side."""
-    config, logs = setup / "tiny.py", setup / "logs"
-    two, one = setup / "two_x2", setup / "one_x4"
-    t0 = time.monotonic()
-    procs = (train(config, two, logs, processes=2, devices=2, tag="two")
-             + train(config, one, logs, processes=1, devices=4, tag="one"))
-    wait_ok(procs, timeout=300)
-    print(f"2x2 and 1x4 trainings of 6 steps: {time.monotonic() - t0:.1f} s")
-    return config, two, one, logs
+  """6 steps as 2 processes x 2 devices and as 1 process x 4 devices, run side by side."""
+  config, logs = setup / 'tiny.py', setup / 'logs'
+  two, one = setup / 'two_x2', setup / 'one_x4'
+  t0 = time.monotonic()
+  procs = train(config, two, logs, processes=2, devices=2, tag='two') + train(
+      config, one, logs, processes=1, devices=4, tag='one'
+  )
+  wait_ok(procs, timeout=300)
+  print(f'2x2 and 1x4 trainings of 6 steps: {time.monotonic() - t0:.1f} s')
+  return config, two, one, logs
 
 
 # --------------------------------------------------------------------------- tests
@@ -189,130 +227,159 @@ def two_and_one(setup):
 
 @pytest.mark.slow
 def test_two_processes_reach_the_parameters_of_one(two_and_one):
-    _, two, one, logs = two_and_one
-    assert saved_steps(two) == saved_steps(one) == [2, 4, 6]
-    a = inspect(two, two.parent / "two.npz", logs)
-    b = inspect(one, one.parent / "one.npz", logs)
-    assert sorted(a) == sorted(b)
-    assert int(a["step"]) == int(b["step"]) == 6
-    assert any(k.startswith("params/") for k in a) and any(k.startswith("batch_stats/")
-                                                         for k in a)
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
-    la = [r["loss"] for r in metrics(two)]
-    lb = [r["loss"] for r in metrics(one)]
-    assert len(la) == len(lb) == 6
-    np.testing.assert_allclose(la, lb, rtol=1e-5)
-    assert la[0] != la[-1]  # it trained
-    va, vb = metrics(two, "validation"), metrics(one, "validation")
-    assert [r["step"] for r in va] == [r["step"] for r in vb] and va
-    np.testing.assert_allclose([r["loss"] for r in va], [r["loss"] for r in vb], rtol=1e-4)
-    # Only process 0 writes the run's files; process 1 logs no progress lines of its own.
-    assert (two / "config.json").exists() and (two / "results.json").exists()
+  _, two, one, logs = two_and_one
+  assert saved_steps(two) == saved_steps(one) == [2, 4, 6]
+  a = inspect(two, two.parent / 'two.npz', logs)
+  b = inspect(one, one.parent / 'one.npz', logs)
+  assert sorted(a) == sorted(b)
+  assert int(a['step']) == int(b['step']) == 6
+  assert any(k.startswith('params/') for k in a) and any(k.startswith('batch_stats/') for k in a)
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  la = [r['loss'] for r in metrics(two)]
+  lb = [r['loss'] for r in metrics(one)]
+  assert len(la) == len(lb) == 6
+  np.testing.assert_allclose(la, lb, rtol=1e-5)
+  assert la[0] != la[-1]  # it trained
+  va, vb = metrics(two, 'validation'), metrics(one, 'validation')
+  assert [r['step'] for r in va] == [r['step'] for r in vb] and va
+  np.testing.assert_allclose([r['loss'] for r in va], [r['loss'] for r in vb], rtol=1e-4)
+  # Only process 0 writes the run's files; process 1 logs no progress lines of its own.
+  assert (two / 'config.json').exists() and (two / 'results.json').exists()
 
 
 @pytest.mark.slow
 def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
-    """Training continues from the 2-process checkpoint in a 1-process x 4-device run."""
-    config, two, _, logs = two_and_one
-    work = tmp_path / "continued"
-    subprocess.run(["cp", "-r", str(two), str(work)], check=True)
-    wait_ok(train(config, work, logs, processes=1, devices=4, tag="continue",
-                  overrides=["--config.num_steps=8"]), timeout=240)
-    assert "Resumed" in (logs / "continue.p0.err").read_text() and "from step 6" in \
-        (logs / "continue.p0.err").read_text()
-    steps = [r["step"] for r in metrics(work)]
-    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # 1-6 from the 2-process run, then 7-8 here
-    assert saved_steps(work)[-1] == 8
+  """Training continues from the 2-process checkpoint in a 1-process x 4-device run."""
+  config, two, _, logs = two_and_one
+  work = tmp_path / 'continued'
+  subprocess.run(['cp', '-r', str(two), str(work)], check=True)
+  wait_ok(
+      train(
+          config,
+          work,
+          logs,
+          processes=1,
+          devices=4,
+          tag='continue',
+          overrides=['--config.num_steps=8'],
+      ),
+      timeout=240,
+  )
+  assert (
+      'Resumed' in (logs / 'continue.p0.err').read_text()
+      and 'from step 6' in (logs / 'continue.p0.err').read_text()
+  )
+  steps = [r['step'] for r in metrics(work)]
+  assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # 1-6 from the 2-process run, then 7-8 here
+  assert saved_steps(work)[-1] == 8
 
 
 @pytest.mark.slow
 def test_load_for_inference_on_one_device(two_and_one, tmp_path):
-    """`load_for_inference` (evaluate CLI, analysis) reads a checkpoint written by 2 processes
-    x 2 devices in a plain 1-device process."""
-    _, two, _, _ = two_and_one
-    script = ("import sys, jax; from dxnet_jax.train import checkpoint as c; "
-              "m, v, cfg = c.load_for_inference(sys.argv[1], 'latest'); "
-              "print(sum(x.size for x in jax.tree.leaves(v['params'])))")
-    result = subprocess.run([sys.executable, "-c", script, str(two)], cwd=REPO, env=_env(1),
-                            capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert int(result.stdout.split()[-1]) > 0
+  """`load_for_inference` (evaluate CLI, analysis) reads a checkpoint written by 2 processes
+  x 2 devices in a plain 1-device process."""
+  _, two, _, _ = two_and_one
+  script = (
+      'import sys, jax; from dxnet_jax.train import checkpoint as c; '
+      "m, v, cfg = c.load_for_inference(sys.argv[1], 'latest'); "
+      "print(sum(x.size for x in jax.tree.leaves(v['params'])))"
+  )
+  result = subprocess.run(
+      [sys.executable, '-c', script, str(two)],
+      cwd=REPO,
+      env=_env(1),
+      capture_output=True,
+      text=True,
+      timeout=180,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert int(result.stdout.split()[-1]) > 0
 
 
 @pytest.mark.slow
 def test_killed_process_stops_the_run_and_a_restart_resumes(setup, tmp_path):
-    config, logs = setup / "tiny.py", tmp_path / "logs"
-    work = tmp_path / "killed"
-    long_run = ["--config.num_steps=100000", "--config.checkpoint_every_steps=5"]
-    procs = train(config, work, logs, processes=2, devices=2, tag="first", overrides=long_run)
-    try:
-        deadline = time.monotonic() + 240
-        while not [s for s in saved_steps(work) if s >= 10]:
-            for proc, _, err in procs:
-                if proc.poll() is not None:
-                    pytest.fail(f"trainer exited early ({proc.returncode}):\n{_tail(err)}")
-            if time.monotonic() > deadline:
-                pytest.fail("no checkpoint at step >= 10 within 240 s")
-            time.sleep(0.5)
-        (p0, _, err0), (p1, _, _) = procs
-        os.kill(p1.pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        try:
-            p0.wait(timeout=DETECTION_BOUND_S + 60)
-        except subprocess.TimeoutExpired:
-            pytest.fail("process 0 still running after process 1 was killed")
-        elapsed = time.monotonic() - t0
-    finally:
-        _kill_all(procs)
-    print(f"process 0 exited {elapsed:.1f} s after process 1 was killed (rc {p0.returncode})")
-    assert p0.returncode != 0
-    assert elapsed < DETECTION_BOUND_S
-    assert peer_death_reported(err0.read_text(errors="replace")), _tail(err0)
-
-    last = saved_steps(work)[-1]
-    assert last >= 10
+  config, logs = setup / 'tiny.py', tmp_path / 'logs'
+  work = tmp_path / 'killed'
+  long_run = ['--config.num_steps=100000', '--config.checkpoint_every_steps=5']
+  procs = train(config, work, logs, processes=2, devices=2, tag='first', overrides=long_run)
+  try:
+    deadline = time.monotonic() + 240
+    while not [s for s in saved_steps(work) if s >= 10]:
+      for proc, _, err in procs:
+        if proc.poll() is not None:
+          pytest.fail(f'trainer exited early ({proc.returncode}):\n{_tail(err)}')
+      if time.monotonic() > deadline:
+        pytest.fail('no checkpoint at step >= 10 within 240 s')
+      time.sleep(0.5)
+    (p0, _, err0), (p1, _, _) = procs
+    os.kill(p1.pid, signal.SIGKILL)
     t0 = time.monotonic()
-    wait_ok(train(config, work, logs, processes=2, devices=2, tag="restart",
-                  overrides=[f"--config.num_steps={last + 3}",
-                             "--config.checkpoint_every_steps=5"]), timeout=300)
-    print(f"restart from step {last}: {time.monotonic() - t0:.1f} s")
-    assert f"from step {last}" in (logs / "restart.p0.err").read_text()
-    steps = [r["step"] for r in metrics(work)]
-    assert steps[-3:] == [last + 1, last + 2, last + 3]
-    assert saved_steps(work)[-1] == last + 3
+    try:
+      p0.wait(timeout=DETECTION_BOUND_S + 60)
+    except subprocess.TimeoutExpired:
+      pytest.fail('process 0 still running after process 1 was killed')
+    elapsed = time.monotonic() - t0
+  finally:
+    _kill_all(procs)
+  print(f'process 0 exited {elapsed:.1f} s after process 1 was killed (rc {p0.returncode})')
+  assert p0.returncode != 0
+  assert elapsed < DETECTION_BOUND_S
+  assert peer_death_reported(err0.read_text(errors='replace')), _tail(err0)
+
+  last = saved_steps(work)[-1]
+  assert last >= 10
+  t0 = time.monotonic()
+  wait_ok(
+      train(
+          config,
+          work,
+          logs,
+          processes=2,
+          devices=2,
+          tag='restart',
+          overrides=[f'--config.num_steps={last + 3}', '--config.checkpoint_every_steps=5'],
+      ),
+      timeout=300,
+  )
+  print(f'restart from step {last}: {time.monotonic() - t0:.1f} s')
+  assert f'from step {last}' in (logs / 'restart.p0.err').read_text()
+  steps = [r['step'] for r in metrics(work)]
+  assert steps[-3:] == [last + 1, last + 2, last + 3]
+  assert saved_steps(work)[-1] == last + 3
 
 
 # --------------------------------------------------------------------------- inspector
 
 
 def _inspect_main(workdir: str, out: str) -> None:
-    """Restore the latest checkpoint onto this process's one device and save it as npz."""
-    import jax
+  """Restore the latest checkpoint onto this process's one device and save it as npz."""
+  import jax
 
-    from dxnet_jax import models
-    from dxnet_jax.train import checkpoint as ckpt_lib
-    from dxnet_jax.train import optim as optim_lib
-    from dxnet_jax.train.state import create_train_state
+  from dxnet_jax import models
+  from dxnet_jax.train import checkpoint as ckpt_lib
+  from dxnet_jax.train import optim as optim_lib
+  from dxnet_jax.train.state import create_train_state
 
-    config = ckpt_lib.load_config(workdir)
-    model = models.create(config.model)
-    tx = optim_lib.make_optimizer(config.optim, total_steps=1)
-    shape = (1,) + tuple(config.input_shape)
-    abstract = jax.eval_shape(lambda: create_train_state(model, tx, shape, 0))
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    checkpoints = ckpt_lib.Checkpoints(workdir, async_save=False)
-    state, _ = checkpoints.restore(
-        ckpt_lib.LATEST, ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: one, abstract)))
-    checkpoints.close()
-    flat = {"step": np.asarray(state.step)}
-    for name in ("params", "batch_stats", "opt_state"):
-        for path, leaf in jax.tree_util.tree_leaves_with_path(getattr(state, name)):
-            flat[name + "/" + jax.tree_util.keystr(path)] = np.asarray(leaf)
-    np.savez(out, **flat)
+  config = ckpt_lib.load_config(workdir)
+  model = models.create(config.model)
+  tx = optim_lib.make_optimizer(config.optim, total_steps=1)
+  shape = (1,) + tuple(config.input_shape)
+  abstract = jax.eval_shape(lambda: create_train_state(model, tx, shape, 0))
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  checkpoints = ckpt_lib.Checkpoints(workdir, async_save=False)
+  state, _ = checkpoints.restore(
+      ckpt_lib.LATEST, ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: one, abstract))
+  )
+  checkpoints.close()
+  flat = {'step': np.asarray(state.step)}
+  for name in ('params', 'batch_stats', 'opt_state'):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(getattr(state, name)):
+      flat[name + '/' + jax.tree_util.keystr(path)] = np.asarray(leaf)
+  np.savez(out, **flat)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "inspect":
-        sys.exit("usage: test_multiprocess_training.py inspect WORKDIR OUT.npz")
-    _inspect_main(sys.argv[2], sys.argv[3])
+if __name__ == '__main__':
+  if len(sys.argv) != 4 or sys.argv[1] != 'inspect':
+    sys.exit('usage: test_multiprocess_training.py inspect WORKDIR OUT.npz')
+  _inspect_main(sys.argv[2], sys.argv[3])

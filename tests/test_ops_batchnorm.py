@@ -1,4 +1,5 @@
 """The fused BatchNorm+ReLU equals flax's BatchNorm followed by ReLU: values, gradients, stats."""
+
 import functools
 
 import flax.linen as nn
@@ -7,8 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dxnet_jax.ops.batchnorm import (BatchNormReLU, batch_norm_relu, batch_norm_relu_given_stats,
-                                     channel_stats)
+from dxnet_jax.ops.batchnorm import (
+    BatchNormReLU,
+    batch_norm_relu,
+    batch_norm_relu_given_stats,
+    channel_stats,
+)
 
 
 class _Reference(nn.Module):
@@ -16,8 +21,11 @@ class _Reference(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.relu(nn.BatchNorm(use_running_average=self.use_running_average, momentum=0.9,
-                                epsilon=1e-5, name='bn')(x))
+    return nn.relu(
+        nn.BatchNorm(
+            use_running_average=self.use_running_average, momentum=0.9, epsilon=1e-5, name='bn'
+        )(x)
+    )
 
 
 class _Fused(nn.Module):
@@ -25,8 +33,9 @@ class _Fused(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return BatchNormReLU(use_running_average=self.use_running_average, momentum=0.9,
-                         epsilon=1e-5, name='bn')(x)
+    return BatchNormReLU(
+        use_running_average=self.use_running_average, momentum=0.9, epsilon=1e-5, name='bn'
+    )(x)
 
 
 def _inputs(shape=(4, 6, 5, 7), seed=0):
@@ -58,22 +67,26 @@ def test_training_values_gradients_and_running_stats_match(shape):
   variables = _variables(x, scale, bias)
 
   def loss(module, params, x):
-    y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
-                              mutable=['batch_stats'])
+    y, updates = module.apply(
+        {'params': params, 'batch_stats': variables['batch_stats']}, x, mutable=['batch_stats']
+    )
     return jnp.sum(y * upstream), (y, updates['batch_stats'])
 
   results = {}
   for name, module in (('ref', _Reference()), ('fused', _Fused())):
-    (_, aux), grads = jax.value_and_grad(functools.partial(loss, module), argnums=(0, 1),
-                                         has_aux=True)(variables['params'], x)
+    (_, aux), grads = jax.value_and_grad(
+        functools.partial(loss, module), argnums=(0, 1), has_aux=True
+    )(variables['params'], x)
     results[name] = aux, grads
   (y_ref, stats_ref), grads_ref = results['ref']
   (y_fused, stats_fused), grads_fused = results['fused']
   np.testing.assert_allclose(y_fused, y_ref, rtol=1e-5, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-               stats_fused, stats_ref)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
-               grads_fused, grads_ref)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), stats_fused, stats_ref
+  )
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads_fused, grads_ref
+  )
   # The ReLU must actually cut something for the mask path to be tested.
   assert 0 < float(jnp.mean(y_ref == 0)) < 1
 
@@ -81,7 +94,7 @@ def test_training_values_gradients_and_running_stats_match(shape):
 def test_eval_mode_uses_running_statistics():
   x, scale, bias, _ = _inputs()
   variables = _variables(x, scale, bias)
-  variables['batch_stats']['bn'] = {'mean': jnp.linspace(-1, 1, 7), 'var': jnp.linspace(.5, 2, 7)}
+  variables['batch_stats']['bn'] = {'mean': jnp.linspace(-1, 1, 7), 'var': jnp.linspace(0.5, 2, 7)}
   y_ref = _Reference(use_running_average=True).apply(variables, x)
   y_fused = _Fused(use_running_average=True).apply(variables, x)
   np.testing.assert_allclose(y_fused, y_ref, rtol=1e-5, atol=1e-5)
@@ -94,7 +107,8 @@ def test_bfloat16_input_keeps_dtype_and_matches_float32():
   assert y16.dtype == jnp.bfloat16 and mean.dtype == var.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(y16, np.float32), y32, rtol=2e-2, atol=2e-2)
   g16 = jax.grad(lambda x: jnp.sum(batch_norm_relu(x, scale, bias, 1e-5)[0] * upstream))(
-      x.astype(jnp.bfloat16))
+      x.astype(jnp.bfloat16)
+  )
   g32 = jax.grad(lambda x: jnp.sum(batch_norm_relu(x, scale, bias, 1e-5)[0] * upstream))(x)
   assert g16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(g16, np.float32), g32, rtol=5e-2, atol=5e-2)
@@ -121,8 +135,9 @@ def test_axis_name_statistics_and_gradients_equal_one_big_batch(op):
     return jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
 
   dx, dscale, dbias = jax.vmap(local, axis_name='batch')(xs, us)
-  ref = jax.grad(lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream),
-                 argnums=(0, 1, 2))(x, scale, bias)
+  ref = jax.grad(
+      lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream), argnums=(0, 1, 2)
+  )(x, scale, bias)
   np.testing.assert_allclose(dx.reshape(x.shape), ref[0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(dscale.sum(0), ref[1], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(dbias.sum(0), ref[2], rtol=1e-4, atol=1e-5)
@@ -134,8 +149,9 @@ def test_given_statistics_values_and_gradients_equal_the_fused_op(shape):
   x, scale, bias, upstream = _inputs(shape)
   loss_given = lambda x, s, b: jnp.sum(_given_stats(x, s, b) * upstream)
   loss_fused = lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream)
-  np.testing.assert_allclose(_given_stats(x, scale, bias),
-                             batch_norm_relu(x, scale, bias, 1e-5)[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      _given_stats(x, scale, bias), batch_norm_relu(x, scale, bias, 1e-5)[0], rtol=1e-5, atol=1e-6
+  )
   got = jax.grad(loss_given, argnums=(0, 1, 2))(x, scale, bias)
   want = jax.grad(loss_fused, argnums=(0, 1, 2))(x, scale, bias)
   for g, w in zip(got, want):
@@ -154,8 +170,9 @@ def test_statistics_of_pieces_serve_their_concatenation():
     return jnp.sum(y * upstream)
 
   got = jax.grad(loss_pieces, argnums=(0, 1, 2, 3))(*pieces, scale, bias)
-  want = jax.grad(lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream),
-                  argnums=(0, 1, 2))(x, scale, bias)
+  want = jax.grad(
+      lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream), argnums=(0, 1, 2)
+  )(x, scale, bias)
   np.testing.assert_allclose(jnp.concatenate(got[:2], -1), want[0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got[2], want[1], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got[3], want[2], rtol=1e-4, atol=1e-5)

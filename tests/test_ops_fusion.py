@@ -1,5 +1,6 @@
 """ops.fusion: same values and gradients, and XLA computes a value (or gradient) once for its many
 readers."""
+
 import re
 
 import jax
@@ -36,8 +37,9 @@ def test_gradient_materialized_is_the_identity_to_every_derivative_order():
 def _backward_fusion_operand_counts(hlo_text: str, keep) -> list:
   """Operands of each backward-pass fusion whose source path satisfies `keep(path)`."""
   counts = []
-  for m in re.finditer(r'^\s*%?\S+ = \S+ fusion\((.*?)\), kind=.*?op_name="([^"]*)"', hlo_text,
-                       re.M):
+  for m in re.finditer(
+      r'^\s*%?\S+ = \S+ fusion\((.*?)\), kind=.*?op_name="([^"]*)"', hlo_text, re.M
+  ):
     operands, path = m.groups()
     if 'transpose(' in path and keep(path):
       counts.append(operands.count('%'))
@@ -50,8 +52,12 @@ def _gradient_hlo(model) -> str:
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), x, train=False))()
 
   def loss(params):
-    logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
-                            train=True, mutable=['batch_stats'])
+    logits, _ = model.apply(
+        {'params': params, 'batch_stats': variables['batch_stats']},
+        x,
+        train=True,
+        mutable=['batch_stats'],
+    )
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   return jax.jit(jax.grad(loss)).lower(variables['params']).compile().as_text()

@@ -1,4 +1,5 @@
 """The native XLA:CPU convolutions equal XLA's, in every derivative; the build degrades cleanly."""
+
 import os
 import pathlib
 import platform
@@ -13,19 +14,26 @@ import pytest
 from dxnet_jax import models
 from dxnet_jax.ops import depthwise, native_build, native_conv, pointwise, spatial
 
-pytestmark = pytest.mark.skipif(not native_build.available(),
-                                reason=f'no native kernels: {native_build.unavailable_reason()}')
+pytestmark = pytest.mark.skipif(
+    not native_build.available(), reason=f'no native kernels: {native_build.unavailable_reason()}'
+)
 
 
 def _lax_dense(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 def _lax_depthwise(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                      feature_group_count=x.shape[-1])
+  return jax.lax.conv_general_dilated(
+      x,
+      kernel,
+      (1, 1),
+      'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=x.shape[-1],
+  )
 
 
 def _random(shape, seed):
@@ -45,41 +53,65 @@ def _assert_value_and_grads_match(ours, ref, x, kernel, tol=1e-5):
 # Channel counts below, at and above a vector (4, 8 or 16 floats by CPU) and several vector
 # blocks (50); maps narrower than the register tile, wider than it with a remainder, and smaller
 # than the window; the CIFAR dense layer's 48 -> 12 shape.
-@pytest.mark.parametrize('shape,k,cout', [
-    ((2, 7, 9, 5), 3, 12), ((2, 5, 4, 12), 3, 48), ((1, 3, 2, 3), 5, 17), ((2, 1, 1, 4), 3, 2),
-    ((3, 8, 11, 48), 3, 12), ((2, 6, 11, 20), 1, 50), ((1, 4, 19, 6), 9, 7)])
+@pytest.mark.parametrize(
+    'shape,k,cout',
+    [
+        ((2, 7, 9, 5), 3, 12),
+        ((2, 5, 4, 12), 3, 48),
+        ((1, 3, 2, 3), 5, 17),
+        ((2, 1, 1, 4), 3, 2),
+        ((3, 8, 11, 48), 3, 12),
+        ((2, 6, 11, 20), 1, 50),
+        ((1, 4, 19, 6), 9, 7),
+    ],
+)
 def test_dense_convolution_matches_xla(shape, k, cout):
   x, kernel = _random(shape, 0), _random((k, k, shape[-1], cout), 1)
   _assert_value_and_grads_match(jax.jit(native_conv.conv2d_native), _lax_dense, x, kernel)
 
 
-@pytest.mark.parametrize('shape,ksize', [
-    ((2, 7, 9, 5), (9, 9)), ((2, 5, 4, 12), (3, 3)), ((1, 3, 2, 17), (5, 7)),
-    ((2, 1, 1, 4), (3, 3)), ((3, 8, 8, 12), (9, 9)), ((2, 6, 11, 33), (1, 11)),
-    ((2, 20, 21, 24), (9, 9))])
+@pytest.mark.parametrize(
+    'shape,ksize',
+    [
+        ((2, 7, 9, 5), (9, 9)),
+        ((2, 5, 4, 12), (3, 3)),
+        ((1, 3, 2, 17), (5, 7)),
+        ((2, 1, 1, 4), (3, 3)),
+        ((3, 8, 8, 12), (9, 9)),
+        ((2, 6, 11, 33), (1, 11)),
+        ((2, 20, 21, 24), (9, 9)),
+    ],
+)
 def test_depthwise_convolution_matches_xla(shape, ksize):
   x, kernel = _random(shape, 0), _random((*ksize, 1, shape[-1]), 1)
-  _assert_value_and_grads_match(jax.jit(native_conv.depthwise_conv2d_native), _lax_depthwise,
-                                x, kernel)
+  _assert_value_and_grads_match(
+      jax.jit(native_conv.depthwise_conv2d_native), _lax_depthwise, x, kernel
+  )
 
 
 def test_kernel_gradients_are_bitwise_repeatable():
   # Partial sums are added in a fixed order whatever thread ran them: a resumed training run
   # must repeat an uninterrupted one exactly (tests/test_train.py).
   x, g = _random((16, 16, 16, 24), 0), _random((16, 16, 16, 12), 1)
-  dense = jax.jit(lambda x, g: jax.vjp(native_conv.conv2d_native, x,
-                                       jnp.ones((3, 3, 24, 12)))[1](g)[1])
-  depthwise_grad = jax.jit(lambda x: jax.vjp(native_conv.depthwise_conv2d_native, x,
-                                             jnp.ones((9, 9, 1, 24)))[1](x)[1])
+  dense = jax.jit(
+      lambda x, g: jax.vjp(native_conv.conv2d_native, x, jnp.ones((3, 3, 24, 12)))[1](g)[1]
+  )
+  depthwise_grad = jax.jit(
+      lambda x: jax.vjp(native_conv.depthwise_conv2d_native, x, jnp.ones((9, 9, 1, 24)))[1](x)[1]
+  )
   for f, args in ((dense, (x, g)), (depthwise_grad, (x,))):
     first = np.asarray(f(*args))
     for _ in range(5):
       np.testing.assert_array_equal(np.asarray(f(*args)), first)
 
 
-@pytest.mark.parametrize('ours,ref,kernel_shape', [
-    (native_conv.conv2d_native, _lax_dense, (3, 3, 3, 2)),
-    (native_conv.depthwise_conv2d_native, _lax_depthwise, (5, 5, 1, 3))])
+@pytest.mark.parametrize(
+    'ours,ref,kernel_shape',
+    [
+        (native_conv.conv2d_native, _lax_dense, (3, 3, 3, 2)),
+        (native_conv.depthwise_conv2d_native, _lax_depthwise, (5, 5, 1, 3)),
+    ],
+)
 def test_second_derivatives_match_xla(ours, ref, kernel_shape):
   # The flatness analysis takes Hessian-vector products (forward over reverse); reverse over
   # reverse must work too.
@@ -89,8 +121,10 @@ def test_second_derivatives_match_xla(ours, ref, kernel_shape):
   def loss(conv):
     return lambda k: jnp.sum(jnp.sin(conv(x, k)))
 
-  for f in (lambda conv: jax.jvp(jax.grad(loss(conv)), (kernel,), (v,))[1],
-            lambda conv: jax.grad(lambda k: jnp.vdot(jax.grad(loss(conv))(k), v))(kernel)):
+  for f in (
+      lambda conv: jax.jvp(jax.grad(loss(conv)), (kernel,), (v,))[1],
+      lambda conv: jax.grad(lambda k: jnp.vdot(jax.grad(loss(conv))(k), v))(kernel),
+  ):
     np.testing.assert_allclose(f(ours), f(ref), rtol=1e-4, atol=1e-4)
 
 
@@ -98,8 +132,9 @@ def test_vmap_and_half_precision_inputs():
   x, kernel = _random((3, 5, 5, 4), 0), _random((3, 3, 4, 2), 1)
   batched = jax.vmap(native_conv.conv2d_native, (0, None))(x[:, None], kernel)[:, 0]
   np.testing.assert_allclose(batched, _lax_dense(x, kernel), rtol=1e-5, atol=1e-5)
-  y = native_conv.depthwise_conv2d_native(x.astype(jnp.bfloat16),
-                                          _random((3, 3, 1, 4), 2).astype(jnp.bfloat16))
+  y = native_conv.depthwise_conv2d_native(
+      x.astype(jnp.bfloat16), _random((3, 3, 1, 4), 2).astype(jnp.bfloat16)
+  )
   assert y.dtype == jnp.bfloat16
   with pytest.raises(ValueError, match='takes'):
     native_conv.conv2d_native(x.astype(jnp.int32), kernel.astype(jnp.int32))
@@ -125,8 +160,9 @@ def test_auto_takes_the_native_kernels_on_the_cpu():
   assert depthwise.default_impl('cpu') == 'native' and depthwise.default_impl('gpu') == 'fft'
   x, kernel = _random((1, 6, 6, 2), 0), _random((3, 13, 1, 2), 1)
   # A width the kernel is not built for falls back to 'fft' under 'auto'.
-  np.testing.assert_allclose(depthwise.depthwise_conv2d(x, kernel),
-                             depthwise.depthwise_conv2d(x, kernel, 'fft'), rtol=1e-6)
+  np.testing.assert_allclose(
+      depthwise.depthwise_conv2d(x, kernel), depthwise.depthwise_conv2d(x, kernel, 'fft'), rtol=1e-6
+  )
   model = models.create('dxnet_k12_12', blocks=(1, 1, 1), growth_rate=4)
   v = models.init_variables(model, (2, 16, 16, 3))
   hlo = jax.jit(lambda v, x: model.apply(v, x)).lower(v, jnp.zeros((2, 16, 16, 3))).as_text()
@@ -194,7 +230,7 @@ def test_builds_once_into_the_cache_and_reports_compiler_errors(tmp_path, monkey
   assert [p.name for p in (tmp_path / 'cache').iterdir()] == [library.name]
 
 
-_OTHER_CPU_CHECK = '''
+_OTHER_CPU_CHECK = """
 import jax, jax.numpy as jnp
 from dxnet_jax.ops import native_build, native_conv
 assert native_build.available(), native_build.unavailable_reason()
@@ -211,20 +247,30 @@ depthwise = lambda x, k: jax.lax.conv_general_dilated(
 print(max(err(native_conv.conv2d_native, dense, r((2, 9, 13, 20), 0), r((3, 3, 20, 13), 1)),
           err(native_conv.depthwise_conv2d_native, depthwise, r((2, 9, 13, 13), 0),
               r((9, 9, 1, 13), 1))))
-'''
+"""
 
 
 @pytest.mark.skipif(platform.machine() != 'x86_64', reason='x86-64 targets')
 @pytest.mark.parametrize('march', ['x86-64-v3', 'x86-64'])  # AVX2 (8 floats), SSE2 (4 floats)
 def test_builds_for_older_cpus_compute_the_same(march, tmp_path):
   # CI and users' machines may lack this machine's AVX-512: each vector width is its own code.
-  env = {**os.environ, 'DXNET_JAX_NATIVE_MARCH': march,
-         'DXNET_JAX_NATIVE_CACHE': str(tmp_path), 'JAX_PLATFORMS': 'cpu'}
-  out = subprocess.run([sys.executable, '-c', _OTHER_CPU_CHECK], env=env, capture_output=True,
-                       text=True, timeout=300, check=False)
+  env = {
+      **os.environ,
+      'DXNET_JAX_NATIVE_MARCH': march,
+      'DXNET_JAX_NATIVE_CACHE': str(tmp_path),
+      'JAX_PLATFORMS': 'cpu',
+  }
+  out = subprocess.run(
+      [sys.executable, '-c', _OTHER_CPU_CHECK],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert float(out.stdout.split()[-1]) < 1e-5
-  library, = tmp_path.glob('*.so')
+  (library,) = tmp_path.glob('*.so')
   avx512 = subprocess.run(['objdump', '-d', str(library)], capture_output=True, text=True).stdout
   assert '%zmm' not in avx512
 
@@ -236,11 +282,15 @@ def test_pointwise_convolutions_take_the_native_kernel_with_the_same_results():
   assert 'dxnet_conv2d' in jax.jit(module.apply).lower(params, x).as_text()
   loss = lambda m, p: jnp.sum(jnp.sin(m.apply(p, x)))
   reference = pointwise.PointwiseConv(12, impl='matmul')
-  for a, b in zip(jax.tree.leaves(jax.value_and_grad(loss, 1)(module, params)),
-                  jax.tree.leaves(jax.value_and_grad(loss, 1)(reference, params))):
+  for a, b in zip(
+      jax.tree.leaves(jax.value_and_grad(loss, 1)(module, params)),
+      jax.tree.leaves(jax.value_and_grad(loss, 1)(reference, params)),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   # One output channel stays with the matmul form (measured faster), and bad impls are errors.
-  assert 'dxnet_conv2d' not in jax.jit(pointwise.PointwiseConv(1).init).lower(
-      jax.random.PRNGKey(0), x).as_text()
+  assert (
+      'dxnet_conv2d'
+      not in jax.jit(pointwise.PointwiseConv(1).init).lower(jax.random.PRNGKey(0), x).as_text()
+  )
   with pytest.raises(ValueError, match='impl must be one of'):
     pointwise.pointwise(x, params['params']['kernel'], 'fft')

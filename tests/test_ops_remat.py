@@ -1,4 +1,5 @@
 """ordered_remat / tied_checkpoint: same values and gradients as no remat, and less memory."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ def test_tied_checkpoint_matches_plain_function_with_static_and_integer_argument
   def f(w, x, key, square):
     noise = jax.random.normal(key, (x.shape[0], w.shape[1]))
     y = jnp.tanh(x @ w) + 0.1 * noise
-    return y ** 2 if square else y
+    return y**2 if square else y
 
   w = jax.random.normal(jax.random.key(0), (5, 3))
   x = jax.random.normal(jax.random.key(1), (4, 5))
@@ -46,12 +47,18 @@ def test_ordered_remat_module_keeps_variables_updates_and_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   plain, remat = _Layer(), ordered_remat(_Layer, static_argnums=2)()
   variables = plain.init(jax.random.key(1), x, False)
-  assert (jax.tree.structure(remat.init(jax.random.key(1), x, False))
-          == jax.tree.structure(variables))
+  assert jax.tree.structure(remat.init(jax.random.key(1), x, False)) == jax.tree.structure(
+      variables
+  )
 
   def loss(params, model):
-    y, updates = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'],
-                             rngs={'dropout': jax.random.key(7)})
+    y, updates = model.apply(
+        {**variables, 'params': params},
+        x,
+        True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(7)},
+    )
     return jnp.mean(jnp.square(y)), updates
 
   grad = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
@@ -64,6 +71,7 @@ def test_ordered_remat_module_keeps_variables_updates_and_gradients():
 def _block_step_temp_bytes(remat_cls, monkeypatch, remat=True):
   """Temporary memory of a compiled forward+backward pass through an 8-layer dense block."""
   import dxnet_jax.models.densenet as densenet  # pylint: disable=g-import-not-at-top
+
   monkeypatch.setattr(densenet, 'ordered_remat', remat_cls)
   block = DenseBlock(8, dict(growth_rate=12), remat=remat)
   x = jnp.ones((16, 16, 16, 24))
@@ -83,10 +91,13 @@ def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not(monkeypatch):
   no_remat = lambda cls, static_argnums, sync=None: cls
   plain = _block_step_temp_bytes(no_remat, monkeypatch)
   flax_remat = _block_step_temp_bytes(
-      lambda cls, static_argnums, sync: nn.remat(cls, static_argnums=static_argnums), monkeypatch)
+      lambda cls, static_argnums, sync: nn.remat(cls, static_argnums=static_argnums), monkeypatch
+  )
   ordered = _block_step_temp_bytes(ordered_remat, monkeypatch)
-  print(f'temp MiB: no remat {plain / 2**20:.1f}, nn.remat {flax_remat / 2**20:.1f}, '
-        f'ordered_remat {ordered / 2**20:.1f}')
+  print(
+      f'temp MiB: no remat {plain / 2**20:.1f}, nn.remat {flax_remat / 2**20:.1f}, '
+      f'ordered_remat {ordered / 2**20:.1f}'
+  )
   assert ordered < 0.6 * plain
   assert ordered < 0.6 * flax_remat
 
@@ -96,14 +107,15 @@ def test_ordered_remat_under_pmap_with_synchronised_batch_norm():
   x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 6))  # [devices, batch, H, W, C]
   kwargs = dict(growth_rate=4, bn_axis_name='batch')
   plain, remat = DenseBlock(3, kwargs), DenseBlock(3, kwargs, remat=True)
-  variables = jax.pmap(lambda x: plain.init(jax.random.key(1), x, False),
-                       axis_name='batch')(x)
+  variables = jax.pmap(lambda x: plain.init(jax.random.key(1), x, False), axis_name='batch')(x)
 
   def grads(model):
     def loss(params, batch_stats, x):
-      y, _ = model.apply({'params': params, 'batch_stats': batch_stats}, x, True,
-                         mutable=['batch_stats'])
+      y, _ = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, x, True, mutable=['batch_stats']
+      )
       return jnp.mean(jnp.square(y))
+
     step = lambda v, x: jax.lax.pmean(jax.grad(loss)(v['params'], v['batch_stats'], x), 'batch')
     return jax.pmap(step, axis_name='batch')(variables, x)
 
@@ -129,7 +141,8 @@ def test_barrier_sync_also_lowers_peak_memory(monkeypatch):
   plain = _block_step_temp_bytes(no_remat, monkeypatch)
   barrier = _block_step_temp_bytes(
       lambda cls, static_argnums, sync: ordered_remat(cls, static_argnums, sync='barrier'),
-      monkeypatch)
+      monkeypatch,
+  )
   print(f'temp MiB: no remat {plain / 2**20:.1f}, barrier {barrier / 2**20:.1f}')
   assert barrier < 0.8 * plain
 
@@ -139,8 +152,10 @@ def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode(monkeypat
   plain = _block_step_temp_bytes(ordered_remat, monkeypatch, remat=False)
   speed = _block_step_temp_bytes(ordered_remat, monkeypatch, remat='speed')
   memory = _block_step_temp_bytes(ordered_remat, monkeypatch, remat='memory')
-  print(f'temp MiB: no remat {plain / 2**20:.1f}, speed {speed / 2**20:.1f}, '
-        f'memory {memory / 2**20:.1f}')
+  print(
+      f'temp MiB: no remat {plain / 2**20:.1f}, speed {speed / 2**20:.1f}, '
+      f'memory {memory / 2**20:.1f}'
+  )
   assert speed < 0.7 * plain
   assert memory < speed
 
@@ -155,6 +170,7 @@ def test_dense_block_remat_modes_give_the_same_gradients(mode):
     def loss(params):
       y, _ = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
       return jnp.mean(jnp.square(y))
+
     return jax.jit(jax.grad(loss))(variables['params'])
 
   _assert_trees_close(grads(plain), grads(remat))

@@ -1,4 +1,5 @@
 """XLA flag helper: string form, environment update, and a compile with the options."""
+
 import subprocess
 import sys
 
@@ -20,10 +21,12 @@ def test_set_after_initialisation_raises():
 
 
 def test_set_before_initialisation_in_a_fresh_process():
-  code = ('import os; os.environ["XLA_FLAGS"] = "--xla_cpu_scheduler_type=X --xla_cpu_ftz=true"\n'
-          'from dxnet_jax.ops import xla_flags\n'
-          'print(xla_flags.set_xla_flags(xla_flags.MEMORY_OPTIMIZED_SCHEDULER))\n'
-          'import jax.numpy as jnp; print(float(jnp.ones(3).sum()))')
+  code = (
+      'import os; os.environ["XLA_FLAGS"] = "--xla_cpu_scheduler_type=X --xla_cpu_ftz=true"\n'
+      'from dxnet_jax.ops import xla_flags\n'
+      'print(xla_flags.set_xla_flags(xla_flags.MEMORY_OPTIMIZED_SCHEDULER))\n'
+      'import jax.numpy as jnp; print(float(jnp.ones(3).sum()))'
+  )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   flags, total = out.stdout.split('\n')[:2]
   assert flags == '--xla_cpu_ftz=true --xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'

@@ -30,8 +30,9 @@ def test_every_task_has_a_shipped_model():
 @pytest.mark.parametrize('name', NAMES)
 def test_manifest_records_command_budget_and_numbers(name):
   info = pretrained.manifest(name)
-  assert info['command'].startswith(('python -m dxnet_jax.main --config configs/',
-                                     'python launch/timeboxed.py '))
+  assert info['command'].startswith(
+      ('python -m dxnet_jax.main --config configs/', 'python launch/timeboxed.py ')
+  )
   configs = re.findall(r'configs/[\w/]+\.py', info['command'])
   assert configs and all((REPO / c).is_file() for c in configs), configs
   assert info['wall_seconds'] > 0 and info['results']['steps'] > 0
@@ -41,12 +42,16 @@ def test_manifest_records_command_budget_and_numbers(name):
 @pytest.mark.parametrize('name', NAMES)
 def test_load_gives_variables_matching_the_model(name):
   model, variables, config = pretrained.load(name)
-  abstract = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), np.zeros((1,) + tuple(config.input_shape), np.float32), train=False))
+  abstract = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), np.zeros((1,) + tuple(config.input_shape), np.float32), train=False
+      )
+  )
   want = jax.tree.map(lambda x: x.shape, {k: abstract[k] for k in variables})
   assert jax.tree.map(np.shape, variables) == want
   assert pretrained.manifest(name)['parameters'] == sum(
-      x.size for x in jax.tree.leaves(variables['params']))
+      x.size for x in jax.tree.leaves(variables['params'])
+  )
 
 
 def test_denoiser_beats_the_noisy_input_on_a_real_crop():
@@ -71,8 +76,9 @@ def test_sr_and_classifier_shapes():
 
 
 def test_unknown_name_lists_the_available_ones():
-  with pytest.raises(ValueError, match=r"Unknown pretrained model 'nope'.*Available: .*" +
-                     NAMES[0]):
+  with pytest.raises(
+      ValueError, match=r"Unknown pretrained model 'nope'.*Available: .*" + NAMES[0]
+  ):
     pretrained.load('nope')
 
 
@@ -102,8 +108,13 @@ def test_cifar_classifiers_beat_chance_on_held_out_images():
   """The last images of each class folder were held out of training (the run's validation)."""
   root = paths.data_root() / 'cifar10' / 'train'
   classes = sorted(p.name for p in root.iterdir())
-  images = np.stack([np.asarray(Image.open(root / c / f'{j:04d}.jpg').convert('RGB'))
-                     for c in classes for j in range(4980, 5000)]).astype(np.float32)
+  images = np.stack(
+      [
+          np.asarray(Image.open(root / c / f'{j:04d}.jpg').convert('RGB'))
+          for c in classes
+          for j in range(4980, 5000)
+      ]
+  ).astype(np.float32)
   labels = np.repeat(np.arange(len(classes)), 20)
   for name in (n for n in NAMES if pretrained.manifest(n)['task'] == 'classification'):
     model, variables, config = pretrained.load(name)

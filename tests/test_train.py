@@ -25,7 +25,7 @@ from dxnet_jax.train import checks
 
 REPO = Path(__file__).resolve().parents[1]
 
-CONFIG_FILE = '''\
+CONFIG_FILE = """\
 import os
 
 from dxnet_jax.train import defaults
@@ -49,7 +49,7 @@ def get_config():
   config.async_checkpoints = False
   config.optim = defaults.optim_config('adam', learning_rate=1e-3)
   return config
-'''
+"""
 
 
 @pytest.fixture(scope='module')
@@ -104,8 +104,9 @@ def test_a_run_writes_its_outputs(reference):
   assert {'loss', 'psnr', 'learning_rate', 'images_per_second'} <= set(records[0])
   assert any(r['split'] == 'validation' for r in records)
   # keep the last 3 latest checkpoints, and the best one separately
-  assert sorted(int(p.name) for p in (workdir / 'checkpoints/latest').iterdir()
-                if p.name.isdigit()) == [7, 8, 9]
+  assert sorted(
+      int(p.name) for p in (workdir / 'checkpoints/latest').iterdir() if p.name.isdigit()
+  ) == [7, 8, 9]
   assert len([p for p in (workdir / 'checkpoints/best').iterdir() if p.name.isdigit()]) == 1
   assert results['steps'] == 9 and results['best_validation']['metric'] == 'psnr'
 
@@ -119,9 +120,20 @@ def test_stopping_and_resuming_matches_an_uninterrupted_run(project, reference, 
 def _main(project, workdir, *flags):
   env = dict(os.environ, PYTHONUNBUFFERED='1')
   return subprocess.Popen(
-      [sys.executable, '-m', 'dxnet_jax.main', f'--config={project / "tiny.py"}',
-       f'--workdir={workdir}', *flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+      [
+          sys.executable,
+          '-m',
+          'dxnet_jax.main',
+          f'--config={project / "tiny.py"}',
+          f'--workdir={workdir}',
+          *flags,
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
 
 
 def _saved_steps(workdir):
@@ -145,7 +157,8 @@ def _wait_for_checkpoint(proc, workdir, after, timeout=240):
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_restart_ends_like_an_uninterrupted_run(
-    project, reference, tmp_path):
+    project, reference, tmp_path
+):
   rng = random.Random(0)
   last, kills = 0, 0
   for _ in range(2):
@@ -185,18 +198,19 @@ def test_sigterm_saves_and_exits_then_the_run_resumes(project, reference, tmp_pa
 
 
 @pytest.mark.slow
-def test_cpu_devices_flag_trains_data_parallel_to_the_same_parameters(project, reference,
-                                                                       tmp_path):
+def test_cpu_devices_flag_trains_data_parallel_to_the_same_parameters(project, reference, tmp_path):
   proc = _main(project, tmp_path, '--cpu_devices=2')
   out = proc.communicate(timeout=300)[0]
   assert proc.returncode == 0, out[-3000:]
   assert '2 local / 2 global devices (cpu)' in out
+
   # The global batch split over two devices: the same steps up to float summation order. Losses
   # step by step, then parameters (conv biases that feed a BatchNorm get pure rounding noise as
   # gradient, which Adam scales up to a step of its own, hence the absolute tolerance).
   def train_losses(workdir):
     records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
     return [r['loss'] for r in records if r['split'] == 'train']
+
   np.testing.assert_allclose(train_losses(tmp_path), train_losses(reference[0]), rtol=1e-4)
   assert_trees_equal(final_params(tmp_path), final_params(reference[0]), rtol=1e-3, atol=1e-4)
 
@@ -213,8 +227,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(pr
   train.train_and_evaluate(tiny_config(project, num_steps=3), str(tmp_path))
   before = {p.name: p.stat().st_mtime for p in (tmp_path / 'checkpoints/latest').iterdir()}
   bad = tiny_config(project, **{'optim.learning_rate': float('inf')})
-  with pytest.raises(FloatingPointError,
-                     match=r'diverged at step 4.*update_norm is (nan|inf).*step 3'):
+  with pytest.raises(
+      FloatingPointError, match=r'diverged at step 4.*update_norm is (nan|inf).*step 3'
+  ):
     train.train_and_evaluate(bad, str(tmp_path))
   after = {p.name: p.stat().st_mtime for p in (tmp_path / 'checkpoints/latest').iterdir()}
   assert after == before
@@ -232,15 +247,18 @@ def test_a_workdir_of_another_model_is_refused_and_left_untouched(project, refer
   assert sorted(str(p) for p in workdir.rglob('*')) == before
 
 
-@pytest.mark.parametrize('overrides, message', [
-    ({'model.name': 'dxnet_k12_13'}, 'Unknown model'),
-    ({'model.name': 'dxnet_k12_12'}, 'classification model but config.task'),
-    ({'model.blocks': (1, 0)}, 'blocks must be a non-empty'),
-    ({'task': 'segmentation'}, 'Unknown task'),
-    ({'optim.name': 'lamb'}, 'optim.name'),
-    ({'optim.schedule': 'piecewise', 'optim.decay_at': (1.5,)}, 'decay_at'),
-    ({'batch_size': 6}, 'multiple of the 4 devices'),
-])
+@pytest.mark.parametrize(
+    'overrides, message',
+    [
+        ({'model.name': 'dxnet_k12_13'}, 'Unknown model'),
+        ({'model.name': 'dxnet_k12_12'}, 'classification model but config.task'),
+        ({'model.blocks': (1, 0)}, 'blocks must be a non-empty'),
+        ({'task': 'segmentation'}, 'Unknown task'),
+        ({'optim.name': 'lamb'}, 'optim.name'),
+        ({'optim.schedule': 'piecewise', 'optim.decay_at': (1.5,)}, 'decay_at'),
+        ({'batch_size': 6}, 'multiple of the 4 devices'),
+    ],
+)
 def test_bad_configs_fail_before_compiling_with_a_clear_message(project, overrides, message):
   config = tiny_config(project)
   with config.unlocked():
@@ -261,7 +279,7 @@ def test_missing_data_directory_names_the_path(project, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
-PARALLEL_SCRIPT = textwrap.dedent('''
+PARALLEL_SCRIPT = textwrap.dedent("""
     import os, sys
     import jax, numpy as np
     sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
@@ -300,7 +318,7 @@ PARALLEL_SCRIPT = textwrap.dedent('''
       for a, b in zip(jax.tree.leaves(results['jit']), jax.tree.leaves(results[mode])):
         worst = max(worst, float(np.max(np.abs(a - b) - 1e-6 - 1e-4 * np.abs(a))))
     print('WORST', worst)
-''')
+""")
 
 
 @pytest.mark.slow
@@ -308,11 +326,21 @@ def test_jit_pmap_and_single_device_reach_the_same_parameters_and_batch_stats(pr
   script = tmp_path / 'parallel.py'
   script.write_text(PARALLEL_SCRIPT)
   # The suite's compile options (tests/conftest.py) stay; the device count is added.
-  env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '')
-                                   + ' --xla_force_host_platform_device_count=4').strip(),
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, str(script), str(project / 'tiny.py')], env=env,
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+  env = dict(
+      os.environ,
+      XLA_FLAGS=(
+          os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+      ).strip(),
+      JAX_PLATFORMS='cpu',
+  )
+  out = subprocess.run(
+      [sys.executable, str(script), str(project / 'tiny.py')],
+      env=env,
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   worst = float(out.stdout.split('WORST')[-1])
   assert worst <= 0.0

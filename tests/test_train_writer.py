@@ -1,4 +1,5 @@
 """MetricWriter: metrics.jsonl always, TensorBoard events when TensorFlow is there."""
+
 import json
 import sys
 

@@ -70,8 +70,9 @@ from dxnet_jax.data.pipeline import Train
 __all__ = ['Batch', 'Data', 'Train', 'build', 'default_config', 'fields']
 
 
-def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
-          process_count: int = 1) -> Data:
+def build(
+    config, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> Data:
   """The pipelines of `config.task` over `config.data`, for one process of `process_count`.
 
   `global_batch_size` must be a multiple of `process_count`; every batch holds this process's
@@ -79,15 +80,23 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   """
   given, known = set(config.data.keys()), fields(config.task)
   if given != known:
-    raise KeyError(f'config.data for {config.task}: unknown fields {sorted(given - known)}, '
-                   f'missing fields {sorted(known - given)}; start from '
-                   'dxnet_jax.data.default_config(task, ...)')
+    raise KeyError(
+        f'config.data for {config.task}: unknown fields {sorted(given - known)}, '
+        f'missing fields {sorted(known - given)}; start from '
+        'dxnet_jax.data.default_config(task, ...)'
+    )
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
-  kwargs = dict(global_batch_size=global_batch_size, seed=seed, process_index=process_index,
-                process_count=process_count)
+  kwargs = dict(
+      global_batch_size=global_batch_size,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+  )
   if config.task == 'classification':
     from dxnet_jax.data import classification  # pylint: disable=g-import-not-at-top
+
     return classification.build(config, **kwargs)
   from dxnet_jax.data import restoration  # pylint: disable=g-import-not-at-top
+
   return restoration.build(config, **kwargs)

@@ -20,20 +20,20 @@ def draw_cifar(rng: np.random.Generator, n: int, height: int, width: int, paddin
   }
 
 
-def crop_flip(images: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, flip: np.ndarray,
-              padding: int) -> np.ndarray:
+def crop_flip(
+    images: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, flip: np.ndarray, padding: int
+) -> np.ndarray:
   """Random crop of the zero-padded images back to their size (torchvision RandomCrop(pad)),
   mirrored left-right where `flip`; one gather does both."""
   n, h, w, c = images.shape
   padded = np.zeros((n, h + 2 * padding, w + 2 * padding, c), images.dtype)
-  padded[:, padding:padding + h, padding:padding + w] = images
+  padded[:, padding : padding + h, padding : padding + w] = images
   rows = offset_y[:, None] + np.arange(h)  # [n, h]
   cols = offset_x[:, None] + np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))  # [n, w]
   return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def cutout(images: np.ndarray, center_y: np.ndarray, center_x: np.ndarray,
-           size: int) -> np.ndarray:
+def cutout(images: np.ndarray, center_y: np.ndarray, center_x: np.ndarray, size: int) -> np.ndarray:
   """Zeroes a size x size square per image, in place, centred anywhere and clipped at the border
   (DeVries & Taylor 2017; applied after normalisation, so zero is the mean)."""
   _, h, w, _ = images.shape

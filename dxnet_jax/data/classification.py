@@ -29,8 +29,10 @@ def load_splits(data) -> tuple[sources.Arrays, sources.Arrays | None]:
   train = load(data.train_split)
   if data.validation_split == 'holdout' and data.holdout > 0:
     keep, held = sources.split_holdout(train.labels, data.holdout, len(train.class_names))
-    return (train._replace(images=train.images[keep], labels=train.labels[keep]),
-            train._replace(images=train.images[held], labels=train.labels[held]))
+    return (
+        train._replace(images=train.images[keep], labels=train.labels[keep]),
+        train._replace(images=train.images[held], labels=train.labels[held]),
+    )
   if data.validation_split and data.validation_split != 'holdout':
     return train, load(data.validation_split)
   return train, None
@@ -54,23 +56,32 @@ def mean_std(data, images: np.ndarray):
   return mean.astype(np.float32), std.astype(np.float32)
 
 
-def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
-          process_count: int = 1) -> pipeline.Data:
+def build(
+    config, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> pipeline.Data:
   data = config.data
   if data.augment == 'imagenet' or data.name == 'imagenet2012':
     from dxnet_jax.data import imagenet  # pylint: disable=g-import-not-at-top
-    return imagenet.build(config, global_batch_size=global_batch_size, seed=seed,
-                          process_index=process_index, process_count=process_count)
+
+    return imagenet.build(
+        config,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
   if data.augment not in ('cifar', 'none'):
-    raise ValueError(f"classification augment must be 'cifar', 'imagenet' or 'none', "
-                     f'got {data.augment!r}')
+    raise ValueError(
+        f"classification augment must be 'cifar', 'imagenet' or 'none', " f'got {data.augment!r}'
+    )
   train, validation = load_splits(data)
   mean, std = mean_std(data, train.images)
   num_train = len(train.labels)
   steps_per_epoch = num_train // global_batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'{num_train} training examples do not fill one global batch of '
-                     f'{global_batch_size}')
+    raise ValueError(
+        f'{num_train} training examples do not fill one global batch of ' f'{global_batch_size}'
+    )
   rows = pipeline.host_rows(global_batch_size, process_index, process_count)
   _, height, width, _ = train.images.shape
 
@@ -81,14 +92,18 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   def batch_fn(step: int) -> pipeline.Batch:
     epoch, position = divmod(step, steps_per_epoch)
     start = position * global_batch_size
-    index = order(epoch)[start:start + global_batch_size][rows]
+    index = order(epoch)[start : start + global_batch_size][rows]
     images = train.images[index]
     if data.augment == 'cifar':
-      p = augment.draw_cifar(pipeline.rng(seed, pipeline.AUGMENT, step), global_batch_size,
-                             height, width, data.crop_padding)
+      p = augment.draw_cifar(
+          pipeline.rng(seed, pipeline.AUGMENT, step),
+          global_batch_size,
+          height,
+          width,
+          data.crop_padding,
+      )
       p = {k: v[rows] for k, v in p.items()}
-      images = augment.crop_flip(images, p['offset_y'], p['offset_x'], p['flip'],
-                                 data.crop_padding)
+      images = augment.crop_flip(images, p['offset_y'], p['offset_x'], p['flip'], data.crop_padding)
       images = augment.normalize(images, mean, std)
       if data.cutout:
         images = augment.cutout(images, p['cutout_y'], p['cutout_x'], data.cutout)
@@ -99,8 +114,14 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   validation_fn = None
   if validation is not None:
     validation_fn = functools.partial(
-        _validation_batches, validation, mean, std, data.eval_batch_size or global_batch_size,
-        process_index, process_count)
+        _validation_batches,
+        validation,
+        mean,
+        std,
+        data.eval_batch_size or global_batch_size,
+        process_index,
+        process_count,
+    )
 
   info = {
       'task': 'classification',
@@ -117,13 +138,22 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   return pipeline.Data(train_stream, validation_fn, info)
 
 
-def _validation_batches(validation: sources.Arrays, mean, std, global_batch_size: int,
-                        process_index: int, process_count: int):
+def _validation_batches(
+    validation: sources.Arrays,
+    mean,
+    std,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+):
   """Padded, normalised, un-augmented batches over the validation arrays."""
 
   def rows_fn(index):
-    return {'inputs': augment.normalize(validation.images[index], mean, std),
-            'targets': validation.labels[index]}
+    return {
+        'inputs': augment.normalize(validation.images[index], mean, std),
+        'targets': validation.labels[index],
+    }
 
-  return pipeline.padded_batches(len(validation.labels), global_batch_size, process_index,
-                                 process_count, rows_fn)
+  return pipeline.padded_batches(
+      len(validation.labels), global_batch_size, process_index, process_count, rows_fn
+  )

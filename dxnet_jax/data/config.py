@@ -39,12 +39,27 @@ _CLASSIFICATION = dict(
 
 _CLASSIFICATION_PRESETS = {
     'cifar10': dict(),
-    'svhn_cropped': dict(source='tfds', root=None, train_split='train+extra',
-                         validation_split='test', holdout=0, augment='none', cutout=0,
-                         normalize=False),
-    'imagenet2012': dict(source='tfds', root=None, validation_split='validation', holdout=0,
-                         image_size=224, augment='imagenet', cutout=0, mean=IMAGENET_MEAN,
-                         std=IMAGENET_STD),
+    'svhn_cropped': dict(
+        source='tfds',
+        root=None,
+        train_split='train+extra',
+        validation_split='test',
+        holdout=0,
+        augment='none',
+        cutout=0,
+        normalize=False,
+    ),
+    'imagenet2012': dict(
+        source='tfds',
+        root=None,
+        validation_split='validation',
+        holdout=0,
+        image_size=224,
+        augment='imagenet',
+        cutout=0,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
 }
 
 _RESTORATION = dict(
@@ -65,11 +80,23 @@ _RESTORATION = dict(
 )
 
 _RESTORATION_PRESETS = {
-    'denoising': dict(name='train400', train_dirs=('Train400',), channels=1, patch_size=40,
-                      patches_per_epoch=128 * 1600, sigma=50.0, scale=1,
-                      validation_set='Set12', eval_sets=('BSD68', 'Set12')),
-    'super_resolution': dict(name='t91_bsd200', train_dirs=('T91', 'BSD200'),
-                             validation_set='Set5', eval_sets=('Set5', 'Set14', 'BSD100')),
+    'denoising': dict(
+        name='train400',
+        train_dirs=('Train400',),
+        channels=1,
+        patch_size=40,
+        patches_per_epoch=128 * 1600,
+        sigma=50.0,
+        scale=1,
+        validation_set='Set12',
+        eval_sets=('BSD68', 'Set12'),
+    ),
+    'super_resolution': dict(
+        name='t91_bsd200',
+        train_dirs=('T91', 'BSD200'),
+        validation_set='Set5',
+        eval_sets=('Set5', 'Set14', 'BSD100'),
+    ),
 }
 
 _DIV2K = dict(source='tfds', name='div2k/bicubic_x4', train_dirs=(), validation_set='validation')
@@ -106,8 +133,9 @@ def default_config(task: str, **overrides) -> ml_collections.ConfigDict:
       values.update(_DIV2K)
   unknown = set(overrides) - set(values)
   if unknown:
-    raise KeyError(f'unknown config.data fields for {task}: {sorted(unknown)}; '
-                   f'known: {sorted(values)}')
+    raise KeyError(
+        f'unknown config.data fields for {task}: {sorted(unknown)}; ' f'known: {sorted(values)}'
+    )
   values.update(overrides)
   return ml_collections.ConfigDict(values, type_safe=False)
 

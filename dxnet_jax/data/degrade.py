@@ -14,7 +14,7 @@ from PIL import Image
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
   """Crops the bottom/right edge so both sides are multiples of `scale` (MATLAB modcrop)."""
   h, w = image.shape[:2]
-  return image[:h - h % scale, :w - w % scale]
+  return image[: h - h % scale, : w - w % scale]
 
 
 def resize_bicubic(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -43,8 +43,9 @@ def upscale(image: np.ndarray, scale: int) -> np.ndarray:
   return resize_bicubic(image, (h * scale, w * scale))
 
 
-def add_noise(clean: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator,
-              dtype=np.float32) -> np.ndarray:
+def add_noise(
+    clean: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator, dtype=np.float32
+) -> np.ndarray:
   """clean (in [0, 1]) + N(0, (sigma/255)^2), not clipped (the DnCNN protocol).
 
   `sigma` may be an array broadcastable against `clean` (one sigma per patch).

@@ -13,8 +13,19 @@ import numpy as np
 
 PREFIX = 'skimage:'
 SETS = {
-    'skimage:train': ('astronaut', 'rocket', 'chelsea', 'brick', 'grass', 'gravel', 'moon',
-                      'coins', 'clock', 'hubble_deep_field', 'immunohistochemistry'),
+    'skimage:train': (
+        'astronaut',
+        'rocket',
+        'chelsea',
+        'brick',
+        'grass',
+        'gravel',
+        'moon',
+        'coins',
+        'clock',
+        'hubble_deep_field',
+        'immunohistochemistry',
+    ),
     'skimage:test': ('camera', 'coffee'),
 }
 
@@ -28,6 +39,7 @@ def load(name: str, channels: int):
   if name not in SETS:
     raise ValueError(f'unknown embedded image set {name!r}; known: {sorted(SETS)}')
   import skimage.data  # pylint: disable=g-import-not-at-top
+
   out = []
   for photo in SETS[name]:
     pixels = np.asarray(getattr(skimage.data, photo)())

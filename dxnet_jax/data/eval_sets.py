@@ -50,8 +50,15 @@ def default_channels(task: str) -> int:
   return 1 if task == 'denoising' else 3
 
 
-def load(name_or_folder: str, *, task: str, sigma: float | None = None, scale: int = 4,
-         channels: int | None = None, seed: int = 0) -> list[EvalImage]:
+def load(
+    name_or_folder: str,
+    *,
+    task: str,
+    sigma: float | None = None,
+    scale: int = 4,
+    channels: int | None = None,
+    seed: int = 0,
+) -> list[EvalImage]:
   """Loads and degrades a named set or any image folder (see the module docstring)."""
   named_task = task_of(name_or_folder)
   if named_task and named_task != task:
@@ -63,14 +70,23 @@ def load(name_or_folder: str, *, task: str, sigma: float | None = None, scale: i
   for pair in pairs:
     h, w = pair.targets.shape[:2]
     if min(h, w) < 2 * shave + _SSIM_WINDOW:
-      raise ValueError(f'evaluation image {pair.name} is {w}x{h}; it needs at least '
-                       f'{2 * shave + _SSIM_WINDOW} px per side to be scored (SSIM window '
-                       f'{_SSIM_WINDOW} after a {shave}-px border shave)')
+      raise ValueError(
+          f'evaluation image {pair.name} is {w}x{h}; it needs at least '
+          f'{2 * shave + _SSIM_WINDOW} px per side to be scored (SSIM window '
+          f'{_SSIM_WINDOW} after a {shave}-px border shave)'
+      )
   return pairs
 
 
-def degrade_images(loaded: Sequence[images_lib.LoadedImage], *, task: str, sigma: float | None,
-                   scale: int, channels: int, seed: int) -> list[EvalImage]:
+def degrade_images(
+    loaded: Sequence[images_lib.LoadedImage],
+    *,
+    task: str,
+    sigma: float | None,
+    scale: int,
+    channels: int,
+    seed: int,
+) -> list[EvalImage]:
   """Makes the (inputs, targets) pairs of already loaded clean images."""
   if task == 'denoising':
     if sigma is None or np.ndim(sigma) != 0:

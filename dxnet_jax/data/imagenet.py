@@ -27,6 +27,7 @@ from dxnet_jax.data import sources
 @functools.cache
 def _tf():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   try:
     tf.config.set_visible_devices([], 'GPU')  # keep TF off the accelerators JAX uses
   except RuntimeError:  # TF was initialised elsewhere first; its choice stands
@@ -55,8 +56,10 @@ def _decode_crop(encoded, window):
 def _image_shape(encoded):
   tf = _tf()
   return tf.cond(
-      tf.io.is_jpeg(encoded), lambda: tf.io.extract_jpeg_shape(encoded)[:2],
-      lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2])
+      tf.io.is_jpeg(encoded),
+      lambda: tf.io.extract_jpeg_shape(encoded)[:2],
+      lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2],
+  )
 
 
 def train_preprocess(encoded, seed, image_size: int):
@@ -65,9 +68,15 @@ def train_preprocess(encoded, seed, image_size: int):
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shape = _image_shape(encoded)
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.concat([shape, [3]], 0), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=crop_seed,
-      min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
-      max_attempts=10, use_image_if_no_bounding_boxes=True)
+      tf.concat([shape, [3]], 0),
+      tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=crop_seed,
+      min_object_covered=0.0,
+      aspect_ratio_range=(3 / 4, 4 / 3),
+      area_range=(0.08, 1.0),
+      max_attempts=10,
+      use_image_if_no_bounding_boxes=True,
+  )
   window = tf.stack([begin[0], begin[1], size[0], size[1]])
   image = tf.image.resize(_decode_crop(encoded, window), [image_size, image_size])
   return tf.image.stateless_random_flip_left_right(image, flip_seed)
@@ -88,9 +97,11 @@ def _normalize(image, mean, std):
   return (image / 255.0 - mean) / std
 
 
-def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
-          process_count: int = 1) -> pipeline.Data:
+def build(
+    config, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> pipeline.Data:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   tf = _tf()
   data = config.data
   if data.source != 'tfds':
@@ -100,8 +111,9 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   num_train = builder.info.splits[data.train_split].num_examples
   steps_per_epoch = (num_train // process_count) // host_bs
   if steps_per_epoch == 0:
-    raise ValueError(f'{num_train} training examples do not fill one global batch of '
-                     f'{global_batch_size}')
+    raise ValueError(
+        f'{num_train} training examples do not fill one global batch of ' f'{global_batch_size}'
+    )
   mean = tf.constant(data.mean if data.normalize else (0.0,) * 3, tf.float32)
   std = tf.constant(data.std if data.normalize else (1.0,) * 3, tf.float32)
   skip_decoding = {'image': tfds.decode.SkipDecoding()}
@@ -110,11 +122,18 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
 
   def epoch_dataset(epoch: int, first_batch: int):
     epoch_seed = int(pipeline.rng(seed, pipeline.PERMUTATION, epoch).integers(2**31))
-    split = tfds.split_for_jax_process(data.train_split, process_index=process_index,
-                                       process_count=process_count, drop_remainder=True)
-    ds = builder.as_dataset(split=split, shuffle_files=True, decoders=skip_decoding,
-                            read_config=tfds.ReadConfig(shuffle_seed=epoch_seed,
-                                                        options=options))
+    split = tfds.split_for_jax_process(
+        data.train_split,
+        process_index=process_index,
+        process_count=process_count,
+        drop_remainder=True,
+    )
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=True,
+        decoders=skip_decoding,
+        read_config=tfds.ReadConfig(shuffle_seed=epoch_seed, options=options),
+    )
     ds = ds.shuffle(data.shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
     ds = ds.enumerate().skip(first_batch * host_bs)
 
@@ -122,8 +141,10 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
       counter = (epoch * steps_per_epoch * host_bs + position) * process_count + process_index
       image_seed = tf.stack([tf.constant(seed, tf.int64), counter])
       image = train_preprocess(example['image'], image_seed, data.image_size)
-      return {'inputs': _normalize(image, mean, std),
-              'targets': tf.cast(example['label'], tf.int32)}
+      return {
+          'inputs': _normalize(image, mean, std),
+          'targets': tf.cast(example['label'], tf.int32),
+      }
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(host_bs, drop_remainder=True).take(steps_per_epoch - first_batch)
@@ -144,8 +165,17 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
     eval_bs = pipeline.host_batch_size(data.eval_batch_size or global_batch_size, process_count)
     num_eval = builder.info.splits[data.validation_split].num_examples
     num_batches = _ceil_div(_ceil_div(num_eval, process_count), eval_bs)
-    validation_fn = functools.partial(_validation_batches, builder, data, mean, std, eval_bs,
-                                      num_batches, process_index, process_count)
+    validation_fn = functools.partial(
+        _validation_batches,
+        builder,
+        data,
+        mean,
+        std,
+        eval_bs,
+        num_batches,
+        process_index,
+        process_count,
+    )
 
   info = {
       'task': 'classification',
@@ -154,32 +184,37 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
       'channels': 3,
       'image_size': data.image_size,
       'num_train': num_train,
-      'num_validation': (builder.info.splits[data.validation_split].num_examples
-                         if data.validation_split else 0),
+      'num_validation': (
+          builder.info.splits[data.validation_split].num_examples if data.validation_split else 0
+      ),
       'mean': tuple(data.mean) if data.normalize else None,
       'std': tuple(data.std) if data.normalize else None,
   }
   return pipeline.Data(pipeline.Train(iterate, steps_per_epoch), validation_fn, info)
 
 
-def _validation_batches(builder, data, mean, std, host_bs: int, num_batches: int,
-                        process_index: int, process_count: int):
+def _validation_batches(
+    builder, data, mean, std, host_bs: int, num_batches: int, process_index: int, process_count: int
+):
   """This host's part of the validation split, padded to `num_batches` full batches."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   tf = _tf()
-  split = tfds.split_for_jax_process(data.validation_split, process_index=process_index,
-                                     process_count=process_count)
-  ds = builder.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()},
-                          shuffle_files=False)
+  split = tfds.split_for_jax_process(
+      data.validation_split, process_index=process_index, process_count=process_count
+  )
+  ds = builder.as_dataset(
+      split=split, decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False
+  )
 
   def preprocess(example):
     image = eval_preprocess(example['image'], data.image_size, data.resize_size)
-    return {'inputs': _normalize(image, mean, std),
-            'targets': tf.cast(example['label'], tf.int32)}
+    return {'inputs': _normalize(image, mean, std), 'targets': tf.cast(example['label'], tf.int32)}
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).batch(host_bs)
-  return _pad_to_count(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)), num_batches, host_bs,
-                       data.image_size)
+  return _pad_to_count(
+      tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)), num_batches, host_bs, data.image_size
+  )
 
 
 def _pad_to_count(batches, num_batches: int, size: int, image_size: int):
@@ -188,7 +223,9 @@ def _pad_to_count(batches, num_batches: int, size: int, image_size: int):
   for batch in batches:
     count += 1
     yield pipeline.pad_rows(batch, size)
-  empty = {'inputs': np.zeros((0, image_size, image_size, 3), np.float32),
-           'targets': np.zeros((0,), np.int32)}
+  empty = {
+      'inputs': np.zeros((0, image_size, image_size, 3), np.float32),
+      'targets': np.zeros((0,), np.int32),
+  }
   for _ in range(count, num_batches):
     yield pipeline.pad_rows(empty, size)

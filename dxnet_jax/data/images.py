@@ -27,7 +27,8 @@ from dxnet_jax.data import embedded
 from dxnet_jax.data import paths
 
 IMAGE_EXTENSIONS = frozenset(
-    {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp'})
+    {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.webp'}
+)
 _GRAY_MODES = frozenset({'1', 'L', 'LA', 'I', 'I;16', 'F'})
 _DECODE_THREADS = 8  # PIL releases the GIL while decoding; helps most on network file systems.
 
@@ -70,8 +71,9 @@ class Issues:
   def report(self):
     for kind, names in self.events.items():
       shown = ', '.join(names[:5]) + (', ...' if len(names) > 5 else '')
-      warnings.warn(f'{self.where}: {len(names)} {self.MESSAGES[kind]}: {shown}', DataWarning,
-                    stacklevel=3)
+      warnings.warn(
+          f'{self.where}: {len(names)} {self.MESSAGES[kind]}: {shown}', DataWarning, stacklevel=3
+      )
 
 
 def list_images(folder: pathlib.Path, issues: Issues) -> list[pathlib.Path]:
@@ -115,8 +117,9 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
   return Image.fromarray(np.clip(np.round(array / peak * 255), 0, 255).astype(np.uint8))
 
 
-def load_folder(folder: str | pathlib.Path, channels: int, *, strict: bool,
-                what: str = 'image folder') -> list[LoadedImage]:
+def load_folder(
+    folder: str | pathlib.Path, channels: int, *, strict: bool, what: str = 'image folder'
+) -> list[LoadedImage]:
   """Loads every image of a folder; `strict` turns a corrupt file into an error.
 
   Relative folders resolve against the data root (`paths.resolve`); `skimage:train` and
@@ -130,8 +133,10 @@ def load_folder(folder: str | pathlib.Path, channels: int, *, strict: bool,
   issues = Issues(str(folder))
   files = list_images(folder, issues)
   if not files:
-    raise ValueError(f'{what} {folder} holds no image files '
-                     f'(extensions: {", ".join(sorted(IMAGE_EXTENSIONS))}).')
+    raise ValueError(
+        f'{what} {folder} holds no image files '
+        f'(extensions: {", ".join(sorted(IMAGE_EXTENSIONS))}).'
+    )
 
   def decode(path):
     try:

@@ -43,5 +43,6 @@ def require_dir(path: str | os.PathLike, what: str = 'data folder') -> pathlib.P
     raise FileNotFoundError(
         f'{what} not found: {resolved} (from {str(path)!r}). Relative paths resolve against '
         f'{data_root()}; set ${ENV_VAR} to the folder that holds the data, or give an absolute '
-        'path in config.data.')
+        'path in config.data.'
+    )
   return resolved

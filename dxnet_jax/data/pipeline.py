@@ -29,6 +29,7 @@ def rng(seed: int, *keys: int) -> np.random.Generator:
 @dataclasses.dataclass(frozen=True)
 class Train:
   """The training stream: `iterate(start_step)` yields this process's batches from that step."""
+
   iterate_fn: Callable[[int], Iterator[Batch]]
   steps_per_epoch: int
 
@@ -49,8 +50,10 @@ class Data:
 
 def host_batch_size(global_batch_size: int, process_count: int) -> int:
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f'global batch size {global_batch_size} must be a positive multiple of the '
-                     f'process count {process_count}')
+    raise ValueError(
+        f'global batch size {global_batch_size} must be a positive multiple of the '
+        f'process count {process_count}'
+    )
   return global_batch_size // process_count
 
 
@@ -60,8 +63,9 @@ def host_rows(global_batch_size: int, process_index: int, process_count: int) ->
   return slice(process_index * size, (process_index + 1) * size)
 
 
-def from_batch_fn(batch_fn: Callable[[int], Batch], steps_per_epoch: int,
-                  prefetch_size: int) -> Train:
+def from_batch_fn(
+    batch_fn: Callable[[int], Batch], steps_per_epoch: int, prefetch_size: int
+) -> Train:
   """A `Train` over a pure `batch_fn(step)`, prefetched in a background thread."""
 
   def iterate(start_step: int) -> Iterator[Batch]:
@@ -139,8 +143,13 @@ def pad_rows(batch: Batch, size: int) -> Batch:
   return out
 
 
-def padded_batches(num_examples: int, global_batch_size: int, process_index: int,
-                   process_count: int, rows_fn: Callable[[np.ndarray], Batch]) -> Iterator[Batch]:
+def padded_batches(
+    num_examples: int,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+    rows_fn: Callable[[np.ndarray], Batch],
+) -> Iterator[Batch]:
   """Evaluation batches over examples 0..num_examples-1; every host gets the same number.
 
   Global batch k holds examples [k*B, (k+1)*B); this host takes its contiguous part, and rows past

@@ -28,8 +28,13 @@ from dxnet_jax.data import sources
 class PatchSampler:
   """Draws aligned (inputs, targets) patches from uint8 images held in memory."""
 
-  def __init__(self, targets: list[np.ndarray], lr_images: list[np.ndarray] | None,
-               patch_size: int, scale: int):
+  def __init__(
+      self,
+      targets: list[np.ndarray],
+      lr_images: list[np.ndarray] | None,
+      patch_size: int,
+      scale: int,
+  ):
     self.targets = targets
     self.lr_images = lr_images
     self.patch = patch_size
@@ -46,12 +51,14 @@ class PatchSampler:
     ys = (u[:, 0] * self.positions[index, 0]).astype(np.int64)
     xs = (u[:, 1] * self.positions[index, 1]).astype(np.int64)
     p, s = self.patch, self.scale
-    targets = np.stack([self.targets[i][y * s:y * s + p, x * s:x * s + p]
-                        for i, y, x in zip(index, ys, xs)])
+    targets = np.stack(
+        [self.targets[i][y * s : y * s + p, x * s : x * s + p] for i, y, x in zip(index, ys, xs)]
+    )
     if self.lr_images is None:
       return targets, None
-    inputs = np.stack([self.lr_images[i][y:y + grid, x:x + grid]
-                       for i, y, x in zip(index, ys, xs)])
+    inputs = np.stack(
+        [self.lr_images[i][y : y + grid, x : x + grid] for i, y, x in zip(index, ys, xs)]
+    )
     return targets, inputs
 
 
@@ -87,6 +94,7 @@ def tfds_images(builder, split: str, channels: int) -> list[images_lib.LoadedIma
   """HR images of a tfds split (DIV2K train: about 6.6 GB of uint8 in memory). The dataset's own
   LR images are not used: LR is remade with PIL bicubic, as for every other source."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   key = 'hr' if 'hr' in builder.info.features else 'image'
   loaded = []
   for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=split))):
@@ -114,8 +122,9 @@ def _drop_small(loaded, size: int, scale: int, where: str):
   return kept
 
 
-def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
-          process_count: int = 1) -> pipeline.Data:
+def build(
+    config, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> pipeline.Data:
   data = config.data
   task = config.task
   scale = data.scale if task == 'super_resolution' else 1
@@ -130,7 +139,7 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   if data.holdout:
     if data.holdout >= len(loaded):
       raise ValueError(f'holdout {data.holdout} leaves no training images of {len(loaded)}')
-    loaded, held = loaded[:-data.holdout], loaded[-data.holdout:]
+    loaded, held = loaded[: -data.holdout], loaded[-data.holdout :]
   loaded = _drop_small(loaded, data.patch_size, scale, 'training images')
   targets = [degrade.modcrop(image.pixels, scale) for image in loaded]
   lr_images = [degrade.downscale(t, scale) for t in targets] if scale > 1 else None
@@ -138,8 +147,9 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
 
   steps_per_epoch = data.patches_per_epoch // global_batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'patches_per_epoch {data.patches_per_epoch} < global batch '
-                     f'{global_batch_size}')
+    raise ValueError(
+        f'patches_per_epoch {data.patches_per_epoch} < global batch ' f'{global_batch_size}'
+    )
   rows = pipeline.host_rows(global_batch_size, process_index, process_count)
   row_ids = np.arange(global_batch_size)[rows]
 
@@ -156,18 +166,24 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
     clean = clean.astype(np.float32) * np.float32(1 / 255)
     if task == 'super_resolution':
       return {'inputs': lr.astype(np.float32) * np.float32(1 / 255), 'targets': clean}
-    noisy = np.stack([
-        degrade.add_noise(patch, s, pipeline.rng(seed, pipeline.NOISE, step, r))
-        for patch, s, r in zip(clean, sigma, row_ids)
-    ])
+    noisy = np.stack(
+        [
+            degrade.add_noise(patch, s, pipeline.rng(seed, pipeline.NOISE, step, r))
+            for patch, s, r in zip(clean, sigma, row_ids)
+        ]
+    )
     return {'inputs': noisy, 'targets': clean}
 
-  eval_sigma = data.eval_sigma if data.eval_sigma is not None else (
-      sigma_lo if sigma_lo == sigma_hi else None)
+  eval_sigma = (
+      data.eval_sigma
+      if data.eval_sigma is not None
+      else (sigma_lo if sigma_lo == sigma_hi else None)
+  )
   if task == 'denoising' and eval_sigma is None:
     raise ValueError('a sigma range needs config.data.eval_sigma for validation and evaluation')
-  validation_fn = _validation(config, held, eval_sigma, scale, global_batch_size, process_index,
-                              process_count)
+  validation_fn = _validation(
+      config, held, eval_sigma, scale, global_batch_size, process_index, process_count
+  )
   info = {
       'task': task,
       'channels': data.channels,
@@ -183,8 +199,7 @@ def build(config, *, global_batch_size: int, seed: int, process_index: int = 0,
   return pipeline.Data(train_stream, validation_fn, info)
 
 
-def _validation(config, held, eval_sigma, scale, global_batch_size, process_index,
-                process_count):
+def _validation(config, held, eval_sigma, scale, global_batch_size, process_index, process_count):
   """Padded batches of centre crops of the validation images, or None."""
   data = config.data
   if held:
@@ -195,30 +210,39 @@ def _validation(config, held, eval_sigma, scale, global_batch_size, process_inde
     builder = sources.tfds_builder(data.name, data.data_dir, data.manual_dir, data.download)
     loaded = tfds_images(builder, data.validation_set, data.channels)
   else:
-    loaded = images_lib.load_folder(data.validation_set, data.channels, strict=True,
-                                    what='validation set')
+    loaded = images_lib.load_folder(
+        data.validation_set, data.channels, strict=True, what='validation set'
+    )
   crop = data.validation_crop
   if crop % scale:
     raise ValueError(f'validation_crop {crop} must be a multiple of scale {scale}')
   loaded = _drop_small(loaded, crop, scale, 'validation images')
-  pairs = eval_sets.degrade_images(loaded, task=config.task, sigma=eval_sigma, scale=scale,
-                                   channels=data.channels, seed=data.noise_seed)
+  pairs = eval_sets.degrade_images(
+      loaded,
+      task=config.task,
+      sigma=eval_sigma,
+      scale=scale,
+      channels=data.channels,
+      seed=data.noise_seed,
+  )
   inputs, targets = [], []
   for pair in pairs:
     h, w = pair.targets.shape[:2]
     top = (h - crop) // 2 // scale * scale
     left = (w - crop) // 2 // scale * scale
-    target = pair.targets[top:top + crop, left:left + crop]
+    target = pair.targets[top : top + crop, left : left + crop]
     if target.shape[-1] != data.channels:
       target = np.repeat(target, data.channels, axis=-1)
     targets.append(target.astype(np.float32) / 255.0)
-    inputs.append(pair.inputs[top // scale:(top + crop) // scale,
-                              left // scale:(left + crop) // scale])
+    inputs.append(
+        pair.inputs[top // scale : (top + crop) // scale, left // scale : (left + crop) // scale]
+    )
   inputs, targets = np.stack(inputs), np.stack(targets)
   eval_batch = data.eval_batch_size or global_batch_size
 
   def rows_fn(index):
     return {'inputs': inputs[index], 'targets': targets[index]}
 
-  return lambda: pipeline.padded_batches(len(inputs), eval_batch, process_index, process_count,
-                                         rows_fn)
+  return lambda: pipeline.padded_batches(
+      len(inputs), eval_batch, process_index, process_count, rows_fn
+  )

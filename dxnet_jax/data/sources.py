@@ -20,6 +20,7 @@ class Arrays(NamedTuple):
 def tfds_builder(name: str, data_dir, manual_dir, download: bool):
   """A prepared tfds builder; `download` lets tfds fetch and prepare it first."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   builder = tfds.builder(name, data_dir=paths.resolve(data_dir))
   if download:
     config = tfds.download.DownloadConfig(manual_dir=paths.resolve(manual_dir))
@@ -30,10 +31,12 @@ def tfds_builder(name: str, data_dir, manual_dir, download: bool):
 def load_tfds(builder, split: str) -> Arrays:
   """The whole split as numpy arrays (CIFAR-10: 150 MB; SVHN train+extra: 1.9 GB)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   label = builder.info.features['label']
-  return Arrays(np.asarray(data['image'], np.uint8), np.asarray(data['label'], np.int32),
-                tuple(label.names))
+  return Arrays(
+      np.asarray(data['image'], np.uint8), np.asarray(data['label'], np.int32), tuple(label.names)
+  )
 
 
 def load_folder(root: str | pathlib.Path, split: str, image_size: int) -> Arrays:
@@ -51,12 +54,15 @@ def load_folder(root: str | pathlib.Path, split: str, image_size: int) -> Arrays
     for image in images_lib.load_folder(class_dir, 3, strict=False, what='class folder'):
       if image.pixels.shape[:2] != (image_size, image_size):
         h, w = image.pixels.shape[:2]
-        raise ValueError(f'{class_dir / image.name} is {w}x{h}; in-memory classification needs '
-                         f'{image_size}x{image_size} images (config.data.image_size)')
+        raise ValueError(
+            f'{class_dir / image.name} is {w}x{h}; in-memory classification needs '
+            f'{image_size}x{image_size} images (config.data.image_size)'
+        )
       all_images.append(image.pixels)
       all_labels.append(label)
-  return Arrays(np.stack(all_images), np.asarray(all_labels, np.int32),
-                tuple(d.name for d in class_dirs))
+  return Arrays(
+      np.stack(all_images), np.asarray(all_labels, np.int32), tuple(d.name for d in class_dirs)
+  )
 
 
 def split_holdout(labels: np.ndarray, holdout: int, num_classes: int):

@@ -1,15 +1,47 @@
 """The networks of the DxNet paper. `create(name, **overrides)` builds one by name."""
 
-from dxnet_jax.models.densenet import (DenseBlock, DenseLayer, DenseNetBackbone,
-                                       DenseNetClassifier, DenseTrunk, Transition)
-from dxnet_jax.models.registry import (MODELS, ModelSpec, count_params, create, init_variables,
-                                       input_shape, model_task, parameter_count)
-from dxnet_jax.models.restoration import (DenseDenoiser, DenseSuperResolution, FeedForwardXNet,
-                                          pixel_shuffle)
+from dxnet_jax.models.densenet import (
+    DenseBlock,
+    DenseLayer,
+    DenseNetBackbone,
+    DenseNetClassifier,
+    DenseTrunk,
+    Transition,
+)
+from dxnet_jax.models.registry import (
+    MODELS,
+    ModelSpec,
+    count_params,
+    create,
+    init_variables,
+    input_shape,
+    model_task,
+    parameter_count,
+)
+from dxnet_jax.models.restoration import (
+    DenseDenoiser,
+    DenseSuperResolution,
+    FeedForwardXNet,
+    pixel_shuffle,
+)
 
 __all__ = [
-    'DenseBlock', 'DenseLayer', 'DenseNetBackbone', 'DenseNetClassifier', 'DenseTrunk',
-    'Transition', 'MODELS', 'ModelSpec', 'count_params', 'create', 'init_variables',
-    'input_shape', 'model_task', 'parameter_count', 'DenseDenoiser', 'DenseSuperResolution',
-    'FeedForwardXNet', 'pixel_shuffle',
+    'DenseBlock',
+    'DenseLayer',
+    'DenseNetBackbone',
+    'DenseNetClassifier',
+    'DenseTrunk',
+    'Transition',
+    'MODELS',
+    'ModelSpec',
+    'count_params',
+    'create',
+    'init_variables',
+    'input_shape',
+    'model_task',
+    'parameter_count',
+    'DenseDenoiser',
+    'DenseSuperResolution',
+    'FeedForwardXNet',
+    'pixel_shuffle',
 ]

@@ -1,7 +1,7 @@
 """Prints every named model of the paper with its parameter count.
 
-  python -m dxnet_jax.models          # a table
-  python -m dxnet_jax.models --json   # one JSON object per model, for machines
+python -m dxnet_jax.models          # a table
+python -m dxnet_jax.models --json   # one JSON object per model, for machines
 """
 
 import argparse
@@ -13,8 +13,15 @@ from dxnet_jax.models.registry import MODELS, parameter_count
 def model_table():
   rows = []
   for name, spec in MODELS.items():
-    rows.append(dict(name=name, task=spec.task, params=parameter_count(name),
-                     paper=spec.paper_params, description=spec.description))
+    rows.append(
+        dict(
+            name=name,
+            task=spec.task,
+            params=parameter_count(name),
+            paper=spec.paper_params,
+            description=spec.description,
+        )
+    )
   return rows
 
 
@@ -29,8 +36,10 @@ def main(argv=None):
     return
   print(f'{"model":<22} {"task":<17} {"parameters":>11} {"paper":>26}  description')
   for r in rows:
-    print(f'{r["name"]:<22} {r["task"]:<17} {r["params"]:>11,} {r["paper"] or "-":>26}  '
-          f'{r["description"]}')
+    print(
+        f'{r["name"]:<22} {r["task"]:<17} {r["params"]:>11,} {r["paper"] or "-":>26}  '
+        f'{r["description"]}'
+    )
 
 
 if __name__ == '__main__':

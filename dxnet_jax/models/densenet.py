@@ -43,6 +43,7 @@ class DenseLayer(nn.Module):
   `stats`, one batch (mean, variance) per piece of `features`, saves the first BatchNorm its
   reduction (see `SHARE_STATS`); training mode with BatchNorm only.
   """
+
   growth_rate: int
   bottleneck_width: int = 4
   activation: str = 'relu'
@@ -56,8 +57,12 @@ class DenseLayer(nn.Module):
   remat_bottleneck: bool = False
 
   @nn.compact
-  def __call__(self, features: Sequence[jnp.ndarray], train: bool = False,
-               stats: Optional[Sequence[Any]] = None):
+  def __call__(
+      self,
+      features: Sequence[jnp.ndarray],
+      train: bool = False,
+      stats: Optional[Sequence[Any]] = None,
+  ):
     if self.remat_bottleneck:
       bottleneck = ordered_remat(DenseLayer._bottleneck, static_argnums=(2,), sync='barrier')
       y = bottleneck(self, tuple(features), train, stats)
@@ -67,9 +72,15 @@ class DenseLayer(nn.Module):
     y = conv(self.growth_rate, 3, self.dtype, 'conv2', use_bias=bias)(y)
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y) if self.dropout_rate else y
     if self.activation == 'xunit':
-      y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
-                     use_batch_norm=self.use_batch_norm, depthwise_impl=self.depthwise_impl,
-                     dtype=self.dtype, bn_axis_name=self.bn_axis_name, name='xunit')(y, train)
+      y = make_xunit(
+          self.xunit_design,
+          kernel_size=self.xunit_kernel,
+          use_batch_norm=self.use_batch_norm,
+          depthwise_impl=self.depthwise_impl,
+          dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
+          name='xunit',
+      )(y, train)
     return y.astype(features[0].dtype)
 
   def _bottleneck(self, features, train, stats):
@@ -125,6 +136,7 @@ class DenseBlock(nn.Module):
   16-16-16 4.3x less memory at 1.14x the step time on a 2-core CPU). See `dxnet_jax.ops.remat`
   and docs/performance.md.
   """
+
   num_layers: int
   layer_kwargs: Any
   remat: Union[bool, str] = False
@@ -139,7 +151,8 @@ class DenseBlock(nn.Module):
       through_product = self._xunit_gradient_through_product()
       for i in range(self.num_layers):
         y = DenseLayer(**self.layer_kwargs, name=f'layer{i}')(
-            (x,), train, (stats,) if share else None)
+            (x,), train, (stats,) if share else None
+        )
         if through_product:
           y = gradient_through_product(y)
         x = jnp.concatenate([x, y], axis=-1)
@@ -178,8 +191,9 @@ class DenseBlock(nn.Module):
     through_product = self._xunit_gradient_through_product()
     features, stats = [x], ([self._stats(x)] if share else None)
     for i in range(self.num_layers):
-      y = DenseLayer(**kwargs, name=f'layer{i}')(tuple(features), train,
-                                                  tuple(stats) if share else None)
+      y = DenseLayer(**kwargs, name=f'layer{i}')(
+          tuple(features), train, tuple(stats) if share else None
+      )
       if materialize:
         y = gradient_materialized(y)
       elif through_product:
@@ -199,8 +213,11 @@ class DenseBlock(nn.Module):
     without remat, layers without xUnits keep the fused sum (DenseNet-BC 16-16-16 was 1.03x
     slower with it).
     """
-    return (XUNIT_GRADIENT_THROUGH_PRODUCT and jax.default_backend() == 'cpu'
-            and self.layer_kwargs.get('activation', 'relu') == 'xunit')
+    return (
+        XUNIT_GRADIENT_THROUGH_PRODUCT
+        and jax.default_backend() == 'cpu'
+        and self.layer_kwargs.get('activation', 'relu') == 'xunit'
+    )
 
   def _share_stats(self, train: bool) -> bool:
     return SHARE_STATS and train and self.layer_kwargs.get('use_batch_norm', True)
@@ -211,6 +228,7 @@ class DenseBlock(nn.Module):
 
 class Transition(nn.Module):
   """BN-ReLU-Conv1x1 to `features` channels, optionally followed by 2x2 average pooling."""
+
   features: int
   pool: bool = True
   use_batch_norm: bool = True
@@ -231,12 +249,15 @@ class Transition(nn.Module):
     return x
 
 
-def validate_dense_spec(blocks: Sequence[int], growth_rate: int, compression: float,
-                        activation: str):
+def validate_dense_spec(
+    blocks: Sequence[int], growth_rate: int, compression: float, activation: str
+):
   """Fails early with a readable message on a malformed network description."""
   if not blocks or any(int(b) != b or b < 1 for b in blocks):
-    raise ValueError(f'blocks must be a non-empty sequence of positive integers (layers per dense '
-                     f'block), e.g. (16, 16, 16); got {tuple(blocks)!r}.')
+    raise ValueError(
+        f'blocks must be a non-empty sequence of positive integers (layers per dense '
+        f'block), e.g. (16, 16, 16); got {tuple(blocks)!r}.'
+    )
   if growth_rate < 1:
     raise ValueError(f'growth_rate (k) must be a positive integer, got {growth_rate}.')
   if not 0.0 < compression <= 1.0:
@@ -247,6 +268,7 @@ def validate_dense_spec(blocks: Sequence[int], growth_rate: int, compression: fl
 
 class DenseTrunk(nn.Module):
   """Dense blocks joined by transitions: the body shared by classifiers and restoration nets."""
+
   blocks: Sequence[int]
   growth_rate: int
   compression: float = 0.5
@@ -266,23 +288,35 @@ class DenseTrunk(nn.Module):
   def __call__(self, x, train: bool = False):
     validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
     layer_kwargs = dict(
-        growth_rate=self.growth_rate, bottleneck_width=self.bottleneck_width,
-        activation=self.activation, xunit_design=self.xunit_design,
-        xunit_kernel=self.xunit_kernel, depthwise_impl=self.depthwise_impl,
-        use_batch_norm=self.use_batch_norm, dropout_rate=self.dropout_rate, dtype=self.dtype,
-        bn_axis_name=self.bn_axis_name)
+        growth_rate=self.growth_rate,
+        bottleneck_width=self.bottleneck_width,
+        activation=self.activation,
+        xunit_design=self.xunit_design,
+        xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl,
+        use_batch_norm=self.use_batch_norm,
+        dropout_rate=self.dropout_rate,
+        dtype=self.dtype,
+        bn_axis_name=self.bn_axis_name,
+    )
     for i, num_layers in enumerate(self.blocks):
       x = DenseBlock(num_layers, layer_kwargs, self.remat, name=f'block{i}')(x, train)
       if i < len(self.blocks) - 1:
-        x = Transition(int(x.shape[-1] * self.compression), pool=self.pool,
-                       use_batch_norm=self.use_batch_norm, dropout_rate=self.dropout_rate,
-                       dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                       name=f'transition{i}')(x, train)
+        x = Transition(
+            int(x.shape[-1] * self.compression),
+            pool=self.pool,
+            use_batch_norm=self.use_batch_norm,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            bn_axis_name=self.bn_axis_name,
+            name=f'transition{i}',
+        )(x, train)
     return x
 
 
 class DenseNetBackbone(nn.Module):
   """Stem, dense trunk and final BN-ReLU of a classifier; returns the last feature map."""
+
   blocks: Sequence[int]
   growth_rate: int
   stem: str = 'cifar'
@@ -314,15 +348,29 @@ class DenseNetBackbone(nn.Module):
       raise ValueError(f"stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
     use_stem_xunit = (self.activation == 'xunit') if self.stem_xunit is None else self.stem_xunit
     if use_stem_xunit:
-      x = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
-                     depthwise_impl=self.depthwise_impl, dtype=self.dtype,
-                     bn_axis_name=self.bn_axis_name, name='stem_xunit')(x, train)
+      x = make_xunit(
+          self.xunit_design,
+          kernel_size=self.xunit_kernel,
+          depthwise_impl=self.depthwise_impl,
+          dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
+          name='stem_xunit',
+      )(x, train)
     x = DenseTrunk(
-        self.blocks, self.growth_rate, compression=self.compression,
-        bottleneck_width=self.bottleneck_width, activation=self.activation,
-        xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
-        depthwise_impl=self.depthwise_impl, dropout_rate=self.dropout_rate, remat=self.remat,
-        dtype=self.dtype, bn_axis_name=self.bn_axis_name, name='trunk')(x, train)
+        self.blocks,
+        self.growth_rate,
+        compression=self.compression,
+        bottleneck_width=self.bottleneck_width,
+        activation=self.activation,
+        xunit_design=self.xunit_design,
+        xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl,
+        dropout_rate=self.dropout_rate,
+        remat=self.remat,
+        dtype=self.dtype,
+        bn_axis_name=self.bn_axis_name,
+        name='trunk',
+    )(x, train)
     return norm_relu(train, self.dtype, self.bn_axis_name, 'final_bn')(x)
 
 
@@ -332,6 +380,7 @@ class DenseNetClassifier(nn.Module):
   `features` returns the final feature map so class activation maps can be formed from it and
   the `head` kernel; `__call__` returns float32 logits.
   """
+
   num_classes: int
   blocks: Sequence[int]
   growth_rate: int
@@ -353,12 +402,22 @@ class DenseNetClassifier(nn.Module):
     if self.num_classes < 1:
       raise ValueError(f'num_classes must be positive, got {self.num_classes}.')
     self.backbone = DenseNetBackbone(
-        self.blocks, self.growth_rate, stem=self.stem, stem_features=self.stem_features,
-        stem_xunit=self.stem_xunit, compression=self.compression,
-        bottleneck_width=self.bottleneck_width, activation=self.activation,
-        xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
-        depthwise_impl=self.depthwise_impl, dropout_rate=self.dropout_rate, remat=self.remat,
-        dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+        self.blocks,
+        self.growth_rate,
+        stem=self.stem,
+        stem_features=self.stem_features,
+        stem_xunit=self.stem_xunit,
+        compression=self.compression,
+        bottleneck_width=self.bottleneck_width,
+        activation=self.activation,
+        xunit_design=self.xunit_design,
+        xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl,
+        dropout_rate=self.dropout_rate,
+        remat=self.remat,
+        dtype=self.dtype,
+        bn_axis_name=self.bn_axis_name,
+    )
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)
 
   def features(self, x, train: bool = False):

@@ -35,6 +35,7 @@ Dtype = Any
 
 class DenseDenoiser(nn.Module):
   """DxNet / DenseNet Gaussian denoiser with residual learning; returns the clean estimate."""
+
   blocks: Sequence[int] = (4, 4, 4)
   growth_rate: int = 16
   stem_features: int = 64
@@ -52,18 +53,31 @@ class DenseDenoiser(nn.Module):
   def __call__(self, x, train: bool = False):
     validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
     channels = x.shape[-1]
-    y = conv(self.stem_features, 3, self.dtype, 'stem_conv',
-             use_bias=True)(x.astype(self.dtype))
+    y = conv(self.stem_features, 3, self.dtype, 'stem_conv', use_bias=True)(x.astype(self.dtype))
     if self.activation == 'xunit':
-      y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
-                     depthwise_impl=self.depthwise_impl, dtype=self.dtype,
-                     bn_axis_name=self.bn_axis_name, name='stem_xunit')(y, train)
+      y = make_xunit(
+          self.xunit_design,
+          kernel_size=self.xunit_kernel,
+          depthwise_impl=self.depthwise_impl,
+          dtype=self.dtype,
+          bn_axis_name=self.bn_axis_name,
+          name='stem_xunit',
+      )(y, train)
     y = DenseTrunk(
-        self.blocks, self.growth_rate, compression=self.compression,
-        bottleneck_width=self.bottleneck_width, activation=self.activation,
-        xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
-        depthwise_impl=self.depthwise_impl, pool=False, remat=self.remat, dtype=self.dtype,
-        bn_axis_name=self.bn_axis_name, name='trunk')(y, train)
+        self.blocks,
+        self.growth_rate,
+        compression=self.compression,
+        bottleneck_width=self.bottleneck_width,
+        activation=self.activation,
+        xunit_design=self.xunit_design,
+        xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl,
+        pool=False,
+        remat=self.remat,
+        dtype=self.dtype,
+        bn_axis_name=self.bn_axis_name,
+        name='trunk',
+    )(y, train)
     y = norm_relu(train, self.dtype, self.bn_axis_name, 'final_bn')(y)
     noise = conv(channels, 3, self.dtype, 'output_conv', use_bias=True, zero_init=True)(y)
     return x - noise.astype(x.dtype)
@@ -80,6 +94,7 @@ def pixel_shuffle(x, factor: int):
 
 class DenseSuperResolution(nn.Module):
   """x`scale` super-resolution DxNet / DenseNet without BatchNorm, with a narrow tail."""
+
   blocks: Sequence[int] = (4, 4, 4, 6, 8, 8)
   growth_rate: int = 16
   scale: int = 4
@@ -100,18 +115,31 @@ class DenseSuperResolution(nn.Module):
       raise ValueError(f'scale must be 2, 4 or 8 (stages of x2 pixel shuffle), got {self.scale}.')
     validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
     n, h, w, channels = x.shape
-    y = conv(self.stem_features, 3, self.dtype, 'stem_conv',
-             use_bias=True)(x.astype(self.dtype))
+    y = conv(self.stem_features, 3, self.dtype, 'stem_conv', use_bias=True)(x.astype(self.dtype))
     if self.activation == 'xunit':
-      y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel, use_batch_norm=False,
-                     depthwise_impl=self.depthwise_impl, dtype=self.dtype,
-                     name='stem_xunit')(y, train)
+      y = make_xunit(
+          self.xunit_design,
+          kernel_size=self.xunit_kernel,
+          use_batch_norm=False,
+          depthwise_impl=self.depthwise_impl,
+          dtype=self.dtype,
+          name='stem_xunit',
+      )(y, train)
     y = DenseTrunk(
-        self.blocks, self.growth_rate, compression=self.compression,
-        bottleneck_width=self.bottleneck_width, activation=self.activation,
-        xunit_design=self.xunit_design, xunit_kernel=self.xunit_kernel,
-        depthwise_impl=self.depthwise_impl, use_batch_norm=False, pool=False, remat=self.remat,
-        dtype=self.dtype, name='trunk')(y, train)
+        self.blocks,
+        self.growth_rate,
+        compression=self.compression,
+        bottleneck_width=self.bottleneck_width,
+        activation=self.activation,
+        xunit_design=self.xunit_design,
+        xunit_kernel=self.xunit_kernel,
+        depthwise_impl=self.depthwise_impl,
+        use_batch_norm=False,
+        pool=False,
+        remat=self.remat,
+        dtype=self.dtype,
+        name='trunk',
+    )(y, train)
     y = conv(self.tail_features, 3, self.dtype, 'tail_conv', use_bias=True)(nn.relu(y))
     for stage in range(self.scale.bit_length() - 1):
       y = conv(4 * self.tail_features, 3, self.dtype, f'upsample{stage}', use_bias=True)(y)
@@ -127,6 +155,7 @@ class FeedForwardXNet(nn.Module):
   The paper's xUnit-design comparison (Fig. 4) and xDnCNN: residual learning for denoising, the
   module returns the clean estimate.
   """
+
   depth: int = 8
   features: int = 64
   activation: str = 'xunit'
@@ -139,8 +168,9 @@ class FeedForwardXNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.depth < 2:
-      raise ValueError(f'depth must be at least 2 (input and output convolutions), got '
-                       f'{self.depth}.')
+      raise ValueError(
+          f'depth must be at least 2 (input and output convolutions), got ' f'{self.depth}.'
+      )
     if self.activation not in ('relu', 'xunit'):
       raise ValueError(f"activation must be 'relu' or 'xunit', got {self.activation!r}.")
     channels = x.shape[-1]
@@ -150,13 +180,17 @@ class FeedForwardXNet(nn.Module):
       if self.activation == 'xunit':
         if i > 0:
           y = batch_norm(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
-        y = make_xunit(self.xunit_design, kernel_size=self.xunit_kernel,
-                       depthwise_impl=self.depthwise_impl, dtype=self.dtype,
-                       bn_axis_name=self.bn_axis_name, name=f'xunit{i}')(y, train)
+        y = make_xunit(
+            self.xunit_design,
+            kernel_size=self.xunit_kernel,
+            depthwise_impl=self.depthwise_impl,
+            dtype=self.dtype,
+            bn_axis_name=self.bn_axis_name,
+            name=f'xunit{i}',
+        )(y, train)
       elif i > 0:
         y = norm_relu(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
       else:
         y = nn.relu(y)
-    noise = conv(channels, 3, self.dtype, f'conv{self.depth - 1}', use_bias=True,
-                 zero_init=True)(y)
+    noise = conv(channels, 3, self.dtype, f'conv{self.depth - 1}', use_bias=True, zero_init=True)(y)
     return x - noise.astype(x.dtype)

@@ -14,6 +14,7 @@ and the ReLU mask on the fly, and needs one reduction and one elementwise pass:
 with M the number of values per channel. Statistics are float32 whatever the input dtype, as in
 flax; under `pmap` they (and the gradient sums) are averaged over `axis_name`.
 """
+
 import functools
 from typing import Any, Optional, Tuple
 
@@ -42,8 +43,9 @@ def _affine(scale, bias, mean, var, epsilon):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def batch_norm_relu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
-                    axis_name: Optional[str] = None):
+def batch_norm_relu(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, axis_name: Optional[str] = None
+):
   """relu(BatchNorm(x)) with batch statistics; returns (y, batch mean, batch variance).
 
   `scale` and `bias` are float32 `[C]`; `y` has `x`'s dtype. Mean and variance are returned for
@@ -99,8 +101,9 @@ batch_norm_relu.defvjp(_fwd, _bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def batch_norm_relu_given_stats(x: jax.Array, scale: jax.Array, bias: jax.Array, mean: jax.Array,
-                                var: jax.Array, epsilon: float) -> jax.Array:
+def batch_norm_relu_given_stats(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, mean: jax.Array, var: jax.Array, epsilon: float
+) -> jax.Array:
   """relu(BatchNorm(x)) with batch statistics computed elsewhere (`channel_stats`).
 
   Why: in a dense block every layer normalises the concatenation of all earlier outputs, whose
@@ -137,6 +140,7 @@ class BatchNormReLU(nn.Module):
   `nn.BatchNorm`, the same momentum convention (weight of the old statistic) and the same
   running-average update, so checkpoints are interchangeable with the unfused form.
   """
+
   use_running_average: bool = False
   momentum: float = 0.9
   epsilon: float = 1e-5

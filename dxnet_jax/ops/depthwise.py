@@ -67,6 +67,7 @@ run on all cores (`fft_batch_slices`).
 
 Inputs may be bfloat16: 'shift' and 'fft' compute in float32 and return the promoted input dtype.
 """
+
 from typing import Optional
 
 import jax
@@ -115,7 +116,8 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax
       impl = _NATIVE_FALLBACK
   if impl not in _IMPLS:
     raise ValueError(
-        f'Unknown depthwise implementation {impl!r}; choose one of {IMPLEMENTATIONS} or "auto".')
+        f'Unknown depthwise implementation {impl!r}; choose one of {IMPLEMENTATIONS} or "auto".'
+    )
   return _IMPLS[impl](x.astype(dtype), kernel.astype(dtype))
 
 
@@ -124,16 +126,23 @@ def _check(x, kernel):
     raise ValueError(f'Expected x [N,H,W,C] and kernel [kh,kw,1,C]; got {x.shape}, {kernel.shape}.')
   kh, kw, one, c = kernel.shape
   if one != 1 or c != x.shape[-1]:
-    raise ValueError(f'Kernel {kernel.shape} is not depthwise for {x.shape[-1]} channels: '
-                     f'expected [kh, kw, 1, {x.shape[-1]}].')
+    raise ValueError(
+        f'Kernel {kernel.shape} is not depthwise for {x.shape[-1]} channels: '
+        f'expected [kh, kw, 1, {x.shape[-1]}].'
+    )
   if kh % 2 == 0 or kw % 2 == 0:
     raise ValueError(f'Kernel size must be odd for SAME padding; got {kh}x{kw}.')
 
 
 def _xla(x, kernel):
   return lax.conv_general_dilated(
-      x, kernel, window_strides=(1, 1), padding='SAME',
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
+      x,
+      kernel,
+      window_strides=(1, 1),
+      padding='SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=x.shape[-1],
+  )
 
 
 def _shift(x, kernel):
@@ -146,7 +155,7 @@ def _shift(x, kernel):
   out = jnp.zeros(x.shape, jnp.float32)
   for i in range(kh):
     for j in range(kw):
-      out = out + xp[:, i:i + h, j:j + w, :] * k[i, j]
+      out = out + xp[:, i : i + h, j : j + w, :] * k[i, j]
   return out.astype(x.dtype)
 
 
@@ -188,13 +197,13 @@ def _fft(x, kernel):
   def convolve(xs):
     xf = jnp.fft.rfft2(xs.astype(jnp.float32), s=size, axes=(1, 2))
     y = jnp.fft.irfft2(xf * kf, s=size, axes=(1, 2))
-    return y[:, ph:ph + h, pw:pw + w, :].astype(x.dtype)
+    return y[:, ph : ph + h, pw : pw + w, :].astype(x.dtype)
 
   slices = fft_batch_slices(x.shape)
   if slices == 1:
     return convolve(x)
   n = x.shape[0] // slices
-  return jnp.concatenate([convolve(x[i * n:(i + 1) * n]) for i in range(slices)])
+  return jnp.concatenate([convolve(x[i * n : (i + 1) * n]) for i in range(slices)])
 
 
 def _fft_kernel_grad(x, g, kh, kw):
@@ -232,6 +241,11 @@ def _shift_fft_bwd(res, g):
 
 _shift_fft.defvjp(_shift_fft_fwd, _shift_fft_bwd)
 
-_IMPLS = {'xla': _xla, 'shift': _shift, 'fft': _fft, 'shift_fft': _shift_fft,
-          'native': native_conv.depthwise_conv2d_native}
+_IMPLS = {
+    'xla': _xla,
+    'shift': _shift,
+    'fft': _fft,
+    'shift_fft': _shift_fft,
+    'native': native_conv.depthwise_conv2d_native,
+}
 assert tuple(_IMPLS) == IMPLEMENTATIONS

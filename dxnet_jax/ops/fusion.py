@@ -9,6 +9,7 @@ constraints before it fuses. Two ways that do: `materialized` (a transcendental 
 duplicate) and, where XLA computes that once but still duplicates the rest,
 `gradient_through_product` (a product, which XLA computes once for all its readers).
 """
+
 import jax
 import jax.numpy as jnp
 

@@ -10,6 +10,7 @@ compiler, the target CPU and the jaxlib version; a build takes a few seconds, on
 Without a C++ compiler, or with `DXNET_JAX_NATIVE=0`, `load()` returns None with the reason in
 `unavailable_reason()`, and callers use the pure-JAX implementations.
 """
+
 import ctypes
 import functools
 import hashlib
@@ -77,21 +78,35 @@ def build() -> pathlib.Path:
   version = _run([cxx, '--version']).stdout
   sources = sorted(SOURCES.glob('*.cc'))
   texts = [p.read_text() for p in sorted(SOURCES.glob('*.[ch]*'))]
-  key = hashlib.sha256('\0'.join([*texts, cxx, version, _target_cpu(cxx), ' '.join(FLAGS),
-                                  jaxlib.__version__]).encode()).hexdigest()[:16]
+  key = hashlib.sha256(
+      '\0'.join(
+          [*texts, cxx, version, _target_cpu(cxx), ' '.join(FLAGS), jaxlib.__version__]
+      ).encode()
+  ).hexdigest()[:16]
   library = cache_dir() / f'dxnet_native-{key}.so'
   if library.exists():
     return library
   try:
     library.parent.mkdir(parents=True, exist_ok=True)
   except OSError as error:
-    raise RuntimeError(f'cannot create the kernel cache {library.parent} ({error}); set '
-                       'DXNET_JAX_NATIVE_CACHE to a writable directory') from error
+    raise RuntimeError(
+        f'cannot create the kernel cache {library.parent} ({error}); set '
+        'DXNET_JAX_NATIVE_CACHE to a writable directory'
+    ) from error
   # Build beside the target and rename into place: concurrent processes never load a half file.
   with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
     partial = pathlib.Path(tmp) / library.name
-    out = _run([cxx, *FLAGS, _march(), f'-I{jax.ffi.include_dir()}', *map(str, sources), '-o',
-                str(partial)])
+    out = _run(
+        [
+            cxx,
+            *FLAGS,
+            _march(),
+            f'-I{jax.ffi.include_dir()}',
+            *map(str, sources),
+            '-o',
+            str(partial),
+        ]
+    )
     if out.returncode != 0:
       raise RuntimeError(f'{cxx} failed to build the kernels in {SOURCES}:\n{out.stderr[-4000:]}')
     os.replace(partial, library)

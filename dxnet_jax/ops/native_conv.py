@@ -11,6 +11,7 @@ Every native call has a pure-JAX JVP rule (`lax.conv_general_dilated`), so forwa
 derivatives (Hessian-vector products of the flatness analysis) and reverse-over-reverse both
 work; first-order gradients take the native backward.
 """
+
 import functools
 
 import jax
@@ -28,8 +29,9 @@ def _xla_dense(x, kernel):
 
 
 def _xla_depthwise(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=_DIMENSIONS,
-                                      feature_group_count=x.shape[-1])
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), 'SAME', dimension_numbers=_DIMENSIONS, feature_group_count=x.shape[-1]
+  )
 
 
 def _dense_flipped(kernel):
@@ -97,8 +99,11 @@ DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
 def _runs_here(dtype) -> bool:
-  return (jnp.dtype(dtype) in map(jnp.dtype, DTYPES) and jax.default_backend() == 'cpu'
-          and native_build.available())
+  return (
+      jnp.dtype(dtype) in map(jnp.dtype, DTYPES)
+      and jax.default_backend() == 'cpu'
+      and native_build.available()
+  )
 
 
 def supports(x_dtype, kernel_shape) -> bool:
@@ -133,16 +138,22 @@ def preferred(kernel_shape, dtype) -> bool:
 
 def _in_float32(op, impl_name, x, kernel):
   if jax.default_backend() != 'cpu':
-    raise ValueError(f"{impl_name}='native' runs on the CPU only (XLA:CPU custom calls); this "
-                     f"process computes on {jax.default_backend()!r}: use 'auto'.")
+    raise ValueError(
+        f"{impl_name}='native' runs on the CPU only (XLA:CPU custom calls); this "
+        f"process computes on {jax.default_backend()!r}: use 'auto'."
+    )
   if not native_build.available():
-    raise RuntimeError(f"{impl_name}='native' needs the native kernels: "
-                       f"{native_build.unavailable_reason()}. Use another implementation, or "
-                       'install a C++ compiler (g++).')
+    raise RuntimeError(
+        f"{impl_name}='native' needs the native kernels: "
+        f'{native_build.unavailable_reason()}. Use another implementation, or '
+        'install a C++ compiler (g++).'
+    )
   dtype = jnp.result_type(x, kernel)
   if dtype not in map(jnp.dtype, DTYPES):
-    raise ValueError(f"{impl_name}='native' takes {[jnp.dtype(d).name for d in DTYPES]} inputs, "
-                     f'got {dtype}; use another implementation.')
+    raise ValueError(
+        f"{impl_name}='native' takes {[jnp.dtype(d).name for d in DTYPES]} inputs, "
+        f'got {dtype}; use another implementation.'
+    )
   return op(x.astype(jnp.float32), kernel.astype(jnp.float32)).astype(dtype)
 
 
@@ -150,8 +161,9 @@ def conv2d_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """`x [N, H, W, Cin]` convolved with `kernel [k, k, Cin, Cout]` (odd k, stride 1, 'SAME')."""
   k, k2, cin, _ = kernel.shape
   if k != k2 or k % 2 == 0 or cin != x.shape[-1]:
-    raise ValueError(f'Expected an odd square [k, k, {x.shape[-1]}, Cout] kernel, got '
-                     f'{kernel.shape}.')
+    raise ValueError(
+        f'Expected an odd square [k, k, {x.shape[-1]}, Cout] kernel, got ' f'{kernel.shape}.'
+    )
   return _in_float32(_dense, 'impl', x, kernel)
 
 
@@ -159,6 +171,8 @@ def depthwise_conv2d_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Depthwise `x [N, H, W, C]` with `kernel [kh, kw, 1, C]` (odd kh, kw in DEPTHWISE_WIDTHS);
   the caller (`ops.depthwise_conv2d`) has checked the shapes."""
   if kernel.shape[1] not in DEPTHWISE_WIDTHS:
-    raise ValueError(f"depthwise impl='native' supports filter widths {DEPTHWISE_WIDTHS}, got "
-                     f"{kernel.shape[1]}; use impl='fft'.")
+    raise ValueError(
+        f"depthwise impl='native' supports filter widths {DEPTHWISE_WIDTHS}, got "
+        f"{kernel.shape[1]}; use impl='fft'."
+    )
   return _in_float32(_depthwise, 'depthwise impl', x, kernel)

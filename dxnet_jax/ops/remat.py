@@ -26,6 +26,7 @@ bottleneck only (docs/performance.md).
 `ordered_remat` lifts it to flax modules like `nn.remat` does: variables (parameters, BatchNorm
 statistics) and RNG streams flow through unchanged, and the parameter tree is the module's own.
 """
+
 import functools
 from typing import Any, Callable, Sequence, Union
 
@@ -58,8 +59,9 @@ def _zero_from(tree, read=lambda x: x.reshape(-1)[0]):
 SYNC_MODES = ('tied', 'barrier')
 
 
-def tied_checkpoint(fn: Callable[..., Any], static_argnums: Union[int, Sequence[int]] = (),
-                    sync: str = 'tied') -> Callable[..., Any]:
+def tied_checkpoint(
+    fn: Callable[..., Any], static_argnums: Union[int, Sequence[int]] = (), sync: str = 'tied'
+) -> Callable[..., Any]:
   """`jax.checkpoint(fn)` whose recomputation is ordered after the output's cotangent.
 
   `static_argnums` name hashable arguments (flags such as `train`) passed through unchanged.
@@ -125,6 +127,7 @@ def _lifted_tied_checkpoint(fn, variables=True, rngs=True, static_argnums=(), sy
       scope = scope_fn(variable_groups, rng_groups)
       y = fn(scope, *args)
       return y, repack_fn(scope)
+
     # Two leading arguments (variables, RNGs) precede the module's own.
     checkpointed = tied_checkpoint(rematted, tuple(i + 2 for i in static), sync)
     return checkpointed(variable_groups, rng_groups, *args)
@@ -132,13 +135,13 @@ def _lifted_tied_checkpoint(fn, variables=True, rngs=True, static_argnums=(), sy
   return lift.pack(inner, (variables,), (variables,), (rngs,), name='ordered_remat')
 
 
-def ordered_remat(module_class, static_argnums: Union[int, Sequence[int]] = (),
-                  sync: str = 'tied'):
+def ordered_remat(module_class, static_argnums: Union[int, Sequence[int]] = (), sync: str = 'tied'):
   """`nn.remat(module_class, static_argnums=...)` with the recomputation ordered (see above).
 
   As in `nn.remat`, `static_argnums` count `self` as argument 0. The wrapped module has the same
   variables as `module_class`. `sync`: 'tied' (least memory) or 'barrier' (faster).
   """
   static = _as_tuple(static_argnums)
-  return transforms.lift_transform(_lifted_tied_checkpoint, module_class,
-                                   static_argnums=tuple(i - 1 for i in static), sync=sync)
+  return transforms.lift_transform(
+      _lifted_tied_checkpoint, module_class, static_argnums=tuple(i - 1 for i in static), sync=sync
+  )

@@ -14,6 +14,7 @@ On the CPU `impl='auto'` now takes the native C++ kernel (`ops.native_conv`, 0.2
 time for the dense layer's 48 -> 12 with both gradients) wherever it was measured faster; this
 form stays the fallback where the native kernels cannot be built.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -35,8 +36,11 @@ def _shifted_sum(z, k, cout):
   _, h, w, _ = z.shape
   p = k // 2
   z = jnp.pad(z, ((0, 0), (p, p), (p, p), (0, 0)))
-  parts = [z[:, i:i + h, j:j + w, (i * k + j) * cout:(i * k + j + 1) * cout]
-           for i in range(k) for j in range(k)]
+  parts = [
+      z[:, i : i + h, j : j + w, (i * k + j) * cout : (i * k + j + 1) * cout]
+      for i in range(k)
+      for j in range(k)
+  ]
   return sum(parts[1:], parts[0])
 
 
@@ -45,8 +49,14 @@ def _shifted_copies(g, k):
   _, h, w, _ = g.shape
   p = k // 2
   g = jnp.pad(g, ((0, 0), (p, p), (p, p), (0, 0)))
-  return jnp.concatenate([g[:, 2 * p - i:2 * p - i + h, 2 * p - j:2 * p - j + w, :]
-                          for i in range(k) for j in range(k)], axis=-1)
+  return jnp.concatenate(
+      [
+          g[:, 2 * p - i : 2 * p - i + h, 2 * p - j : 2 * p - j + w, :]
+          for i in range(k)
+          for j in range(k)
+      ],
+      axis=-1,
+  )
 
 
 def _product_and_shifted_sum(x, kernel):
@@ -81,8 +91,9 @@ def conv2d_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """`x [N, H, W, Cin]` convolved with `kernel [k, k, Cin, Cout]` (odd k, stride 1, 'SAME')."""
   k, k2, cin, _ = kernel.shape
   if k != k2 or k % 2 == 0 or cin != x.shape[-1]:
-    raise ValueError(f'Expected an odd square [k, k, {x.shape[-1]}, Cout] kernel, got '
-                     f'{kernel.shape}.')
+    raise ValueError(
+        f'Expected an odd square [k, k, {x.shape[-1]}, Cout] kernel, got ' f'{kernel.shape}.'
+    )
   return _conv2d_as_matmul(x, kernel)
 
 
@@ -123,8 +134,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   if impl == 'matmul':
     return conv2d_as_matmul(x, kernel)
   if impl == 'xla':
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
   raise ValueError(f"impl must be one of {IMPLEMENTATIONS + ('auto',)}, got {impl!r}.")
 
 
@@ -134,6 +146,7 @@ class SpatialConv(nn.Module):
   Same parameters ('kernel' [k, k, Cin, Cout], optional 'bias' [Cout]), so checkpoints are
   interchangeable with nn.Conv and between implementations.
   """
+
   features: int
   kernel_size: int = 3
   use_bias: bool = True
@@ -146,8 +159,9 @@ class SpatialConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
-                        self.param_dtype)
+    kernel = self.param(
+        'kernel', self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype
+    )
     dtype = self.dtype or jnp.result_type(x, kernel)
     y = conv2d(x.astype(dtype), kernel.astype(dtype), self.impl)
     if self.use_bias:

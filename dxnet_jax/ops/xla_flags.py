@@ -12,6 +12,7 @@ Measured effects (2-core CPU, docs/performance.md has the tables):
   with an earlier form of it, it was worse than the default scheduler (1155 vs 1040 MiB), so it
   is not set by default. Results are equal.
 """
+
 import os
 from typing import Mapping
 
@@ -32,10 +33,16 @@ def set_xla_flags(options: Mapping[str, object]) -> str:
   the new flags.
   """
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
   if xla_bridge.backends_are_initialized():
-    raise RuntimeError('XLA flags must be set before JAX initialises its backends (before the '
-                       'first computation); call set_xla_flags at the top of main.')
-  kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
-          if f.lstrip('-').split('=', 1)[0] not in options]
+    raise RuntimeError(
+        'XLA flags must be set before JAX initialises its backends (before the '
+        'first computation); call set_xla_flags at the top of main.'
+    )
+  kept = [
+      f
+      for f in os.environ.get('XLA_FLAGS', '').split()
+      if f.lstrip('-').split('=', 1)[0] not in options
+  ]
   os.environ['XLA_FLAGS'] = ' '.join(kept + [as_flag_string(options)]).strip()
   return os.environ['XLA_FLAGS']

@@ -35,18 +35,25 @@ class Checkpoints:
   """The latest-K and best checkpoint managers of one workdir."""
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-    root = os.path.join(os.path.abspath(workdir) if '://' not in workdir else workdir,
-                        'checkpoints')
+    root = os.path.join(
+        os.path.abspath(workdir) if '://' not in workdir else workdir, 'checkpoints'
+    )
     self.directories = {LATEST: os.path.join(root, LATEST), BEST: os.path.join(root, BEST)}
     # Each manager gets its own barrier names: at an epoch end both save at once, and on several
     # processes shared names collide in the coordination service ("barrier already ongoing").
     make = lambda which, keep: ocp.CheckpointManager(
-        self.directories[which], options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+        self.directories[which],
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
             multiprocessing_options=ocp.options.MultiprocessingOptions(
-                barrier_sync_key_prefix=which)),
-        item_names=('state', 'meta'))
+                barrier_sync_key_prefix=which
+            ),
+        ),
+        item_names=('state', 'meta'),
+    )
     self.managers = {LATEST: make(LATEST, keep), BEST: make(BEST, 1)}
 
   def latest_step(self, which: str = LATEST) -> Optional[int]:
@@ -72,18 +79,25 @@ class Checkpoints:
             f'{workdir} holds a checkpoint ({which}, step {meta.get("step")}) of model '
             f'{found.get("model")!r} with other parameter shapes than this run\'s model '
             f'{fingerprint["model"]!r}. Refusing to resume or overwrite it: use a new --workdir '
-            '(or restore the config that wrote it).')
+            '(or restore the config that wrote it).'
+        )
 
   def save(self, which: str, step: int, state, meta: Dict[str, Any]):
     self.managers[which].save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      meta=ocp.args.JsonSave(meta)), force=True)
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=True,
+    )
 
   def restore(self, which: str, abstract_state, step: Optional[int] = None) -> Tuple[Any, Dict]:
     manager = self.managers[which]
     step = manager.latest_step() if step is None else step
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        ),
+    )
     return restored['state'], dict(restored['meta'])
 
   def wait(self):
@@ -99,15 +113,18 @@ def abstract_like(state, sharding_tree=None):
   """Shape/dtype (and sharding) target for restoring into `state`'s structure."""
   if sharding_tree is None:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      state, sharding_tree)
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, sharding_tree
+  )
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: {workdir} is not a dxnet_jax workdir (it is '
-                            'written by `python -m dxnet_jax.main --workdir ...`).')
+    raise FileNotFoundError(
+        f'{path} not found: {workdir} is not a dxnet_jax workdir (it is '
+        'written by `python -m dxnet_jax.main --workdir ...`).'
+    )
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 

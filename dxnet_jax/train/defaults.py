@@ -30,11 +30,26 @@ from dxnet_jax import data as data_lib
 
 
 def optim_config(name: str = 'sgd', **overrides) -> ml_collections.ConfigDict:
-  optim = ml_collections.ConfigDict(dict(
-      name=name, learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.0,
-      b1=0.9, b2=0.999, eps=1e-8, schedule='constant', decay_at=(0.5,), decay_factor=0.1,
-      plateau_factor=0.5, plateau_patience=10, plateau_threshold=1e-4, plateau_cooldown=0,
-      plateau_min_scale=0.0))
+  optim = ml_collections.ConfigDict(
+      dict(
+          name=name,
+          learning_rate=0.1,
+          momentum=0.9,
+          nesterov=True,
+          weight_decay=0.0,
+          b1=0.9,
+          b2=0.999,
+          eps=1e-8,
+          schedule='constant',
+          decay_at=(0.5,),
+          decay_factor=0.1,
+          plateau_factor=0.5,
+          plateau_patience=10,
+          plateau_threshold=1e-4,
+          plateau_cooldown=0,
+          plateau_min_scale=0.0,
+      )
+  )
   optim.update(overrides)
   return optim
 

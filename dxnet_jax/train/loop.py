@@ -52,6 +52,7 @@ class _StopFlag:
     flag = np.int32(self.event.is_set())
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
       flag = np.max(multihost_utils.process_allgather(flag))
     return bool(flag)
 
@@ -97,8 +98,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   is_main = jax.process_index() == 0
   task = tasks_lib.get(config.task)
   model = models.create(_model_config(config))
-  data = data_lib.build(config, global_batch_size=config.batch_size, seed=config.seed,
-                        process_index=jax.process_index(), process_count=jax.process_count())
+  data = data_lib.build(
+      config,
+      global_batch_size=config.batch_size,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
   steps_per_epoch = data.train.steps_per_epoch
   total_steps = config.num_steps if config.num_steps > 0 else config.num_epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -112,8 +118,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   fingerprint = ckpt_lib.model_fingerprint(config.model.name, state.params)
   if is_main:
     os.makedirs(workdir, exist_ok=True)
-  checkpoints = ckpt_lib.Checkpoints(workdir, keep=config.checkpoint_keep,
-                                     async_save=config.async_checkpoints)
+  checkpoints = ckpt_lib.Checkpoints(
+      workdir, keep=config.checkpoint_keep, async_save=config.async_checkpoints
+  )
   checkpoints.check_compatible(fingerprint, workdir)
 
   meta: Dict[str, Any] = {'best': None, 'epoch': 0}
@@ -124,10 +131,18 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   plateau = optim_lib.Plateau.from_config(config.optim, meta.get('plateau'))
   if is_main:
     _save_config(config, workdir)
-    logging.info('%s: %s, %s parameters, %d steps (%d epochs of %d), global batch %d on %d '
-                 'devices (%s).', workdir, config.model.name,
-                 f'{models.count_params(state.params):,}', total_steps, num_epochs,
-                 steps_per_epoch, config.batch_size, jax.device_count(), config.parallelism)
+    logging.info(
+        '%s: %s, %s parameters, %d steps (%d epochs of %d), global batch %d on %d ' 'devices (%s).',
+        workdir,
+        config.model.name,
+        f'{models.count_params(state.params):,}',
+        total_steps,
+        num_epochs,
+        steps_per_epoch,
+        config.batch_size,
+        jax.device_count(),
+        config.parallelism,
+    )
 
   step = int(jax.device_get(state.step))
   state = runner.put_state(state)
@@ -137,8 +152,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   stop.install()
 
   def make_meta(epoch):
-    return {'step': step, 'epoch': epoch, 'plateau': plateau.state_dict(), 'best': meta['best'],
-            'fingerprint': fingerprint, 'task': config.task}
+    return {
+        'step': step,
+        'epoch': epoch,
+        'plateau': plateau.state_dict(),
+        'best': meta['best'],
+        'fingerprint': fingerprint,
+        'task': config.task,
+    }
 
   def save(which, epoch):
     if checkpoints.latest_step(which) == step:
@@ -165,17 +186,31 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         means['images_per_second'] = progress.report(step, means)
         writer.write(step, 'train', means)
       if epoch_end and (epoch % config.eval_every_epochs == 0 or step == total_steps):
-        _validate_epoch(config, data, runner, state, task, writer, plateau, meta, step, epoch,
-                        lambda: save(ckpt_lib.BEST, epoch), is_main)
+        _validate_epoch(
+            config,
+            data,
+            runner,
+            state,
+            task,
+            writer,
+            plateau,
+            meta,
+            step,
+            epoch,
+            lambda: save(ckpt_lib.BEST, epoch),
+            is_main,
+        )
         state = state.replace(lr_scale=runner.put_scalar(plateau.scale))
       if epoch_end or periodic:
         save(ckpt_lib.LATEST, epoch)
       if stop.agreed():
         save(ckpt_lib.LATEST, epoch)
         checkpoints.wait()
-        raise Preempted(f'SIGTERM at step {step}: saved the state to '
-                        f'{checkpoints.directories[ckpt_lib.LATEST]}; rerun the same command to '
-                        'resume.')
+        raise Preempted(
+            f'SIGTERM at step {step}: saved the state to '
+            f'{checkpoints.directories[ckpt_lib.LATEST]}; rerun the same command to '
+            'resume.'
+        )
     checkpoints.wait()
   finally:
     stop.uninstall()
@@ -188,8 +223,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
 def _check_finite(scalars, step, steps_per_epoch, checkpoints):
   """Stops the run on a NaN/Inf loss or update, before the bad state can be saved."""
-  bad = {k: v for k, v in scalars.items() if k in ('loss', 'update_norm')
-         and not math.isfinite(v)}
+  bad = {k: v for k, v in scalars.items() if k in ('loss', 'update_norm') and not math.isfinite(v)}
   if not bad:
     return
   checkpoints.wait()
@@ -200,11 +234,13 @@ def _check_finite(scalars, step, steps_per_epoch, checkpoints):
       f'was saved after it; the last good checkpoint '
       f'({"step " + str(last) if last is not None else "none"}) is left in '
       f'{checkpoints.directories[ckpt_lib.LATEST]}. Lower config.optim.learning_rate (or check '
-      'the data) and rerun with the same --workdir to resume from it.')
+      'the data) and rerun with the same --workdir to resume from it.'
+  )
 
 
-def _validate_epoch(config, data, runner, state, task, writer, plateau, meta, step, epoch,
-                    save_best, is_main):
+def _validate_epoch(
+    config, data, runner, state, task, writer, plateau, meta, step, epoch, save_best, is_main
+):
   """Validation metrics, the plateau rule and the best checkpoint for one epoch end."""
   batches = data.validation()
   if batches is None:
@@ -218,8 +254,9 @@ def _validate_epoch(config, data, runner, state, task, writer, plateau, meta, st
   values['lr_scale'] = plateau.scale
   writer.write(step, 'validation', values)
   if is_main:
-    logging.info('epoch %d validation: %s', epoch,
-                 ' '.join(f'{k} {v:.4g}' for k, v in values.items()))
+    logging.info(
+        'epoch %d validation: %s', epoch, ' '.join(f'{k} {v:.4g}' for k, v in values.items())
+    )
   metric = values[task.best_metric]
   best = meta['best']
   if best is None or (metric > best['value'] if task.higher_is_better else metric < best['value']):
@@ -229,17 +266,37 @@ def _validate_epoch(config, data, runner, state, task, writer, plateau, meta, st
 
 def _final_results(config, workdir: str, meta, step: int) -> Dict[str, Any]:
   """results.json: best validation metric and, for restoration, the benchmark protocol scores."""
-  results: Dict[str, Any] = {'model': config.model.name, 'task': config.task, 'steps': step,
-                             'best_validation': meta['best'],
-                             'parameters': models.parameter_count(config.model.to_dict())}
+  results: Dict[str, Any] = {
+      'model': config.model.name,
+      'task': config.task,
+      'steps': step,
+      'best_validation': meta['best'],
+      'parameters': models.parameter_count(config.model.to_dict()),
+  }
   if config.task != 'classification' and config.final_eval and config.data.eval_sets:
     from dxnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-    args = argparse.Namespace(workdir=workdir, baseline=None, sets=[], task=None, sigma=None,
-                              scale=None, channels=None, seed=None)
+
+    args = argparse.Namespace(
+        workdir=workdir,
+        baseline=None,
+        sets=[],
+        task=None,
+        sigma=None,
+        scale=None,
+        channels=None,
+        seed=None,
+    )
     rows, caption = evaluate.run(args)
     baseline = 'noisy' if config.task == 'denoising' else 'bicubic'
-    args = argparse.Namespace(**{**vars(args), 'workdir': None, 'baseline': baseline,
-                                 'sets': list(config.data.eval_sets), 'task': config.task})
+    args = argparse.Namespace(
+        **{
+            **vars(args),
+            'workdir': None,
+            'baseline': baseline,
+            'sets': list(config.data.eval_sets),
+            'task': config.task,
+        }
+    )
     if config.task == 'denoising':
       args.sigma = config.data.eval_sigma or config.data.sigma
       args.seed, args.channels = config.data.noise_seed, config.data.channels

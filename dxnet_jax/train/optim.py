@@ -25,8 +25,7 @@ def schedule_fn(optim, total_steps: int):
   if optim.schedule in ('constant', 'plateau'):
     return lambda step: 1.0
   if optim.schedule == 'piecewise':
-    boundaries = {int(round(f * total_steps)): float(optim.decay_factor)
-                  for f in optim.decay_at}
+    boundaries = {int(round(f * total_steps)): float(optim.decay_factor) for f in optim.decay_at}
     return optax.piecewise_constant_schedule(1.0, boundaries)
   if optim.schedule == 'cosine':
     return optax.cosine_decay_schedule(1.0, max(total_steps, 1))
@@ -59,6 +58,7 @@ class Plateau:
   without an improvement of more than `threshold` (relative), the scale is multiplied by
   `factor` and `cooldown` epochs are skipped. Its state is saved in every checkpoint.
   """
+
   factor: float = 0.5
   patience: int = 10
   threshold: float = 1e-4
@@ -89,9 +89,13 @@ class Plateau:
 
   @classmethod
   def from_config(cls, optim, state: Optional[Dict[str, Any]] = None) -> 'Plateau':
-    plateau = cls(factor=optim.plateau_factor, patience=optim.plateau_patience,
-                  threshold=optim.plateau_threshold, cooldown=optim.plateau_cooldown,
-                  min_scale=optim.plateau_min_scale)
+    plateau = cls(
+        factor=optim.plateau_factor,
+        patience=optim.plateau_patience,
+        threshold=optim.plateau_threshold,
+        cooldown=optim.plateau_cooldown,
+        min_scale=optim.plateau_min_scale,
+    )
     for key, value in (state or {}).items():
       setattr(plateau, key, value)
     return plateau

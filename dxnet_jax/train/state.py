@@ -31,10 +31,17 @@ class TrainState(flax.struct.PyTreeNode):
 def create_train_state(model, tx, input_shape, seed: int) -> TrainState:
   """Initialises parameters, BatchNorm statistics and optimizer state from `seed`."""
   init_key, rng = jax.random.split(jax.random.key(seed))
-  variables = model.init({'params': init_key, 'dropout': init_key},
-                         jnp.zeros(input_shape, jnp.float32), train=False)
+  variables = model.init(
+      {'params': init_key, 'dropout': init_key}, jnp.zeros(input_shape, jnp.float32), train=False
+  )
   params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    lr_scale=jnp.ones((), jnp.float32), rng=jax.random.key_data(rng),
-                    apply_fn=model.apply, tx=tx)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get('batch_stats', {}),
+      opt_state=tx.init(params),
+      lr_scale=jnp.ones((), jnp.float32),
+      rng=jax.random.key_data(rng),
+      apply_fn=model.apply,
+      tx=tx,
+  )

@@ -23,15 +23,20 @@ from dxnet_jax.train.tasks import Task
 PMAP_AXIS = 'batch'
 
 
-def train_step(state: TrainState, batch, *, task: Task, lr_fn: Callable,
-               axis_name: Optional[str] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+def train_step(
+    state: TrainState, batch, *, task: Task, lr_fn: Callable, axis_name: Optional[str] = None
+) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One optimisation step on `batch`; returns the new state and batch-mean metrics."""
   has_bn = bool(state.batch_stats)
 
   def loss_fn(params):
     outputs, updates = state.apply_fn(
-        state.variables(params), batch['inputs'], train=True,
-        mutable=['batch_stats'] if has_bn else [], rngs={'dropout': state.step_key()})
+        state.variables(params),
+        batch['inputs'],
+        train=True,
+        mutable=['batch_stats'] if has_bn else [],
+        rngs={'dropout': state.step_key()},
+    )
     return task.loss(outputs, batch['targets']), (outputs, updates)
 
   (loss, (outputs, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -45,13 +50,18 @@ def train_step(state: TrainState, batch, *, task: Task, lr_fn: Callable,
   metrics['learning_rate'] = lr_fn(state.step) * state.lr_scale
   # The loss only shows a bad update one step later; this flags it before the state is saved.
   metrics['update_norm'] = optax.tree.norm(step_updates)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=updates['batch_stats'] if has_bn else state.batch_stats)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      batch_stats=updates['batch_stats'] if has_bn else state.batch_stats,
+  )
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, task: Task,
-              axis_name: Optional[str] = None) -> Dict[str, jax.Array]:
+def eval_step(
+    state: TrainState, batch, *, task: Task, axis_name: Optional[str] = None
+) -> Dict[str, jax.Array]:
   """Masked metric sums of one evaluation batch (BatchNorm in inference mode)."""
   outputs = state.apply_fn(state.variables(), batch['inputs'], train=False)
   sums = task.eval_sums(outputs, batch['targets'], batch['mask'].astype(jnp.float32))
@@ -69,18 +79,21 @@ class Runner:
     self.mode = mode
     if mode == 'jit':
       from dxnet_jax import distributed  # pylint: disable=g-import-not-at-top
+
       self.mesh = mesh if mesh is not None else distributed.data_mesh()
       self.replicated = NamedSharding(self.mesh, P())
       self.batch_sharding = NamedSharding(self.mesh, P('data'))
-      self._train = jax.jit(functools.partial(train_step, task=task, lr_fn=lr_fn),
-                            donate_argnums=0)
+      self._train = jax.jit(functools.partial(train_step, task=task, lr_fn=lr_fn), donate_argnums=0)
       self._eval = jax.jit(functools.partial(eval_step, task=task))
     else:
       self._train = jax.pmap(
           functools.partial(train_step, task=task, lr_fn=lr_fn, axis_name=PMAP_AXIS),
-          axis_name=PMAP_AXIS, donate_argnums=0)
-      self._eval = jax.pmap(functools.partial(eval_step, task=task, axis_name=PMAP_AXIS),
-                            axis_name=PMAP_AXIS)
+          axis_name=PMAP_AXIS,
+          donate_argnums=0,
+      )
+      self._eval = jax.pmap(
+          functools.partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS
+      )
 
   # State placement ------------------------------------------------------------------------
   def put_state(self, state: TrainState) -> TrainState:
@@ -108,14 +121,17 @@ class Runner:
   def put_batch(self, batch):
     if self.mode == 'jit':
       from dxnet_jax import distributed  # pylint: disable=g-import-not-at-top
+
       return distributed.global_batch_from_local(batch, self.mesh)
     n = jax.local_device_count()
 
     def shard(x):
       x = np.asarray(x)
       if x.shape[0] % n:
-        raise ValueError(f'per-host batch of {x.shape[0]} rows does not split over the {n} '
-                         'local devices; choose a batch size divisible by the device count.')
+        raise ValueError(
+            f'per-host batch of {x.shape[0]} rows does not split over the {n} '
+            'local devices; choose a batch size divisible by the device count.'
+        )
       return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
     return jax.tree.map(shard, batch)
@@ -137,4 +153,5 @@ class Runner:
     if totals is None:
       return {}
     from dxnet_jax import distributed  # pylint: disable=g-import-not-at-top
+
     return {k: float(v) for k, v in distributed.fetch(totals).items()}

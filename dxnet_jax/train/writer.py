@@ -25,12 +25,17 @@ class MetricWriter:
   def write(self, step: int, split: str, scalars: Dict[str, float]):
     if not self.enabled:
       return
-    record = {'step': int(step), 'split': split, 'time': time.time(),
-              **{k: float(v) for k, v in scalars.items()}}
+    record = {
+        'step': int(step),
+        'split': split,
+        'time': time.time(),
+        **{k: float(v) for k, v in scalars.items()},
+    }
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
     if self._tb is not None:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
       with self._tb.as_default(step=int(step)):
         for k, v in scalars.items():
           tf.summary.scalar(f'{split}/{k}', float(v))
@@ -52,8 +57,11 @@ def _tensorboard_writer(logdir: str):
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError as error:
-    logging.warning('TensorBoard events are off (%s); metrics go to metrics.jsonl only. '
-                    'pip install tensorflow-cpu to write them.', error)
+    logging.warning(
+        'TensorBoard events are off (%s); metrics go to metrics.jsonl only. '
+        'pip install tensorflow-cpu to write them.',
+        error,
+    )
     return None
   tf.config.set_visible_devices([], 'GPU')  # TF must never take accelerator memory
   return tf.summary.create_file_writer(logdir)
@@ -69,8 +77,9 @@ def _duration(seconds: float) -> str:
 class Progress:
   """Console progress: epoch, step, loss, metric, LR, images/s and ETA."""
 
-  def __init__(self, total_steps: int, steps_per_epoch: int, global_batch: int,
-               enabled: bool = True):
+  def __init__(
+      self, total_steps: int, steps_per_epoch: int, global_batch: int, enabled: bool = True
+  ):
     self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
     self.global_batch, self.enabled = global_batch, enabled
     self._last_time: Optional[float] = None
@@ -88,6 +97,13 @@ class Progress:
       eta = (self.total_steps - step) * self.global_batch / max(rate, 1e-9)
       epoch = step / self.steps_per_epoch
       values = ' '.join(f'{k} {v:.4g}' for k, v in scalars.items())
-      logging.info('epoch %.2f step %d/%d %s | %.1f img/s | ETA %s', epoch, step,
-                   self.total_steps, values, rate, _duration(eta))
+      logging.info(
+          'epoch %.2f step %d/%d %s | %.1f img/s | ETA %s',
+          epoch,
+          step,
+          self.total_steps,
+          values,
+          rate,
+          _duration(eta),
+      )
     return rate

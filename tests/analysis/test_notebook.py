@@ -5,33 +5,54 @@ import pathlib
 
 import pytest
 
-NOTEBOOK = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "dxnet_tour.ipynb"
+NOTEBOOK = pathlib.Path(__file__).resolve().parents[2] / 'notebooks' / 'dxnet_tour.ipynb'
 
 
 @pytest.mark.slow
 def test_tour_notebook_executes(tmp_path):
-    pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    from dxnet_jax.analysis import notebook
+  pytest.importorskip('nbclient')
+  pytest.importorskip('ipykernel')
+  from dxnet_jax.analysis import notebook
 
-    # Fewer training steps than the tour's defaults (200 and 40): every cell, figure and printed
-    # check still runs; only how well the tiny nets are trained changes.
-    nb = notebook.execute(str(NOTEBOOK), env={"DXNET_TOUR_OUT": str(tmp_path),
-                                             "DXNET_TOUR_STEPS": "20",
-                                             "DXNET_TOUR_CLS_STEPS": "10"}, timeout=600)
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
-    for name in ("tour_denoising.png", "tour_cams.png", "tour_sharpness.png",
-                 "budget_paper_points.png"):
-        assert (tmp_path / name).stat().st_size > 5_000, name
-    # The notebook checks the CAM identity and reports a denoiser that beats its noisy input.
-    assert "max |mean(CAM) + bias - logit|" in text
-    assert "tour finished" in text
-    images = [c for c in nb.cells if c.cell_type == "code"
-              for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 4
-    assert os.environ.get("DXNET_TOUR_OUT") is None   # the runner restores the environment
-    assert os.environ.get("DXNET_TOUR_STEPS") is None
+  # Fewer training steps than the tour's defaults (200 and 40): every cell, figure and printed
+  # check still runs; only how well the tiny nets are trained changes.
+  nb = notebook.execute(
+      str(NOTEBOOK),
+      env={'DXNET_TOUR_OUT': str(tmp_path), 'DXNET_TOUR_STEPS': '20', 'DXNET_TOUR_CLS_STEPS': '10'},
+      timeout=600,
+  )
+  text = '\n'.join(
+      o.get('text', '')
+      for c in nb.cells
+      if c.cell_type == 'code'
+      for o in c.get('outputs', [])
+      if o.get('output_type') == 'stream'
+  )
+  errors = [
+      o
+      for c in nb.cells
+      if c.cell_type == 'code'
+      for o in c.get('outputs', [])
+      if o.get('output_type') == 'error'
+  ]
+  assert not errors
+  for name in (
+      'tour_denoising.png',
+      'tour_cams.png',
+      'tour_sharpness.png',
+      'budget_paper_points.png',
+  ):
+    assert (tmp_path / name).stat().st_size > 5_000, name
+  # The notebook checks the CAM identity and reports a denoiser that beats its noisy input.
+  assert 'max |mean(CAM) + bias - logit|' in text
+  assert 'tour finished' in text
+  images = [
+      c
+      for c in nb.cells
+      if c.cell_type == 'code'
+      for o in c.get('outputs', [])
+      if 'image/png' in o.get('data', {})
+  ]
+  assert len(images) >= 4
+  assert os.environ.get('DXNET_TOUR_OUT') is None  # the runner restores the environment
+  assert os.environ.get('DXNET_TOUR_STEPS') is None
