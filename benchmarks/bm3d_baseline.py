@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from dxnet_jax import host_memory
+from dxnet_jax import kernels
 from dxnet_jax import metrics
 from dxnet_jax.data import eval_sets
 
@@ -38,7 +38,7 @@ def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-  host_memory.keep_freed_memory()
+  kernels.prepare_process()
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )

@@ -20,7 +20,7 @@ from benchmarks import timing
 
 _CHILD = r"""
 import json, resource, sys, time
-from dxnet_jax import host_memory
+from dxnet_jax.xla_cpu import host_memory
 host_memory.keep_freed_memory()
 from benchmarks import steps
 work = steps.Workload(sys.argv[1], int(sys.argv[2]), tuple(json.loads(sys.argv[3])))

@@ -18,7 +18,7 @@ import warnings
 import ml_collections
 
 from dxnet_jax import data as data_lib
-from dxnet_jax import host_memory
+from dxnet_jax import kernels
 from dxnet_jax.data import images
 
 PIPELINES = (
@@ -59,7 +59,7 @@ def measure(task: str, batch_size: int, overrides: dict, batches: int) -> dict:
 
 
 def main():
-  host_memory.keep_freed_memory()
+  kernels.prepare_process()
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--batches', type=int, default=100)
   args = parser.parse_args()

@@ -3,9 +3,9 @@
     python -m benchmarks.layer_ops [--reps 15] [--threads 2] [--ops bn_relu,conv1x1,...]
 
 Why: a whole training step hides which op loses to PyTorch and by how much. Each op here is the
-one the models run (`ops.batch_norm_relu`, `ops.pointwise_conv2d`, the 3x3 `ops.spatial.conv2d`,
-`ops.depthwise_conv2d` with its default implementation, the whole `layers.XUnit` in training
-mode, `jnp.concatenate`), at the
+one the models run with `kernels='cpu'` (`xla_cpu.batchnorm.batch_norm_relu`, the 1x1 and 3x3
+`xla_cpu.conv.conv2d`, `xla_cpu.conv.depthwise_conv2d`, the whole xUnit in training mode,
+`jnp.concatenate`), at the
 shapes of the CIFAR DxNet 12-12-12 (batch 64, k=12): the widest layer of the first two dense
 blocks. PyTorch runs the same op in channels_last with `--threads` intra-op threads.
 forward+backward computes the output and the gradients of every input (parameters included)
@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import timing
-from dxnet_jax import host_memory, layers
-from dxnet_jax.ops import batchnorm, default_impl, depthwise_conv2d, pointwise_conv2d, spatial
+from dxnet_jax import kernels
+from dxnet_jax.xla_cpu import batchnorm, conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +68,11 @@ def jax_op(spec: LayerOp) -> Tuple[Callable, Tuple[np.ndarray, ...]]:
     f = lambda x, scale, bias: batchnorm.batch_norm_relu(x, scale, bias, 1e-5)[0]
     return f, (x, np.ones(c, np.float32), np.zeros(c, np.float32))
   if spec.op == 'conv1x1':
-    return pointwise_conv2d, (x, 0.1 * rng.standard_normal((1, 1, c, spec.out), np.float32))
+    return conv.conv2d, (x, 0.1 * rng.standard_normal((1, 1, c, spec.out), np.float32))
   if spec.op == 'conv3x3':
-    f = lambda x, w: spatial.conv2d(x, w, 'auto')
-    return f, (x, 0.1 * rng.standard_normal((3, 3, c, spec.out), np.float32))
+    return conv.conv2d, (x, 0.1 * rng.standard_normal((3, 3, c, spec.out), np.float32))
   if spec.op == 'depthwise9x9':
-    f = lambda x, w: depthwise_conv2d(x, w, 'auto')
-    return f, (x, 0.1 * rng.standard_normal((9, 9, 1, c), np.float32))
+    return conv.depthwise_conv2d, (x, 0.1 * rng.standard_normal((9, 9, 1, c), np.float32))
   if spec.op == 'xunit':
     apply, leaves, _ = _xunit(c)
     return apply, (x, *leaves)
@@ -85,12 +83,12 @@ def jax_op(spec: LayerOp) -> Tuple[Callable, Tuple[np.ndarray, ...]]:
 
 
 def _xunit(channels: int):
-  """(f(x, *parameter leaves) -> training-mode output, the leaves) of a 9x9 `layers.XUnit`.
+  """(f(x, *parameter leaves) -> training-mode output, the leaves) of the CPU parts' 9x9 xUnit.
 
   Parameters are flattened so that every one gets a gradient like an input; the scales and
   offsets are random so that the comparison with PyTorch checks them.
   """
-  module = layers.XUnit(kernel_size=9)
+  module = kernels.make_parts('cpu', xunit_kernel=9).xunit()
   variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 9, 9, channels)))
   params = jax.tree.map(np.array, variables['params'])  # writable copies, for torch
   rng = np.random.default_rng(2)
@@ -187,7 +185,7 @@ def torch_op(spec: LayerOp, inputs):
 
 
 def main():
-  host_memory.keep_freed_memory()
+  kernels.prepare_process('cpu')
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--reps', type=int, default=15)
   parser.add_argument('--threads', type=int, default=2, help='PyTorch intra-op threads')
@@ -205,7 +203,7 @@ def main():
   chosen = set(args.ops.split(',')) if args.ops else None
   print(
       f'# dense-layer ops, {timing.machine()}; torch {torch.__version__}, {args.threads} '
-      f'threads, channels_last; depthwise impl {default_impl()}; medians of {args.reps}'
+      f'threads, channels_last; kernels=cpu; medians of {args.reps}'
   )
   rows = []
   for spec in OPS:

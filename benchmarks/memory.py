@@ -5,7 +5,7 @@
 For each net and setting the full training step (benchmarks/steps.py) is compiled and XLA's
 `memory_analysis()` read: peak = temp + argument + output bytes (donated arguments alias outputs,
 so this over-counts the state once; the alias column says by how much). Settings: remat off/on
-(the models' `remat=True`: `dxnet_jax.ops.remat.ordered_remat` around each dense layer; and
+(the models' `remat=True`: with the CPU's parts, `xla_cpu.remat.ordered_remat` around each dense layer; and
 `remat='speed'`, its faster, larger variant, last), the same
 with flax's plain `nn.remat` for comparison, and XLA:CPU's default vs memory-optimised scheduler.
 `--time` also times each step (interleaved medians) for the time ratio to the first setting.
@@ -18,16 +18,17 @@ from unittest import mock
 import flax.linen as nn
 
 from benchmarks import steps, timing
-from dxnet_jax import host_memory
-from dxnet_jax.models import densenet
-from dxnet_jax.ops import xla_flags
+from dxnet_jax import kernels
+from dxnet_jax.xla_cpu import dense_block
 
 MiB = 2**20
+# XLA:CPU's scheduler that orders instructions to lower peak live memory.
+MEMORY_OPTIMIZED_SCHEDULER = {'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}
 
 
 def _settings():
   """(label, remat, compiler options, use flax's nn.remat instead of ordered_remat)."""
-  mem = xla_flags.MEMORY_OPTIMIZED_SCHEDULER
+  mem = MEMORY_OPTIMIZED_SCHEDULER
   return [
       ('remat off', False, {}, False),
       ('remat on', True, {}, False),
@@ -46,7 +47,7 @@ def _flax_remat(module_class, static_argnums, sync):
 
 
 def main():
-  host_memory.keep_freed_memory()
+  kernels.prepare_process('cpu')
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='densenet_bc_k12_16,dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)
@@ -66,7 +67,7 @@ def main():
       chosen = [chosen[int(i)] for i in args.settings.split(',')]
     for label, remat, options, flax_remat in chosen:
       swap = (
-          mock.patch.object(densenet, 'ordered_remat', _flax_remat)
+          mock.patch.object(dense_block, 'ordered_remat', _flax_remat)
           if flax_remat
           else contextlib.nullcontext()
       )
@@ -75,7 +76,7 @@ def main():
             work,
             remat=remat,
             compiler_options=dict(options),
-            **steps.impl_kwargs(work.name, 'auto'),
+            kernels='cpu',
         )
       m = compiled.memory_analysis()
       results.append((label, m))

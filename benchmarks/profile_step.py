@@ -1,7 +1,7 @@
 """Where a training step's time goes: XLA ops of one jitted step, grouped, from a JAX trace.
 
     python -m benchmarks.profile_step [--net dxnet_denoise_444] [--batch 16] [--image 50,50,1]
-                                      [--steps 3] [--top 15] [--impl fft] [--trace-dir DIR]
+                                      [--steps 3] [--top 15] [--kernels xla] [--trace-dir DIR]
                                       [--remat speed] [--wide 10]
 
 Traces `--steps` steps (after warm-up) with `jax.profiler` (Perfetto JSON), sums each XLA op's
@@ -28,7 +28,7 @@ import time
 import jax
 
 from benchmarks import steps, timing
-from dxnet_jax import host_memory
+from dxnet_jax import kernels
 
 # Trace events that are not XLA ops: Python frames, the executor's own spans, the dispatch.
 _NOT_OPS = ('$', 'ThunkExecutor', 'PjitFunction')
@@ -144,12 +144,12 @@ def part_rows(ops: dict, places: dict) -> list:
 
 
 def main():
-  host_memory.keep_freed_memory()
+  kernels.prepare_process()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--net', default='dxnet_denoise_444')
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--image', default='50,50,1', help='H,W,C of one input')
-  parser.add_argument('--impl', default=None, help='depthwise implementation (xUnit nets)')
+  parser.add_argument('--kernels', default='auto', help="the models' `kernels` setting")
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--wide', type=int, default=10, help='fusions with the most operands')
@@ -163,7 +163,7 @@ def main():
   args = parser.parse_args()
   remat = {'': {}, 'on': {'remat': True}}.get(args.remat, {'remat': args.remat})
   work = steps.Workload(args.net, args.batch, tuple(int(v) for v in args.image.split(',')))
-  run, compiled, _ = steps.jax_step(work, **remat, **steps.impl_kwargs(work.name, args.impl))
+  run, compiled, _ = steps.jax_step(work, **remat, kernels=args.kernels)
   hlo_text = compiled.as_text()
   places = op_places(hlo_text)
   for _ in range(3):

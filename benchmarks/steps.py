@@ -47,12 +47,6 @@ class Workload:
     return x, rng.random(x.shape, np.float32)
 
 
-def impl_kwargs(name: str, impl: Optional[str] = None) -> dict:
-  """`depthwise_impl` override for nets with xUnits (None: the model's default, 'auto')."""
-  has_xunit = models.create(name).activation == 'xunit'
-  return {'depthwise_impl': impl} if (has_xunit and impl) else {}
-
-
 def _jax_loss(task: str, outputs, targets):
   if task == 'classification':
     return optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()
@@ -79,7 +73,7 @@ def jax_step(
   The step (forward, backward, optimizer update, BatchNorm statistics; state donated) is
   compiled ahead of time here, with XLA `compiler_options` if given. `compiled` has
   `memory_analysis()`; `state` is the initial `(params, batch_stats, opt_state)`.
-  `model_overrides` go to `models.create` (e.g. `depthwise_impl`, `remat`).
+  `model_overrides` go to `models.create` (e.g. `kernels`, `remat`).
 
   With several `devices` the batch is split across them and the state replicated, as the
   trainer's data parallelism does: the same step (BatchNorm statistics over the whole batch),

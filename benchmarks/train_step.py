@@ -4,8 +4,8 @@
 
 Each net's steps are timed interleaved in one process (median of `--reps` after a warm-up), so
 the ratios hold even on a busy machine. JAX rows: the model as `dxnet_jax.models.create` builds
-it (for DxNets once per depthwise implementation), and '+remat' with `remat=True`
-(`ops.remat.ordered_remat` around each dense layer). PyTorch runs channels_last at 1 and 2
+it, once per `--kernels` setting, and '+remat' with `remat=True` (each dense layer recomputed in
+the backward pass). PyTorch runs channels_last at 1 and 2
 intra-op threads; the faster is the reference (on a loaded 2-core machine 2 threads can be many
 times slower than 1). On a GPU (JAX's default backend 'gpu' and a CUDA build of torch) PyTorch
 runs channels_last on the GPU with `cudnn.benchmark`, one row 'torch cuda'. Parameter counts of
@@ -19,8 +19,7 @@ import time
 import jax
 
 from benchmarks import steps, timing
-from dxnet_jax import host_memory
-from dxnet_jax.ops import IMPLEMENTATIONS, default_impl
+from dxnet_jax import kernels as kernels_lib
 
 WORKLOADS = {
     'cifar': [
@@ -70,32 +69,27 @@ def _compiled_step(work, label, **overrides):
   return run
 
 
-def _jax_variants(work, impls, remat=True, cpu_devices=1):
-  """{label: run} for the JAX steps of one workload.
+def _jax_variants(work, kernels, remat=True, cpu_devices=1):
+  """{label: run} for the JAX steps of one workload: one per `kernels` setting.
 
-  '+remat' too unless `remat` is False, and the default step split across `cpu_devices`
-  virtual CPU devices when that is above 1.
+  '+remat' too unless `remat` is False, and the first setting's step split across
+  `cpu_devices` virtual CPU devices when that is above 1.
   """
-  has_xunit = bool(steps.impl_kwargs(work.name, 'auto'))
   variants = {}
-  for impl in (impls if has_xunit else [None]):
-    label = f'jax {impl}' if impl else 'jax'
-    if impl == default_impl():
-      label += ' (auto)'
-    variants[label] = _compiled_step(work, label, **steps.impl_kwargs(work.name, impl))
-  # The extra rows use the model's default depthwise implementation.
-  impl = default_impl() if has_xunit else None
-  base = f'jax {impl}' if impl else 'jax'
+  for setting in kernels:
+    label = f'jax {setting}'
+    variants[label] = _compiled_step(work, label, kernels=setting)
+  base = kernels[0]
   if cpu_devices > 1 and jax.default_backend() == 'cpu':
-    label = f'{base} {cpu_devices} CPU devices'
+    label = f'jax {base} {cpu_devices} CPU devices'
     variants[label] = _compiled_step(
-        work, label, devices=jax.devices('cpu')[:cpu_devices], **steps.impl_kwargs(work.name, impl)
+        work, label, devices=jax.devices('cpu')[:cpu_devices], kernels=base
     )
   if not remat:
     return variants
-  label = f'{base} +remat'
+  label = f'jax {base} +remat'
   try:
-    variants[label] = _compiled_step(work, label, remat=True, **steps.impl_kwargs(work.name, impl))
+    variants[label] = _compiled_step(work, label, remat=True, kernels=base)
   except Exception as error:  # pylint: disable=broad-except
     # One variant failing to compile (a new JAX, an accelerator) must not lose the table.
     print(f'# {work.name}: {label} failed: {error!r}', flush=True)
@@ -103,14 +97,14 @@ def _jax_variants(work, impls, remat=True, cpu_devices=1):
 
 
 def main():
-  host_memory.keep_freed_memory()
+  kernels_lib.prepare_process()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='all')
   parser.add_argument('--reps', type=int, default=5)
   parser.add_argument(
-      '--impls',
-      default=','.join(IMPLEMENTATIONS),
-      help='depthwise implementations to time inside the DxNets',
+      '--kernels',
+      default=None,
+      help="comma-separated `kernels` settings to time (default: what 'auto' picks here)",
   )
   parser.add_argument(
       '--torch-device', default='auto', help="'cpu', 'cuda' or 'auto' (cuda when JAX runs on a GPU)"
@@ -131,13 +125,12 @@ def main():
     # Before anything starts the backend (torch's device choice below asks JAX for it).
     jax.config.update('jax_num_cpu_devices', args.cpu_devices)
   torch_variants = _torch_variants(args.torch_device)
+  settings = (args.kernels or kernels_lib.resolve()).split(',')
   print(f'# training step, {timing.machine()}')
   print(f'# medians of {args.reps} interleaved steps after one warm-up; ratio = jax / torch')
   rows = []
   for work in _workloads(args.nets):
-    fns = _jax_variants(
-        work, args.impls.split(','), remat=not args.no_remat, cpu_devices=args.cpu_devices
-    )
+    fns = _jax_variants(work, settings, remat=not args.no_remat, cpu_devices=args.cpu_devices)
     jax_params = steps.jax_param_count(work)
     for label, kwargs in torch_variants.items():
       fns[label], torch_params = steps.torch_step(work, **kwargs)

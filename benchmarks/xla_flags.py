@@ -11,9 +11,8 @@ import argparse
 
 import numpy as np
 
-from benchmarks import steps, timing
-from dxnet_jax import host_memory
-from dxnet_jax.ops import xla_flags
+from benchmarks import memory, steps, timing
+from dxnet_jax import kernels
 
 CANDIDATES = {
     'default': {},
@@ -22,7 +21,7 @@ CANDIDATES = {
     'fast_math': {'xla_cpu_enable_fast_math': True},
     'vector_width_512': {'xla_cpu_prefer_vector_width': 512},
     'concurrency_scheduler': {'xla_cpu_enable_concurrency_optimized_scheduler': True},
-    'memory_scheduler': dict(xla_flags.MEMORY_OPTIMIZED_SCHEDULER),
+    'memory_scheduler': dict(memory.MEMORY_OPTIMIZED_SCHEDULER),
     'no_xnnpack': {'xla_cpu_use_xnnpack': False},
     'xnn_graph_greedy': {
         'xla_cpu_experimental_xnn_graph_fusion_mode': 'XNN_GRAPH_FUSION_MODE_GREEDY'
@@ -50,7 +49,7 @@ CANDIDATES = {
 
 
 def main():
-  host_memory.keep_freed_memory()
+  kernels.prepare_process()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--net', default='dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)

@@ -1,179 +1,138 @@
-"""Building blocks shared by every DxNet: normalisation, convolutions and the xUnits.
+"""The parts a DxNet is built from, and the xUnits.
 
-The xUnit is a learnable *spatial* activation: it multiplies its input by a gate in [0, 1] computed
-from a neighbourhood of each pixel, so one unit can do the work that several ReLU layers do.
-Two designs are provided:
+Networks do not choose their convolutions or normalisation themselves: they take a `Parts`, a
+bundle of flax module definitions (classes or `functools.partial`s), the way flax's
+examples/imagenet hands `conv` and `norm` to its ResNet. `dxnet_jax.kernels.make_parts` builds one
+for a `kernels` setting; the parts below are the plain flax ones ('xla'). Every choice of parts
+gives the same parameter tree, so a checkpoint loads whichever computed it.
 
-* `XUnit` (DxNet paper): ``x * sigmoid(BN(dwconv_kxk(ReLU(BN(conv1x1(x))))))``. The 1x1 convolution
-  mixes channels before the per-channel spatial filter. BatchNorm can be switched off (the
-  super-resolution nets use none).
-* `GaussianXUnit` (the original 2018 xUnit): no 1x1 convolution and a Gaussian gate,
-  ``x * exp(-BN(dwconv_kxk(ReLU(BN(x))))^2)``. Kept for the paper's xUnit-design comparison.
+The xUnit is a learnable *spatial* activation: it multiplies its input by a gate in [0, 1]
+computed from a neighbourhood of each pixel, so one unit does the work of several ReLU layers.
 
-Both convolutions of an xUnit carry biases, as in the authors' PyTorch code (PyTorch's default).
-The depthwise convolution dominates DxNet's step time, so its implementation is selectable
-(`depthwise_impl`, see `dxnet_jax.ops.depthwise`); every choice stores the same parameters.
+* `XUnit` (the DxNet paper): ``x * sigmoid(BN(dwconv_kxk(ReLU(BN(conv1x1(x))))))``.
+* `GaussianXUnit` (the original 2018 xUnit): ``x * exp(-BN(dwconv_kxk(ReLU(BN(x))))^2)``, no 1x1
+  convolution; kept for the paper's xUnit-design comparison (Fig. 4).
+
+Both convolutions of an xUnit carry biases, as in the authors' PyTorch code.
 """
 
-from typing import Any, Optional
+import dataclasses
+import functools
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from dxnet_jax.ops.batchnorm import BatchNormReLU
-from dxnet_jax.ops.depthwise import depthwise_conv2d
-from dxnet_jax.ops.pointwise import PointwiseConv
-from dxnet_jax.ops.spatial import SpatialConv
+ModuleDef = Any
 
-Dtype = Any
-
-# Flax's momentum is the weight of the *old* statistic: 0.9 here equals PyTorch's momentum=0.1.
+# Flax's momentum is the weight of the *old* statistic: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 # He-normal (fan-in) initialisation, as torchvision's DenseNet and the authors' code use.
-conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
+he_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
-def batch_norm(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -> nn.BatchNorm:
-  """BatchNorm with PyTorch-equivalent momentum; `axis_name` syncs statistics under pmap."""
-  return nn.BatchNorm(
-      use_running_average=not train,
-      momentum=BN_MOMENTUM,
-      epsilon=BN_EPSILON,
-      dtype=dtype,
-      axis_name=axis_name,
-      name=name,
-  )
+class BatchNormReLU(nn.BatchNorm):
+  """``relu(BatchNorm(x))`` as one part, so that other parts may compute the two together.
 
-
-def norm_relu(train: bool, dtype: Dtype, axis_name: Optional[str], name: str) -> BatchNormReLU:
-  """`relu(batch_norm(...)(x))` as one op with a cheaper gradient (`dxnet_jax.ops.batchnorm`).
-
-  Same variables under the same name as `batch_norm`, so checkpoints do not change.
+  `x` may be a sequence of arrays: their concatenation along channels is normalised (a dense
+  layer normalises the concatenation of its inputs; other parts may reuse per-piece statistics).
   """
-  return BatchNormReLU(
-      use_running_average=not train,
-      momentum=BN_MOMENTUM,
-      epsilon=BN_EPSILON,
-      dtype=dtype,
-      axis_name=axis_name,
-      name=name,
-  )
+
+  def __call__(self, x, use_running_average: Optional[bool] = None, **kwargs):
+    if isinstance(x, (list, tuple)):
+      x = jnp.concatenate(x, axis=-1)
+    return nn.relu(super().__call__(x, use_running_average, **kwargs))
 
 
-# Stride-1 odd kxk convolutions through `ops.SpatialConv` (its `impl="auto"` picks the matmul form
-# on the CPU for narrowing ones); False restores nn.Conv everywhere, for A/B timing only.
-SPATIAL_CONV = True
+class Identity(nn.Module):
+  """The norm of nets without BatchNorm."""
+
+  use_running_average: Optional[bool] = None
+
+  def __call__(self, x):
+    return x
 
 
-def conv(
-    features: int,
-    kernel: int,
-    dtype: Dtype,
-    name: str,
-    use_bias: bool = False,
-    strides: int = 1,
-    zero_init: bool = False,
-) -> nn.Module:
-  """A 'SAME'-padded square convolution with He (or, for residual outputs, zero) init."""
-  init = nn.initializers.zeros if zero_init else conv_init
-  if kernel == 1 and strides == 1:
-    # Same parameters as nn.Conv; a plain matmul avoids XLA:CPU's transposed weight-gradient
-    # convolutions (-14% on a DxNet step, -19% on DenseNet-BC; docs/performance.md).
-    return PointwiseConv(features, use_bias=use_bias, dtype=dtype, kernel_init=init, name=name)
-  if kernel % 2 and strides == 1 and SPATIAL_CONV:
-    return SpatialConv(
-        features, kernel, use_bias=use_bias, dtype=dtype, kernel_init=init, name=name
-    )
-  return nn.Conv(
-      features,
-      (kernel, kernel),
-      strides=(strides, strides),
+class ReLU(nn.Module):
+  """The norm + ReLU of nets without BatchNorm."""
+
+  use_running_average: Optional[bool] = None
+
+  def __call__(self, x):
+    if isinstance(x, (list, tuple)):
+      x = jnp.concatenate(x, axis=-1)
+    return nn.relu(x)
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """'SAME' per-channel convolution of `x [N, H, W, C]` with `kernel [kh, kw, 1, C]`."""
+  return jax.lax.conv_general_dilated(
+      x,
+      kernel,
+      window_strides=(1, 1),
       padding='SAME',
-      use_bias=use_bias,
-      kernel_init=init,
-      dtype=dtype,
-      name=name,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=x.shape[-1],
   )
 
 
 class DepthwiseConv(nn.Module):
-  """Per-channel kxk convolution with bias.
+  """A `kernel_size` x `kernel_size` convolution per channel, with bias.
 
-  The kernel has flax's grouped-convolution layout ``[k, k, 1, C]`` so checkpoints are the same
-  whichever implementation (`impl`) computes it.
+  The kernel has flax's grouped-convolution layout ``[k, k, 1, C]``; `convolve(x, kernel)`
+  computes it (parts may bring a faster one).
   """
 
   kernel_size: int = 9
-  impl: str = 'auto'
-  dtype: Dtype = jnp.float32
+  convolve: Callable[[jax.Array, jax.Array], jax.Array] = depthwise_conv2d
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
-    channels = x.shape[-1]
-    k = self.kernel_size
-    kernel = self.param('kernel', conv_init, (k, k, 1, channels), jnp.float32)
+    channels, k = x.shape[-1], self.kernel_size
+    kernel = self.param('kernel', he_normal, (k, k, 1, channels), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (channels,), jnp.float32)
-    x = x.astype(self.dtype)
-    y = depthwise_conv2d(x, kernel.astype(self.dtype), impl=self.impl)
-    return y + bias.astype(self.dtype)
-
-
-def _check_kernel_size(kernel_size: int):
-  if kernel_size < 1 or kernel_size % 2 == 0:
-    raise ValueError(
-        f'xUnit kernel_size must be a positive odd number, got {kernel_size}; '
-        "the paper uses 9 (the authors' code 7)."
-    )
+    dtype = self.dtype or x.dtype
+    return self.convolve(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
 
 
 class XUnit(nn.Module):
-  """The DxNet paper's xUnit: a learned spatial gate ``x * sigmoid(...)``."""
+  """The DxNet paper's xUnit: a learned spatial gate, ``x * sigmoid(...)``."""
 
+  conv: ModuleDef
+  depthwise_conv: ModuleDef
+  norm: ModuleDef
+  norm_relu: ModuleDef
   kernel_size: int = 9
-  use_batch_norm: bool = True
-  depthwise_impl: str = 'auto'
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    _check_kernel_size(self.kernel_size)
-    channels = x.shape[-1]
-    g = conv(channels, 1, self.dtype, 'pointwise', use_bias=True)(x)
-    if self.use_batch_norm:
-      g = norm_relu(train, self.dtype, self.bn_axis_name, 'pointwise_bn')(g)
-    else:
-      g = nn.relu(g)
-    g = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dtype, name='depthwise')(g)
-    if self.use_batch_norm:
-      g = batch_norm(train, self.dtype, self.bn_axis_name, 'depthwise_bn')(g)
+    g = self.conv(x.shape[-1], (1, 1), use_bias=True, name='pointwise')(x)
+    g = self.norm_relu(use_running_average=not train, name='pointwise_bn')(g)
+    g = self.depthwise_conv(self.kernel_size, name='depthwise')(g)
+    g = self.norm(use_running_average=not train, name='depthwise_bn')(g)
     gate = nn.sigmoid(g)
     self.sow('intermediates', 'gate', gate)
     return x * gate
 
 
 class GaussianXUnit(nn.Module):
-  """The original (2018) xUnit: no 1x1 conv, Gaussian gate ``exp(-g^2)``."""
+  """The original (2018) xUnit: no 1x1 convolution and a Gaussian gate, ``x * exp(-g^2)``."""
 
+  conv: ModuleDef
+  depthwise_conv: ModuleDef
+  norm: ModuleDef
+  norm_relu: ModuleDef
   kernel_size: int = 9
-  use_batch_norm: bool = True
-  depthwise_impl: str = 'auto'
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    _check_kernel_size(self.kernel_size)
-    g = x
-    if self.use_batch_norm:
-      g = norm_relu(train, self.dtype, self.bn_axis_name, 'input_bn')(g)
-    else:
-      g = nn.relu(g)
-    g = DepthwiseConv(self.kernel_size, self.depthwise_impl, self.dtype, name='depthwise')(g)
-    if self.use_batch_norm:
-      g = batch_norm(train, self.dtype, self.bn_axis_name, 'depthwise_bn')(g)
+    g = self.norm_relu(use_running_average=not train, name='input_bn')(x)
+    g = self.depthwise_conv(self.kernel_size, name='depthwise')(g)
+    g = self.norm(use_running_average=not train, name='depthwise_bn')(g)
     gate = jnp.exp(-jnp.square(g))
     self.sow('intermediates', 'gate', gate)
     return x * gate
@@ -182,8 +141,100 @@ class GaussianXUnit(nn.Module):
 XUNIT_DESIGNS = {'dxnet': XUnit, 'gaussian': GaussianXUnit}
 
 
-def make_xunit(design: str, **kwargs) -> nn.Module:
-  """Builds the xUnit named by `design` ('dxnet' or 'gaussian')."""
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """The module definitions a network is built from.
+
+  conv(features, kernel_size, strides=1, use_bias=..., name=...)   'SAME' convolution, He init
+  depthwise_conv(kernel_size, name=...)                           per-channel convolution + bias
+  norm(use_running_average=..., name=...)                         BatchNorm
+  norm_relu(use_running_average=..., name=...)                    ReLU(BatchNorm(x))
+  xunit(name=...)(x, train)                                       the xUnit, built from these parts
+  remat(target, static_argnums=...)                               `nn.remat` or an equivalent
+  dense_block                                                     None: `models.DenseBlock`; other
+                                                                  parts may arrange a block's
+                                                                  computation differently
+  dtype                                                           what the network computes in
+  """
+
+  conv: ModuleDef
+  depthwise_conv: ModuleDef
+  norm: ModuleDef
+  norm_relu: ModuleDef
+  xunit: ModuleDef
+  remat: Callable[..., Any] = nn.remat
+  dense_block: Optional[ModuleDef] = None
+  dtype: Any = jnp.float32
+
+  @property
+  def normalizes(self) -> bool:
+    return self.norm is not Identity
+
+  def replace(self, **changes) -> 'Parts':
+    """These parts with some replaced; the xUnit is rebuilt from the new ones."""
+    parts = dataclasses.replace(self, **changes)
+    xunit_parts = ('conv', 'depthwise_conv', 'norm', 'norm_relu')
+    xunit = functools.partial(parts.xunit, **{k: getattr(parts, k) for k in xunit_parts})
+    return dataclasses.replace(parts, xunit=xunit)
+
+  def without_norm(self) -> 'Parts':
+    """The same parts without BatchNorm: ReLU alone, and a bias on every convolution."""
+    conv = functools.partial(self.conv, use_bias=True)
+    return self.replace(conv=conv, norm=Identity, norm_relu=ReLU)
+
+
+def remat_def(remat: Callable[..., Any], module_def: ModuleDef) -> ModuleDef:
+  """`remat` (`nn.remat` or alike) of a module class or a partial of one; `train`, the second
+  argument of its `__call__`, is static."""
+  if isinstance(module_def, functools.partial):
+    rematted = remat(module_def.func, static_argnums=(2,))
+    return functools.partial(rematted, *module_def.args, **module_def.keywords)
+  return remat(module_def, static_argnums=(2,))
+
+
+def xunit_def(design: str, kernel_size: int, conv, depthwise_conv, norm, norm_relu) -> ModuleDef:
+  """The xUnit of `design` ('dxnet' or 'gaussian') with a `kernel_size` depthwise filter."""
   if design not in XUNIT_DESIGNS:
     raise ValueError(f'Unknown xUnit design {design!r}; choose one of {sorted(XUNIT_DESIGNS)}.')
-  return XUNIT_DESIGNS[design](**kwargs)
+  if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
+    raise ValueError(
+        f'xunit_kernel must be a positive odd number, got {kernel_size}; the paper uses 9 (the '
+        "authors' code 7)."
+    )
+  return functools.partial(
+      XUNIT_DESIGNS[design],
+      kernel_size=int(kernel_size),
+      conv=conv,
+      depthwise_conv=depthwise_conv,
+      norm=norm,
+      norm_relu=norm_relu,
+  )
+
+
+def flax_parts(
+    dtype=jnp.float32,
+    axis_name: Optional[str] = None,
+    xunit_design: str = 'dxnet',
+    xunit_kernel: int = 9,
+    depthwise_convolve: Callable[[jax.Array, jax.Array], jax.Array] = depthwise_conv2d,
+) -> Parts:
+  """Plain flax parts: `nn.Conv`, `nn.BatchNorm` with PyTorch's momentum, XLA's convolutions.
+
+  `axis_name` synchronises BatchNorm statistics under `pmap`; `depthwise_convolve` computes the
+  xUnit's depthwise convolution.
+  """
+  conv = functools.partial(
+      nn.Conv, padding='SAME', use_bias=False, kernel_init=he_normal, dtype=dtype
+  )
+  bn = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, axis_name=axis_name)
+  norm = functools.partial(nn.BatchNorm, **bn)
+  norm_relu = functools.partial(BatchNormReLU, **bn)
+  depthwise_conv = functools.partial(DepthwiseConv, convolve=depthwise_convolve, dtype=dtype)
+  return Parts(
+      conv=conv,
+      depthwise_conv=depthwise_conv,
+      norm=norm,
+      norm_relu=norm_relu,
+      xunit=xunit_def(xunit_design, xunit_kernel, conv, depthwise_conv, norm, norm_relu),
+      dtype=dtype,
+  )

@@ -5,6 +5,7 @@ Rerunning the same command resumes from the workdir's latest checkpoint.
 """
 
 import logging as std_logging
+import pathlib
 import sys
 
 from absl import app
@@ -13,7 +14,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from dxnet_jax import distributed
-from dxnet_jax import host_memory
+from dxnet_jax import kernels
 
 # 128 + SIGTERM, as a shell reports a process ended by SIGTERM: schedulers restart such jobs.
 PREEMPTED_EXIT_CODE = 143
@@ -44,7 +45,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  host_memory.keep_freed_memory()  # before JAX starts any thread
+  kernels.prepare_process(FLAGS.config.model.get('kernels', 'auto'))  # before JAX starts
   import jax  # pylint: disable=g-import-not-at-top
 
   if FLAGS.cpu_devices:
@@ -76,5 +77,24 @@ def main(argv):
     sys.exit(PREEMPTED_EXIT_CODE)
 
 
+def put_config_root_on_path(argv) -> None:
+  """Config files import their shared pieces from their folder (`from configs import common`):
+  the folder that holds the `--config` file's `configs/` goes on sys.path, whatever the working
+  directory."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      value = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    folder = pathlib.Path(value.split(':', 1)[0]).expanduser().resolve().parent
+    while folder.name and folder.name != 'configs':
+      folder = folder.parent
+    if folder.name == 'configs' and str(folder.parent) not in sys.path:
+      sys.path.insert(0, str(folder.parent))
+
+
 if __name__ == '__main__':
+  put_config_root_on_path(sys.argv)
   app.run(main)

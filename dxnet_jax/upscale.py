@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from dxnet_jax import host_memory
+from dxnet_jax import kernels
 from dxnet_jax import metrics
 from dxnet_jax import pretrained
 from dxnet_jax.data import degrade
@@ -83,7 +83,7 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> int:
-  host_memory.keep_freed_memory()
+  kernels.prepare_process()
   args = _parse(argv)
   try:
     rows = run(args)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import depthwise, host_malloc, layer_ops, profile_step, timing, train_step
-from dxnet_jax.ops import default_impl
+from dxnet_jax.xla_cpu import native_build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def test_depthwise_table_and_json(tmp_path, monkeypatch, capsys):
       [
           'depthwise',
           '--impls',
-          'xla,fft',
+          'xla,fft,shift_fft',
           '--reps',
           '1',
           '--calls',
@@ -53,7 +53,7 @@ def test_depthwise_table_and_json(tmp_path, monkeypatch, capsys):
   table = capsys.readouterr().out
   assert 'tiny' in table and 'fwd+bwd' in table
   measured = json.loads(out.read_text())['ms']['tiny']
-  assert set(measured) == {'xla', 'fft'}
+  assert set(measured) == {'xla', 'fft', 'shift_fft'}
   assert all(v['fwd'] > 0 and v['fwd+bwd'] > 0 for v in measured.values())
 
 
@@ -65,7 +65,6 @@ def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys, remat):
   monkeypatch.setitem(
       train_step.WORKLOADS, 'tiny', [train_step.steps.Workload('dxnet_denoise_444', 2, (12, 12, 1))]
   )
-  auto = default_impl()  # 'native' where the C++ kernels build, else 'fft'
   monkeypatch.setattr(
       sys,
       'argv',
@@ -73,8 +72,8 @@ def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys, remat):
           'train_step',
           '--nets',
           'tiny',
-          '--impls',
-          f'{auto},shift',
+          '--kernels',
+          'cpu,xla',
           '--reps',
           '1',
           '--json',
@@ -85,12 +84,12 @@ def test_train_step_table_with_torch(tmp_path, monkeypatch, capsys, remat):
   train_step.main()
   rows = json.loads(out.read_text())['rows']
   variants = [r[2] for r in rows]
-  assert f'jax {auto} (auto)' in variants and 'jax shift' in variants
-  assert (f'jax {auto} +remat' in variants) == remat
+  assert 'jax cpu' in variants and 'jax xla' in variants
+  assert ('jax cpu +remat' in variants) == remat
   assert all(r[3] > 0 for r in rows)
   printed = capsys.readouterr().out
   assert 'dxnet_denoise_444' in printed
-  assert f'jax {auto} (auto) compiled in' in printed
+  assert 'jax cpu compiled in' in printed
 
 
 @pytest.mark.slow
@@ -249,7 +248,7 @@ def test_profile_step_prints_where_a_real_step_goes(tmp_path, monkeypatch, capsy
   assert 99.0 < share(kinds) < 101.0  # the kinds' shares add up to all op time
   assert 99.0 < share(parts) < 101.0  # and so do the parts'
   # The xUnit's default depthwise on CPU: native kernels where they build, else FFTs.
-  expected = 'native kernels (custom calls)' if default_impl() == 'native' else 'FFTs'
+  expected = 'native kernels (custom calls)' if native_build.available() else 'FFTs'
   assert expected in [r[0] for r in kinds]
   assert {'xunit', 'conv1'} <= {r[0] for r in parts}
   assert len(top) == 5

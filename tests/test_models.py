@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dxnet_jax import models
-from dxnet_jax.models import create, densenet, init_variables, parameter_count
+from dxnet_jax.models import create, init_variables, parameter_count
 
 
 @pytest.mark.parametrize(
@@ -234,9 +234,8 @@ def test_bf16_compute_keeps_float32_parameters_and_agrees():
     ],
 )
 def test_bad_network_descriptions_fail_clearly(overrides, message):
-  model = create('dxnet_k12_12', **overrides)
   with pytest.raises(ValueError, match=message):
-    init_variables(model, (1, 8, 8, 3), abstract=True)
+    init_variables(create('dxnet_k12_12', **overrides), (1, 8, 8, 3), abstract=True)
 
 
 def test_unknown_model_option_or_name_fails_clearly():
@@ -265,56 +264,3 @@ def test_models_cli_prints_every_model(capsys):
 
   rows = {r['name']: r for r in map(json.loads, lines)}
   assert rows['densenet121']['params'] == 7_978_856
-
-
-def test_shared_block_statistics_equal_per_layer_statistics(monkeypatch):
-  """Dense blocks' shared BatchNorm statistics change nothing: loss, gradients, running stats."""
-  shape = (2, 8, 8, 3)
-  x = jax.random.uniform(jax.random.key(1), shape)
-  model = _tiny_model('densenet_bc_k12_16')
-  variables = init_variables(model, shape)
-
-  def loss(params):
-    out, updates = model.apply(
-        {**variables, 'params': params},
-        x,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': jax.random.key(3)},
-    )
-    return jnp.sum(out * jnp.arange(out.shape[-1])), updates['batch_stats']
-
-  results = {}
-  for share in (False, True):
-    monkeypatch.setattr(densenet, 'SHARE_STATS', share)
-    results[share] = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
-  (l0, stats0), g0 = results[False]
-  (l1, stats1), g1 = results[True]
-  np.testing.assert_allclose(l0, l1, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(stats0), jax.tree.leaves(stats1)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  flat0, flat1 = (jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)]) for g in (g0, g1))
-  assert float(jnp.linalg.norm(flat0 - flat1) / jnp.linalg.norm(flat0)) < 1e-5
-
-
-def test_xunit_gradient_through_product_changes_no_gradient(monkeypatch):
-  """The DxNet's dense blocks pass xUnit output gradients through an identity product on the CPU:
-  the loss's gradients are those of the plain blocks."""
-  shape = (2, 8, 8, 3)
-  x = jax.random.uniform(jax.random.key(1), shape)
-  model = _tiny_model('dxnet_k12_12')
-  variables = init_variables(model, shape)
-
-  def loss(params):
-    out, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
-    return jnp.sum(out * jnp.arange(out.shape[-1]))
-
-  grads = {}
-  for through_product in (False, True):
-    monkeypatch.setattr(densenet, 'XUNIT_GRADIENT_THROUGH_PRODUCT', through_product)
-    grads[through_product] = jax.jit(jax.grad(loss))(variables['params'])
-  # Equal up to float rounding: XLA sums the later layers' pieces in another order.
-  flat0, flat1 = (
-      jnp.concatenate([a.ravel() for a in jax.tree.leaves(g)]) for g in (grads[False], grads[True])
-  )
-  assert float(jnp.linalg.norm(flat0 - flat1) / jnp.linalg.norm(flat0)) < 1e-6

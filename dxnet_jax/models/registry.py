@@ -2,15 +2,20 @@
 
 import dataclasses
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+import warnings
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dxnet_jax import kernels as kernels_lib
 from dxnet_jax.models.densenet import DenseNetClassifier
 from dxnet_jax.models.restoration import DenseDenoiser, DenseSuperResolution, FeedForwardXNet
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# Options of `create` that choose the parts (`kernels.make_parts`), not module fields.
+PART_OPTIONS = ('kernels', 'dtype', 'bn_axis_name', 'xunit_design', 'xunit_kernel')
+# Fields of older configs that the `kernels` setting replaced.
+RETIRED_OPTIONS = ('depthwise_impl',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +202,7 @@ MODELS: Dict[str, ModelSpec] = {
 
 
 def _field_names(module_cls) -> set:
-  return {f.name for f in dataclasses.fields(module_cls)} - {'parent', 'name'}
+  return {f.name for f in dataclasses.fields(module_cls)} - {'parent', 'name', 'parts'}
 
 
 def _resolve(name_or_config: Union[str, Mapping[str, Any]], overrides: Mapping[str, Any]):
@@ -207,7 +212,7 @@ def _resolve(name_or_config: Union[str, Mapping[str, Any]], overrides: Mapping[s
     extra = dict(name_or_config)
     if 'name' not in extra:
       raise ValueError(
-          'A model config needs a `name` key naming one of: ' f'{", ".join(sorted(MODELS))}.'
+          f'A model config needs a `name` key naming one of: {", ".join(sorted(MODELS))}.'
       )
     name = extra.pop('name')
   if name not in MODELS:
@@ -222,26 +227,31 @@ def create(name_or_config: Union[str, Mapping[str, Any]], **overrides) -> nn.Mod
   """Builds a named model, with any of its module fields overridden.
 
   `name_or_config` is a registry name or a mapping (e.g. `config.model`) with a `name` key and
-  overrides. `dtype` may be given as a string ('bfloat16' computes in bf16; parameters stay
-  float32). Unknown override keys are an error, so typos in configs do not pass silently.
+  overrides. Besides module fields, the options that choose its parts (`kernels.make_parts`):
+  `kernels` ('auto', 'xla', 'gpu', 'cpu'), `dtype` ('bfloat16' computes in bf16; parameters stay
+  float32), `bn_axis_name` (BatchNorm statistics averaged over a pmap axis), `xunit_design`
+  ('dxnet' or 'gaussian') and `xunit_kernel`. Unknown keys are an error, so typos in configs do
+  not pass silently.
   """
   name, kwargs = _resolve(name_or_config, overrides)
   spec = MODELS[name]
   kwargs = {**spec.kwargs, **kwargs}
-  if isinstance(kwargs.get('dtype'), str):
-    if kwargs['dtype'] not in DTYPES:
-      raise ValueError(f'Unknown dtype {kwargs["dtype"]!r}; choose one of {sorted(DTYPES)}.')
-    kwargs['dtype'] = DTYPES[kwargs['dtype']]
-  for key in ('blocks',):
-    if key in kwargs and not isinstance(kwargs[key], tuple):
-      kwargs[key] = tuple(kwargs[key])
+  for key in RETIRED_OPTIONS:
+    if kwargs.pop(key, None) is not None:
+      warnings.warn(f'Model option {key!r} is ignored: the `kernels` setting chooses the parts.')
+  options = {k: kwargs.pop(k) for k in PART_OPTIONS if k in kwargs}
+  if 'blocks' in kwargs and not isinstance(kwargs['blocks'], tuple):
+    kwargs['blocks'] = tuple(kwargs['blocks'])
   unknown = set(kwargs) - _field_names(spec.module)
   if unknown:
+    valid = sorted(_field_names(spec.module) | set(PART_OPTIONS))
     raise ValueError(
-        f'Model {name!r} ({spec.module.__name__}) has no option(s) '
-        f'{sorted(unknown)}; valid options: {sorted(_field_names(spec.module))}.'
+        f'Model {name!r} ({spec.module.__name__}) has no option(s) {sorted(unknown)}; valid '
+        f'options: {valid}.'
     )
-  return spec.module(**kwargs)
+  axis_name = options.pop('bn_axis_name', None)
+  parts = kernels_lib.make_parts(axis_name=axis_name, **options)
+  return spec.module(parts=parts, **kwargs)
 
 
 def model_task(name_or_config) -> str:

@@ -21,65 +21,58 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
   channels, each followed by BN and an xUnit of either design (or ReLU), residual learning.
 """
 
-from typing import Any, Optional, Sequence, Union
+from typing import Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dxnet_jax.layers import batch_norm, conv, make_xunit, norm_relu
+from dxnet_jax.layers import Parts
 from dxnet_jax.models.densenet import DenseTrunk, validate_dense_spec
-
-Dtype = Any
 
 
 class DenseDenoiser(nn.Module):
   """DxNet / DenseNet Gaussian denoiser with residual learning; returns the clean estimate."""
 
+  parts: Parts
   blocks: Sequence[int] = (4, 4, 4)
   growth_rate: int = 16
   stem_features: int = 64
   compression: float = 0.5
   bottleneck_width: int = 2
   activation: str = 'xunit'
-  xunit_design: str = 'dxnet'
-  xunit_kernel: int = 9
-  depthwise_impl: str = 'auto'
   remat: Union[bool, str] = False
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
-    channels = x.shape[-1]
-    y = conv(self.stem_features, 3, self.dtype, 'stem_conv', use_bias=True)(x.astype(self.dtype))
+    validate_dense_spec(
+        self.blocks, self.growth_rate, self.compression, self.activation, self.remat
+    )
+    parts = self.parts
+    y = parts.conv(self.stem_features, (3, 3), use_bias=True, name='stem_conv')(
+        x.astype(parts.dtype)
+    )
     if self.activation == 'xunit':
-      y = make_xunit(
-          self.xunit_design,
-          kernel_size=self.xunit_kernel,
-          depthwise_impl=self.depthwise_impl,
-          dtype=self.dtype,
-          bn_axis_name=self.bn_axis_name,
-          name='stem_xunit',
-      )(y, train)
+      y = parts.xunit(name='stem_xunit')(y, train)
     y = DenseTrunk(
         self.blocks,
         self.growth_rate,
+        parts,
         compression=self.compression,
         bottleneck_width=self.bottleneck_width,
-        activation=self.activation,
-        xunit_design=self.xunit_design,
-        xunit_kernel=self.xunit_kernel,
-        depthwise_impl=self.depthwise_impl,
+        xunit=self.activation == 'xunit',
         pool=False,
         remat=self.remat,
-        dtype=self.dtype,
-        bn_axis_name=self.bn_axis_name,
         name='trunk',
     )(y, train)
-    y = norm_relu(train, self.dtype, self.bn_axis_name, 'final_bn')(y)
-    noise = conv(channels, 3, self.dtype, 'output_conv', use_bias=True, zero_init=True)(y)
+    y = parts.norm_relu(use_running_average=not train, name='final_bn')(y)
+    noise = parts.conv(
+        x.shape[-1],
+        (3, 3),
+        use_bias=True,
+        kernel_init=nn.initializers.zeros,
+        name='output_conv',
+    )(y)
     return x - noise.astype(x.dtype)
 
 
@@ -95,6 +88,7 @@ def pixel_shuffle(x, factor: int):
 class DenseSuperResolution(nn.Module):
   """x`scale` super-resolution DxNet / DenseNet without BatchNorm, with a narrow tail."""
 
+  parts: Parts
   blocks: Sequence[int] = (4, 4, 4, 6, 8, 8)
   growth_rate: int = 16
   scale: int = 4
@@ -103,48 +97,38 @@ class DenseSuperResolution(nn.Module):
   compression: float = 0.5
   bottleneck_width: int = 2
   activation: str = 'xunit'
-  xunit_design: str = 'dxnet'
-  xunit_kernel: int = 9
-  depthwise_impl: str = 'auto'
   remat: Union[bool, str] = False
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.scale not in (2, 4, 8):
       raise ValueError(f'scale must be 2, 4 or 8 (stages of x2 pixel shuffle), got {self.scale}.')
-    validate_dense_spec(self.blocks, self.growth_rate, self.compression, self.activation)
+    validate_dense_spec(
+        self.blocks, self.growth_rate, self.compression, self.activation, self.remat
+    )
+    parts = self.parts.without_norm()
     n, h, w, channels = x.shape
-    y = conv(self.stem_features, 3, self.dtype, 'stem_conv', use_bias=True)(x.astype(self.dtype))
+    y = parts.conv(self.stem_features, (3, 3), name='stem_conv')(x.astype(parts.dtype))
     if self.activation == 'xunit':
-      y = make_xunit(
-          self.xunit_design,
-          kernel_size=self.xunit_kernel,
-          use_batch_norm=False,
-          depthwise_impl=self.depthwise_impl,
-          dtype=self.dtype,
-          name='stem_xunit',
-      )(y, train)
+      y = parts.xunit(name='stem_xunit')(y, train)
     y = DenseTrunk(
         self.blocks,
         self.growth_rate,
+        parts,
         compression=self.compression,
         bottleneck_width=self.bottleneck_width,
-        activation=self.activation,
-        xunit_design=self.xunit_design,
-        xunit_kernel=self.xunit_kernel,
-        depthwise_impl=self.depthwise_impl,
-        use_batch_norm=False,
+        xunit=self.activation == 'xunit',
         pool=False,
         remat=self.remat,
-        dtype=self.dtype,
         name='trunk',
     )(y, train)
-    y = conv(self.tail_features, 3, self.dtype, 'tail_conv', use_bias=True)(nn.relu(y))
+    y = parts.conv(self.tail_features, (3, 3), name='tail_conv')(nn.relu(y))
     for stage in range(self.scale.bit_length() - 1):
-      y = conv(4 * self.tail_features, 3, self.dtype, f'upsample{stage}', use_bias=True)(y)
+      y = parts.conv(4 * self.tail_features, (3, 3), name=f'upsample{stage}')(y)
       y = nn.relu(pixel_shuffle(y, 2))
-    residual = conv(channels, 3, self.dtype, 'output_conv', use_bias=True, zero_init=True)(y)
+    residual = parts.conv(channels, (3, 3), kernel_init=nn.initializers.zeros, name='output_conv')(
+        y
+    )
     upscaled = jax.image.resize(x, (n, h * self.scale, w * self.scale, channels), 'bicubic')
     return upscaled + residual.astype(x.dtype)
 
@@ -156,41 +140,36 @@ class FeedForwardXNet(nn.Module):
   module returns the clean estimate.
   """
 
+  parts: Parts
   depth: int = 8
   features: int = 64
   activation: str = 'xunit'
-  xunit_design: str = 'dxnet'
-  xunit_kernel: int = 9
-  depthwise_impl: str = 'auto'
-  dtype: Dtype = jnp.float32
-  bn_axis_name: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.depth < 2:
       raise ValueError(
-          f'depth must be at least 2 (input and output convolutions), got ' f'{self.depth}.'
+          f'depth must be at least 2 (input and output convolutions), got {self.depth}.'
       )
     if self.activation not in ('relu', 'xunit'):
       raise ValueError(f"activation must be 'relu' or 'xunit', got {self.activation!r}.")
-    channels = x.shape[-1]
-    y = x.astype(self.dtype)
+    parts = self.parts
+    y = x.astype(parts.dtype)
     for i in range(self.depth - 1):
-      y = conv(self.features, 3, self.dtype, f'conv{i}', use_bias=(i == 0))(y)
+      y = parts.conv(self.features, (3, 3), use_bias=(i == 0), name=f'conv{i}')(y)
       if self.activation == 'xunit':
         if i > 0:
-          y = batch_norm(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
-        y = make_xunit(
-            self.xunit_design,
-            kernel_size=self.xunit_kernel,
-            depthwise_impl=self.depthwise_impl,
-            dtype=self.dtype,
-            bn_axis_name=self.bn_axis_name,
-            name=f'xunit{i}',
-        )(y, train)
+          y = parts.norm(use_running_average=not train, name=f'bn{i}')(y)
+        y = parts.xunit(name=f'xunit{i}')(y, train)
       elif i > 0:
-        y = norm_relu(train, self.dtype, self.bn_axis_name, f'bn{i}')(y)
+        y = parts.norm_relu(use_running_average=not train, name=f'bn{i}')(y)
       else:
         y = nn.relu(y)
-    noise = conv(channels, 3, self.dtype, f'conv{self.depth - 1}', use_bias=True, zero_init=True)(y)
+    noise = parts.conv(
+        x.shape[-1],
+        (3, 3),
+        use_bias=True,
+        kernel_init=nn.initializers.zeros,
+        name=f'conv{self.depth - 1}',
+    )(y)
     return x - noise.astype(x.dtype)

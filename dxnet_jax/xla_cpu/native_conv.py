@@ -1,4 +1,4 @@
-"""Convolutions through the native XLA:CPU kernels (ops/native/): the dense layers' kxk
+"""Convolutions through the native XLA:CPU kernels (xla_cpu/native/): the dense layers' kxk
 convolution and the xUnit's depthwise one, stride 1, 'SAME', computed in float32.
 
 Why: on the CPU these two were where dxnet_jax trailed PyTorch's oneDNN most, whichever way XLA
@@ -17,7 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from dxnet_jax.ops import native_build
+from dxnet_jax.xla_cpu import native_build
 
 _DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 # Filter widths the depthwise kernel is compiled for (depthwise_conv.cc).
@@ -128,7 +128,7 @@ NARROW_INPUTS, WIDE_OUTPUTS = 4, 32
 
 
 def preferred(kernel_shape, dtype) -> bool:
-  """Whether 'auto' takes the native kernel for a [k, k, Cin, Cout] convolution of `dtype`
+  """Whether the CPU's parts take the native kernel for a [k, k, Cin, Cout] convolution of `dtype`
   inputs: where it runs (`supports`) and was not measured slower."""
   _, _, cin, cout = kernel_shape
   if cout < MIN_OUTPUTS or (cin < NARROW_INPUTS and cout >= WIDE_OUTPUTS):
@@ -136,23 +136,21 @@ def preferred(kernel_shape, dtype) -> bool:
   return supports(dtype, kernel_shape)
 
 
-def _in_float32(op, impl_name, x, kernel):
+def _in_float32(op, x, kernel):
   if jax.default_backend() != 'cpu':
     raise ValueError(
-        f"{impl_name}='native' runs on the CPU only (XLA:CPU custom calls); this "
-        f"process computes on {jax.default_backend()!r}: use 'auto'."
+        'The native kernels run on the CPU only (XLA:CPU custom calls); this process computes '
+        f"on {jax.default_backend()!r}: use kernels='auto' or 'xla'."
     )
   if not native_build.available():
     raise RuntimeError(
-        f"{impl_name}='native' needs the native kernels: "
-        f'{native_build.unavailable_reason()}. Use another implementation, or '
-        'install a C++ compiler (g++).'
+        f'The native convolution needs the native kernels: {native_build.unavailable_reason()}.'
+        ' Install a C++ compiler (g++), or let the CPU parts fall back to their pure-JAX forms.'
     )
   dtype = jnp.result_type(x, kernel)
   if dtype not in map(jnp.dtype, DTYPES):
     raise ValueError(
-        f"{impl_name}='native' takes {[jnp.dtype(d).name for d in DTYPES]} inputs, "
-        f'got {dtype}; use another implementation.'
+        f'The native kernels take {[jnp.dtype(d).name for d in DTYPES]} inputs, got {dtype}.'
     )
   return op(x.astype(jnp.float32), kernel.astype(jnp.float32)).astype(dtype)
 
@@ -164,15 +162,15 @@ def conv2d_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
     raise ValueError(
         f'Expected an odd square [k, k, {x.shape[-1]}, Cout] kernel, got ' f'{kernel.shape}.'
     )
-  return _in_float32(_dense, 'impl', x, kernel)
+  return _in_float32(_dense, x, kernel)
 
 
 def depthwise_conv2d_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Depthwise `x [N, H, W, C]` with `kernel [kh, kw, 1, C]` (odd kh, kw in DEPTHWISE_WIDTHS);
-  the caller (`ops.depthwise_conv2d`) has checked the shapes."""
+  the caller (`conv.depthwise_conv2d`) has checked the shapes."""
   if kernel.shape[1] not in DEPTHWISE_WIDTHS:
     raise ValueError(
-        f"depthwise impl='native' supports filter widths {DEPTHWISE_WIDTHS}, got "
-        f"{kernel.shape[1]}; use impl='fft'."
+        f'The native depthwise kernel supports filter widths {DEPTHWISE_WIDTHS}, got '
+        f'{kernel.shape[1]}; `conv.depthwise_conv2d` takes the FFT form for the others.'
     )
-  return _in_float32(_depthwise, 'depthwise impl', x, kernel)
+  return _in_float32(_depthwise, x, kernel)

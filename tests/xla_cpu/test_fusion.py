@@ -1,4 +1,4 @@
-"""ops.fusion: same values and gradients, and XLA computes a value (or gradient) once for its many
+"""xla_cpu.fusion: same values and gradients, and XLA computes a value (or gradient) once for its many
 readers."""
 
 import re
@@ -13,8 +13,7 @@ from unittest import mock
 import pytest
 
 from dxnet_jax import models
-from dxnet_jax.models import densenet
-from dxnet_jax.ops import fusion, spatial
+from dxnet_jax.xla_cpu import dense_block, fusion, native_conv
 
 
 def test_values_are_unchanged_including_infinities_and_nans():
@@ -68,8 +67,9 @@ def test_remat_speed_reads_each_layer_output_gradient_from_one_buffer():
   # piece. Fused into each of the 3x3 convolution's nine shifted copies it was recomputed nine
   # times (DenseNet-BC 16-16-16 step 1.6x slower); materialised, each copy reads one buffer.
   # (The 'matmul' form of the 3x3 convolution; the native kernel reads its operand as a buffer.)
-  with mock.patch.object(spatial, 'default_impl', lambda *args: 'matmul'):
-    hlo = _gradient_hlo(models.create('densenet_bc_k12_16', blocks=(3, 3), remat='speed'))
+  with mock.patch.object(native_conv, 'preferred', lambda *args: False):
+    model = models.create('densenet_bc_k12_16', blocks=(3, 3), remat='speed', kernels='cpu')
+    hlo = _gradient_hlo(model)
   counts = _backward_fusion_operand_counts(hlo, lambda path: path.endswith('conv2/slice'))
   assert len(counts) == 6 * 8, counts  # six layers, eight shifted copies besides the centre
   assert max(counts) == 1, counts
@@ -87,12 +87,16 @@ def test_gradient_through_product_passes_gradients_unchanged_to_every_order():
 
 def _first_xunit_backward_operand_counts(through_product: bool) -> list:
   """Operands of each backward fusion of a small DxNet's first dense layer's xUnit."""
-  with mock.patch.object(densenet, 'XUNIT_GRADIENT_THROUGH_PRODUCT', through_product):
-    hlo = _gradient_hlo(models.create('dxnet_k12_12', blocks=(4, 4)))
+  identity = lambda y: y
+  with mock.patch.object(
+      dense_block,
+      'gradient_through_product',
+      fusion.gradient_through_product if through_product else identity,
+  ):
+    hlo = _gradient_hlo(models.create('dxnet_k12_12', blocks=(4, 4), kernels='cpu'))
   return _backward_fusion_operand_counts(hlo, lambda path: 'trunk/block0/layer0/xunit/' in path)
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the product is used on the CPU only')
 def test_xunit_output_gradient_is_summed_once_before_its_readers():
   # The first layer's output gradient is a sum over the three later layers' pieces (and the
   # transition's). Left to XLA, that sum sat inside several of the xUnit's backward fusions

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dxnet_jax import models
-from dxnet_jax.ops import depthwise, native_build, native_conv, pointwise, spatial
+from dxnet_jax.xla_cpu import conv, native_build, native_conv
 
 pytestmark = pytest.mark.skipif(
     not native_build.available(), reason=f'no native kernels: {native_build.unavailable_reason()}'
@@ -142,48 +142,61 @@ def test_vmap_and_half_precision_inputs():
     native_conv.depthwise_conv2d_native(x, jnp.ones((3, 13, 1, 4)))
 
 
+def form(kernel_shape, dtype=jnp.float32):
+  """How the CPU's `conv.conv2d` computes a stride-1 convolution of `kernel_shape`: 'native',
+  'xla' (XLA's convolution) or 'matmul' (products), read off the lowered program."""
+  x = jax.ShapeDtypeStruct((1, 8, 8, kernel_shape[2]), dtype)
+  kernel = jax.ShapeDtypeStruct(kernel_shape, dtype)
+  hlo = jax.jit(lambda x, k: conv.conv2d(x, k)).lower(x, kernel).as_text()  # traced anew
+  if 'dxnet_conv2d' in hlo:
+    return 'native'
+  return 'xla' if 'convolution' in hlo else 'matmul'
+
+
 def test_native_on_another_backend_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   with pytest.raises(ValueError, match='runs on the CPU only'):
     native_conv.conv2d_native(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2)))
-  assert spatial.default_impl((3, 3, 48, 12)) == 'xla'
+  assert not native_conv.preferred((3, 3, 48, 12), jnp.float32)
 
 
-def test_auto_takes_the_native_kernels_on_the_cpu():
-  assert spatial.default_impl((3, 3, 48, 12)) == 'native'  # a dense layer's 3x3 convolution
-  assert spatial.default_impl((3, 3, 32, 16)) == 'native'  # the restoration nets' layers
-  assert spatial.default_impl((3, 3, 3, 24)) == 'native'  # the CIFAR stem
+def test_the_cpu_parts_take_the_native_kernels_where_they_were_measured_faster():
+  assert form((3, 3, 48, 12)) == 'native'  # a dense layer's 3x3 convolution
+  assert form((3, 3, 32, 16)) == 'native'  # the restoration nets' layers
+  assert form((3, 3, 3, 24)) == 'native'  # the CIFAR stem
+  assert form((1, 1, 48, 24)) == 'native'  # a bottleneck
   # Measured slower natively: 1-3 channels widened to 64 (XLA's), 1-3 outputs (matmul form).
-  assert spatial.default_impl((3, 3, 1, 64)) == 'xla'
-  assert spatial.default_impl((3, 3, 128, 1)) == 'matmul'
-  assert spatial.default_impl((3, 3, 48, 12), jnp.float64) == 'matmul'
-  assert depthwise.default_impl('cpu') == 'native' and depthwise.default_impl('gpu') == 'fft'
+  assert form((3, 3, 1, 64)) == 'xla'
+  assert form((3, 3, 128, 1)) == 'matmul'
   x, kernel = _random((1, 6, 6, 2), 0), _random((3, 13, 1, 2), 1)
-  # A width the kernel is not built for falls back to 'fft' under 'auto'.
+  # A width the kernel is not built for falls back to the FFT form.
   np.testing.assert_allclose(
-      depthwise.depthwise_conv2d(x, kernel), depthwise.depthwise_conv2d(x, kernel, 'fft'), rtol=1e-6
+      conv.depthwise_conv2d(x, kernel), _lax_depthwise(x, kernel), rtol=1e-5, atol=1e-5
   )
-  model = models.create('dxnet_k12_12', blocks=(1, 1, 1), growth_rate=4)
+  model = models.create('dxnet_k12_12', blocks=(1, 1, 1), growth_rate=4, kernels='cpu')
   v = models.init_variables(model, (2, 16, 16, 3))
   hlo = jax.jit(lambda v, x: model.apply(v, x)).lower(v, jnp.zeros((2, 16, 16, 3))).as_text()
   assert 'dxnet_conv2d' in hlo and 'dxnet_depthwise_conv2d' in hlo
 
 
-def test_a_dxnet_trains_the_same_with_native_and_pure_jax_convolutions():
-  tiny = dict(blocks=(1, 1, 1), growth_rate=4)
-  model_native = models.create('dxnet_k12_12', **tiny, depthwise_impl='native')
-  model_fft = models.create('dxnet_k12_12', **tiny, depthwise_impl='fft')
+def test_a_dxnet_trains_the_same_with_native_and_pure_jax_convolutions(monkeypatch):
+  tiny = dict(blocks=(1, 1, 1), growth_rate=4, kernels='cpu')
   x, y = _random((4, 16, 16, 3), 0), jnp.arange(4) % 10
-  v = models.init_variables(model_native, x.shape)
 
-  def loss(model, params):
-    logits, _ = model.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
-    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+  def value_and_grad(variables=None):
+    model = models.create('dxnet_k12_12', **tiny)
+    v = variables or models.init_variables(model, x.shape)
 
-  native = jax.value_and_grad(lambda p: loss(model_native, p))(v['params'])
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(spatial, 'default_impl', lambda *a, **k: 'matmul')
-    reference = jax.value_and_grad(lambda p: loss(model_fft, p))(v['params'])
+    def loss(params):
+      logits, _ = model.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+
+    return v, jax.jit(jax.value_and_grad(loss))(v['params'])
+
+  v, native = value_and_grad()
+  monkeypatch.setattr(native_conv, 'preferred', lambda *a: False)
+  monkeypatch.setattr(native_conv, 'supports_depthwise', lambda *a: False)
+  _, reference = value_and_grad(v)
   for a, b in zip(jax.tree.leaves(native), jax.tree.leaves(reference)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
@@ -200,9 +213,9 @@ def fresh_load():
 def test_disabled_or_missing_compiler_falls_back_with_a_reason(fresh_load, monkeypatch):
   monkeypatch.setenv('DXNET_JAX_NATIVE', '0')
   assert fresh_load() is None and 'DXNET_JAX_NATIVE=0' in native_build.unavailable_reason()
-  assert spatial.default_impl((3, 3, 48, 12)) == 'matmul'
-  assert depthwise.default_impl('cpu') == 'fft'
-  with pytest.raises(RuntimeError, match="impl='native' needs the native kernels"):
+  assert form((3, 3, 48, 12)) == 'matmul'
+  assert not native_conv.supports_depthwise(jnp.float32, (9, 9, 1, 12))
+  with pytest.raises(RuntimeError, match='needs the native kernels'):
     native_conv.conv2d_native(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2)))
   monkeypatch.setenv('DXNET_JAX_NATIVE', '1')
   monkeypatch.setenv('CXX', '/nonexistent/g++')
@@ -232,7 +245,7 @@ def test_builds_once_into_the_cache_and_reports_compiler_errors(tmp_path, monkey
 
 _OTHER_CPU_CHECK = """
 import jax, jax.numpy as jnp
-from dxnet_jax.ops import native_build, native_conv
+from dxnet_jax.xla_cpu import native_build, native_conv
 assert native_build.available(), native_build.unavailable_reason()
 def err(ours, ref, x, k):
   y, vjp = jax.vjp(ref, x, k)
@@ -277,20 +290,8 @@ def test_builds_for_older_cpus_compute_the_same(march, tmp_path):
 
 def test_pointwise_convolutions_take_the_native_kernel_with_the_same_results():
   x = _random((2, 6, 7, 40), 0)
-  module = pointwise.PointwiseConv(12)
-  params = module.init(jax.random.PRNGKey(1), x)
-  assert 'dxnet_conv2d' in jax.jit(module.apply).lower(params, x).as_text()
-  loss = lambda m, p: jnp.sum(jnp.sin(m.apply(p, x)))
-  reference = pointwise.PointwiseConv(12, impl='matmul')
-  for a, b in zip(
-      jax.tree.leaves(jax.value_and_grad(loss, 1)(module, params)),
-      jax.tree.leaves(jax.value_and_grad(loss, 1)(reference, params)),
-  ):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  # One output channel stays with the matmul form (measured faster), and bad impls are errors.
-  assert (
-      'dxnet_conv2d'
-      not in jax.jit(pointwise.PointwiseConv(1).init).lower(jax.random.PRNGKey(0), x).as_text()
-  )
-  with pytest.raises(ValueError, match='impl must be one of'):
-    pointwise.pointwise(x, params['params']['kernel'], 'fft')
+  kernel = _random((1, 1, 40, 12), 1)
+  assert form((1, 1, 40, 12)) == 'native'
+  _assert_value_and_grads_match(jax.jit(conv.conv2d), _lax_dense, x, kernel, tol=1e-4)
+  # One output channel stays with the matmul form (measured faster).
+  assert form((1, 1, 40, 1)) == 'matmul'

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dxnet_jax.ops.batchnorm import (
+from dxnet_jax.xla_cpu.batchnorm import (
     BatchNormReLU,
     batch_norm_relu,
     batch_norm_relu_given_stats,

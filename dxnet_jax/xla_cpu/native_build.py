@@ -1,4 +1,4 @@
-"""Builds and loads the native XLA:CPU kernels in ops/native/ on first use.
+"""Builds and loads the native XLA:CPU kernels in xla_cpu/native/ on first use.
 
 Why on first use: the kernels are compiled with `-march=native` for the CPU that runs them
 (AVX-512 where there is one; `DXNET_JAX_NATIVE_MARCH` picks another target) against the XLA FFI

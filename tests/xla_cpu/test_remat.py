@@ -1,13 +1,24 @@
 """ordered_remat / tied_checkpoint: same values and gradients as no remat, and less memory."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dxnet_jax.models.densenet import DenseBlock
-from dxnet_jax.ops.remat import ordered_remat, tied_checkpoint
+from dxnet_jax import xla_cpu
+from dxnet_jax.models.densenet import DenseLayer
+from dxnet_jax.xla_cpu import dense_block
+from dxnet_jax.xla_cpu.remat import ordered_remat, tied_checkpoint
+
+
+def _block(num_layers, growth_rate, remat=False, axis_name=None):
+  """The CPU's dense block of plain DenseNet-BC layers."""
+  parts = xla_cpu.make_parts(axis_name=axis_name)
+  layer = functools.partial(DenseLayer, growth_rate, parts)
+  return dense_block.DenseBlock(num_layers, layer, parts, remat, axis_name=axis_name)
 
 
 def _assert_trees_close(a, b, rtol=1e-5):
@@ -70,10 +81,8 @@ def test_ordered_remat_module_keeps_variables_updates_and_gradients():
 
 def _block_step_temp_bytes(remat_cls, monkeypatch, remat=True):
   """Temporary memory of a compiled forward+backward pass through an 8-layer dense block."""
-  import dxnet_jax.models.densenet as densenet  # pylint: disable=g-import-not-at-top
-
-  monkeypatch.setattr(densenet, 'ordered_remat', remat_cls)
-  block = DenseBlock(8, dict(growth_rate=12), remat=remat)
+  monkeypatch.setattr(dense_block, 'ordered_remat', remat_cls)
+  block = _block(8, 12, remat)
   x = jnp.ones((16, 16, 16, 24))
   # Jitted: an eager init compiles each of the block's ops on its own (the same values).
   variables = jax.jit(lambda key, x: block.init(key, x, False))(jax.random.key(0), x)
@@ -105,8 +114,7 @@ def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not(monkeypatch):
 def test_ordered_remat_under_pmap_with_synchronised_batch_norm():
   """The pmap trainer path: BatchNorm statistics averaged over the device axis inside remat."""
   x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 6))  # [devices, batch, H, W, C]
-  kwargs = dict(growth_rate=4, bn_axis_name='batch')
-  plain, remat = DenseBlock(3, kwargs), DenseBlock(3, kwargs, remat=True)
+  plain, remat = _block(3, 4, axis_name='batch'), _block(3, 4, True, axis_name='batch')
   variables = jax.pmap(lambda x: plain.init(jax.random.key(1), x, False), axis_name='batch')(x)
 
   def grads(model):
@@ -163,7 +171,7 @@ def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode(monkeypat
 @pytest.mark.parametrize('mode', [True, 'memory', 'speed'])
 def test_dense_block_remat_modes_give_the_same_gradients(mode):
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
-  plain, remat = DenseBlock(3, dict(growth_rate=4)), DenseBlock(3, dict(growth_rate=4), mode)
+  plain, remat = _block(3, 4), _block(3, 4, mode)
   variables = plain.init(jax.random.key(1), x, False)
 
   def grads(model):
@@ -176,9 +184,6 @@ def test_dense_block_remat_modes_give_the_same_gradients(mode):
   _assert_trees_close(grads(plain), grads(remat))
 
 
-def test_unknown_remat_mode_is_a_clear_error():
-  x = jnp.ones((1, 4, 4, 3))
-  with pytest.raises(ValueError, match="remat must be one of.*'speed'"):
-    DenseBlock(2, dict(growth_rate=2), 'fast').init(jax.random.key(0), x, False)
+def test_unknown_sync_mode_is_a_clear_error():
   with pytest.raises(ValueError, match='sync must be one of'):
     tied_checkpoint(lambda x: x, sync='eager')

@@ -19,6 +19,7 @@ import functools
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -133,12 +134,29 @@ def _given_bwd(epsilon, residuals, g):
 batch_norm_relu_given_stats.defvjp(_given_fwd, _given_bwd)
 
 
+class Pieces(struct.PyTreeNode):
+  """A dense layer's inputs, whose concatenation is normalised, with each piece's batch
+  statistics (`channel_stats`), computed once for every later layer of the block."""
+
+  arrays: Tuple[jax.Array, ...]
+  stats: Tuple[Tuple[jax.Array, jax.Array], ...]
+
+
+def concat_stats(stats):
+  """(mean, var) of a concatenation from the (mean, var) of its pieces."""
+  if len(stats) == 1:
+    return stats[0]
+  return tuple(jnp.concatenate(parts) for parts in zip(*stats))
+
+
 class BatchNormReLU(nn.Module):
   """`nn.relu(nn.BatchNorm(...)(x))` in one op with `batch_norm_relu`'s cheaper gradient.
 
   Same parameters ('scale', 'bias') and statistics ('mean', 'var') under the same names as
   `nn.BatchNorm`, the same momentum convention (weight of the old statistic) and the same
-  running-average update, so checkpoints are interchangeable with the unfused form.
+  running-average update, so checkpoints are interchangeable with the unfused form. `x` may be
+  a sequence of arrays (their concatenation is normalised) or `Pieces` (whose statistics are
+  used in training instead of reducing the concatenation again).
   """
 
   use_running_average: bool = False
@@ -148,8 +166,12 @@ class BatchNormReLU(nn.Module):
   axis_name: Optional[str] = None
 
   @nn.compact
-  def __call__(self, x, stats: Optional[Tuple[jax.Array, jax.Array]] = None):
-    """`stats`: the batch (mean, variance) of `x` if already known (`channel_stats`)."""
+  def __call__(self, x):
+    stats = None
+    if isinstance(x, Pieces):
+      x, stats = _concat(x.arrays), concat_stats(x.stats)
+    elif isinstance(x, (list, tuple)):
+      x = _concat(x)
     channels = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones, (channels,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (channels,), jnp.float32)
@@ -169,3 +191,7 @@ class BatchNormReLU(nn.Module):
       ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
       ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(var)
     return y.astype(dtype)
+
+
+def _concat(arrays):
+  return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=-1)

@@ -81,12 +81,12 @@ def expected_accelerator() -> Optional[str]:
   return plugins[0] if plugins else None
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(cpu_expected: Optional[bool] = None) -> bool:
   """Makes glibc keep and reuse freed memory (see module docstring); True if applied.
 
   Idempotent. ``DXNET_HOST_MALLOC``: ``auto`` (the default) applies it only when JAX will run on
-  the CPU (:func:`expected_accelerator` is None), ``keep`` always, ``system`` never; any other
-  value is an error. Does nothing (False) off glibc.
+  the CPU (`cpu_expected`, or if None :func:`expected_accelerator` is None), ``keep`` always,
+  ``system`` never; any other value is an error. Does nothing (False) off glibc.
   """
   choice = os.environ.get(ENV_VAR, 'auto').strip().lower()
   if choice not in ('auto', 'keep', 'system'):
@@ -99,7 +99,7 @@ def keep_freed_memory() -> bool:
     return False
   if _state['applied'] is not None:
     return _state['applied']
-  if choice == 'auto':
+  if choice == 'auto' and not cpu_expected:
     accelerator = expected_accelerator()
     if accelerator is not None:
       logging.info(

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dxnet_jax import host_memory
+from dxnet_jax.xla_cpu import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # in a fresh process (the allocator settings must precede JAX's worker threads).
 _PROBE = r"""
 import json, resource
-from dxnet_jax import host_memory
+from dxnet_jax.xla_cpu import host_memory
 applied = host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: x * 2.0 + 1.0)

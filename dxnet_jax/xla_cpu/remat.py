@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax.core import lift
 from flax.linen import transforms
 
-from dxnet_jax.ops.fusion import is_float, materialized
+from dxnet_jax.xla_cpu.fusion import is_float, materialized
 
 
 def _tie(tree, anchor):
