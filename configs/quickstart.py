@@ -4,13 +4,17 @@ Needs no download and runs in a few minutes on a 2-core CPU:
   python -m dxnet_jax.main --config configs/quickstart.py --workdir runs/quickstart
 It ends with a table of PSNR/SSIM on two held-out photos (camera, coffee) against the noisy
 input, and leaves checkpoints, metrics.jsonl, TensorBoard events and results.json in the workdir.
+
+Recipe: configs/denoise.py's (Adam 1e-3, MSE, sigma 50, flips and rotations) with a DxNet
+2-2-2, k=8, 16-channel stem, on 32x32 patches of the bundled photos: 8 epochs of 200 steps of
+16, lr / 5 at 75%.
 """
 
-from dxnet_jax import experiments
+from configs import denoise
 
 
 def get_config():
-  config = experiments.denoising('dxnet_denoise_444', sigma=50.0)
+  config = denoise.get_config('dxnet_444')
   config.model.blocks = (2, 2, 2)
   config.model.growth_rate = 8
   config.model.stem_features = 16

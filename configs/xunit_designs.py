@@ -1,24 +1,32 @@
 """The xUnit-design comparison (paper Fig. 4): feed-forward Conv+BN+activation denoisers.
 
+Recipe: configs/denoise.py's (Train400 40x40 patches, sigma 50, Adam 1e-3, MSE, 50 epochs) with
+`depth` 3x3 convolutions of `features` channels, each but the last followed by BatchNorm and an
+activation: ReLU, the DxNet xUnit, or the original (2018) Gaussian xUnit.
+
+Argument: DESIGN,DEPTH[,features=F][,budget]
   --config configs/xunit_designs.py:dxnet,9      Conv+xUnit (DxNet design), 9 layers
   --config configs/xunit_designs.py:gaussian,9   original 2018 xUnit (Gaussian gate)
-  --config configs/xunit_designs.py:relu,17      ReLU baseline (DnCNN-like)
+  --config configs/xunit_designs.py:relu,17      ReLU baseline (DnCNN)
+  budget   configs/denoise.py's budget (batch 16, 120 steps, lr / 5 at 80%)
 
-Sweep: for design in relu dxnet gaussian; for depth in 3 5 7 9 ...; one run each, then plot
-PSNR against parameters with `python -m dxnet_jax.analysis.budget_plots`.
+configs/studies/xunit_designs.py runs the comparison over depths and seeds.
 """
 
-from dxnet_jax import experiments
+from configs import common
+from configs import denoise
 
 DESIGNS = ('relu', 'dxnet', 'gaussian')
 
 
 def get_config(arg='dxnet,9'):
-  design, depth = (arg or 'dxnet,9').split(',')
-  if design not in DESIGNS:
-    raise ValueError(f'design must be one of {DESIGNS}, got {design!r}')
-  config = experiments.denoising('xdncnn')
-  config.model.depth = int(depth)
-  config.model.activation = 'relu' if design == 'relu' else 'xunit'
-  config.model.xunit_design = 'dxnet' if design == 'relu' else design
+  arg = common.parse_arg(arg, design='dxnet', depth=9, features=64, budget=False)
+  if arg.design not in DESIGNS:
+    raise ValueError(f'design must be one of {DESIGNS}, got {arg.design!r}.')
+  config = denoise.get_config('xdncnn,budget' if arg.budget else 'xdncnn')
+  config.model.depth = arg.depth
+  config.model.features = arg.features
+  config.model.activation = 'relu' if arg.design == 'relu' else 'xunit'
+  if arg.design != 'relu':
+    config.model.xunit_design = arg.design
   return config

@@ -13,7 +13,7 @@ Runs `python -m dxnet_jax.main --config CONFIG --workdir DIR [overrides]` as one
 every visible GPU (data parallel over a 1-D device mesh).
 
 Options:
-  --config FILE        experiment config, e.g. configs/cifar10_dxnet_12.py (required)
+  --config FILE        experiment config, e.g. configs/cifar10.py:dxnet_12 (required)
   --workdir DIR        checkpoints/metrics directory: local path, or gs://... / a shared
                        file system for several nodes (required)
   --gpus LIST          GPUs to use, e.g. 0,1,2,3 (sets CUDA_VISIBLE_DEVICES; default: all)
@@ -32,8 +32,8 @@ Multi-node runs set DXNET_COORDINATOR, DXNET_NUM_PROCESSES and DXNET_PROCESS_ID 
 dxnet_jax.distributed.initialize(); DXNET_HEARTBEAT_TIMEOUT etc. are inherited if exported.
 
 Examples:
-  launch/gpu_host.sh --config configs/cifar10_dxnet_12.py --workdir runs/c10
-  launch/gpu_host.sh --config configs/imagenet_dxnet105.py --workdir gs://b/in105 \
+  launch/gpu_host.sh --config configs/cifar10.py:dxnet_12 --workdir runs/c10
+  launch/gpu_host.sh --config configs/imagenet.py:dxnet105 --workdir gs://b/in105 \
       --data-dir gs://b/tfds --num-nodes 2 --node-rank 0 --coordinator 10.0.0.2:12355
 EOF
 }

@@ -1,8 +1,8 @@
 """Trains several configs side by side with the same step budget, sized to fit a wall-clock box.
 
     python launch/timeboxed.py --minutes 4 --root runs/gpu \\
-        --run dxnet=configs/gpu/denoise.py:dxnet_denoise_444 \\
-        --run densenet=configs/gpu/denoise.py:densenet_denoise_555 [-- --config.key=value ...]
+        --run dxnet=configs/denoise.py:dxnet_444,gpu \\
+        --run densenet=configs/denoise.py:densenet_555,gpu [-- --config.key=value ...]
 
 Why: on a leased accelerator the time is fixed but the step rate is unknown until the nets run,
 and a learning-rate schedule needs the number of steps in advance. So the runs go in two phases:

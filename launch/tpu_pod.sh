@@ -27,7 +27,7 @@ Required:
                            us-east1-d (v6e)
   --accelerator-type TYPE  slice, e.g. v4-32, v5p-64, v5litepod-32, v6e-64
   --config FILE            experiment config path inside the repo, e.g.
-                           configs/imagenet_dxnet105.py
+                           configs/imagenet.py:dxnet105
   --workdir gs://...       checkpoints and metrics; must be a bucket every worker can write
 
 Options:
@@ -60,7 +60,7 @@ Trainer overrides: anything after `--`, and any --config.key=value flag, is pass
 
 Example:
   launch/tpu_pod.sh --name dxnet-in105 --zone us-central2-b --accelerator-type v4-32 \
-      --project my-proj --config configs/imagenet_dxnet105.py \
+      --project my-proj --config configs/imagenet.py:dxnet105 \
       --workdir gs://my-bucket/runs/in105 --data-dir gs://my-bucket/tfds
 EOF
 }

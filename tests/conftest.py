@@ -12,6 +12,11 @@ as compiled for production.
 """
 
 import os
+import pathlib
+import sys
+
+# Config files import their shared pieces as `configs.common`, from the repository root.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 _LEVEL = os.environ.get('DXNET_TEST_XLA_OPT_LEVEL', '1')
 _FLAGS = os.environ.get('XLA_FLAGS', '')

@@ -2,6 +2,7 @@
 
 import functools
 import importlib.util
+import json
 from pathlib import Path
 
 import jax
@@ -16,33 +17,101 @@ from dxnet_jax.data import paths
 from dxnet_jax.train import checks
 from dxnet_jax.train import optim
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
-CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / 'configs'
+
+# Every experiment config with each of its variants, as `file:argument` strings.
+CONFIG_STRINGS = [
+    *(f'cifar10.py:{m}' for m in ('densenet_bc_16', 'densenet_bc_26', 'dxnet_12', 'dxnet_19')),
+    'cifar10.py:densenet_bc_16,budget',
+    'cifar10.py:dxnet_12,budget',
+    *(f'svhn.py:{m}' for m in ('densenet_bc_16', 'densenet_bc_26', 'dxnet_12', 'dxnet_19')),
+    'imagenet.py:densenet121',
+    'imagenet.py:dxnet105',
+    *(f'sr.py:{m}' for m in ('dxnet16', 'dxnet32', 'densenet16', 'densenet32')),
+    'sr.py:dxnet16,budget',
+    *(f'denoise.py:{m}' for m in ('dxnet_444', 'dxnet_666', 'densenet_444', 'densenet_555')),
+    'denoise.py:densenet_666',
+    'denoise.py:dncnn',
+    'denoise.py:dxnet_444_rgb',
+    'denoise.py:dxnet_444,sigma=25,budget',
+    'denoise.py:densenet_555,gpu',
+    'xunit_designs.py:relu,17',
+    'xunit_designs.py:gaussian,5,features=32,budget',
+    'quickstart.py',
+]
+
+# Where each config of the earlier one-file-per-experiment layout lives now. Their values are
+# in tests/data/legacy_configs.json; a home must give the same config, but for the fields the
+# `kernels` setting replaced.
+HOMES = {
+    **{
+        f'{d}_{m}.py': f'{"svhn" if d == "svhn" else "cifar10"}.py:{m}'
+        for d in ('cifar10', 'svhn')
+        for m in ('densenet_bc_16', 'densenet_bc_26', 'dxnet_12', 'dxnet_19')
+    },
+    'imagenet_densenet121.py': 'imagenet.py:densenet121',
+    'imagenet_dxnet105.py': 'imagenet.py:dxnet105',
+    **{f'sr_{m}.py': f'sr.py:{m}' for m in ('dxnet16', 'dxnet32', 'densenet16', 'densenet32')},
+    **{
+        f'denoise_{m}.py{a}': f'denoise.py:{m}{a.replace(":", ",sigma=")}'
+        for m in ('dxnet_444', 'dxnet_666', 'densenet_444', 'densenet_555', 'densenet_666', 'dncnn')
+        for a in ('', ':25')
+    },
+    'budget/cifar10_densenet_bc_k12_455.py': 'cifar10.py:densenet_bc_16,budget',
+    'budget/cifar10_dxnet_k12_444.py': 'cifar10.py:dxnet_12,budget',
+    'budget/denoise_densenet_555.py': 'denoise.py:densenet_555,budget',
+    'budget/denoise_dxnet_444.py': 'denoise.py:dxnet_444,budget',
+    'budget/sr_densenet16.py': 'sr.py:densenet16,budget',
+    'budget/sr_dxnet16.py': 'sr.py:dxnet16,budget',
+    'gpu/denoise.py:dxnet_denoise_444,fft': 'denoise.py:dxnet_444,gpu',
+    'gpu/denoise.py:densenet_denoise_555': 'denoise.py:densenet_555,gpu',
+    'quickstart.py': 'quickstart.py',
+    'xunit_designs.py': 'xunit_designs.py',
+    **{
+        f'xunit_designs.py:{a}': f'xunit_designs.py:{a}'
+        for a in ('relu,17', 'gaussian,9', 'dxnet,5')
+    },
+}
 
 
-def load(path, arg=None):
+def load(config_string: str):
+  """`get_config(arg)` of `configs/<file>[:arg]`, as `python -m dxnet_jax.main` loads it."""
+  name, _, arg = config_string.partition(':')
+  path = CONFIG_DIR / name
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
+  return module.get_config(arg) if arg else module.get_config()
 
 
-def test_every_experiment_of_the_paper_has_a_config():
-  names = {p.stem for p in CONFIGS}
-  for dataset in ('cifar10', 'svhn'):
-    for model in ('densenet_bc_16', 'densenet_bc_26', 'dxnet_12', 'dxnet_19'):
-      assert f'{dataset}_{model}' in names
-  assert {
-      'imagenet_dxnet105',
-      'imagenet_densenet121',
-      'sr_dxnet16',
-      'sr_dxnet32',
-      'sr_densenet16',
-      'sr_densenet32',
-      'denoise_dxnet_444',
-      'xunit_designs',
-      'quickstart',
-  } <= names
+def test_every_earlier_config_has_a_home_with_the_same_recipe():
+  legacy = json.loads((REPO / 'tests' / 'data' / 'legacy_configs.json').read_text())
+  assert set(HOMES) == set(legacy)
+  for old, home in HOMES.items():
+    config = json.loads(load(home).to_json_best_effort())
+    expected = legacy[old]
+    # The same network: a home may state a field at its default, and `kernels` replaced the
+    # depthwise implementation.
+    model, expected_model = config.pop('model'), expected.pop('model')
+    expected_model.pop('depthwise_impl', None)
+    assert _module_fields(model) == _module_fields(expected_model), (old, home)
+    assert config == expected, (old, home)
+
+
+def _module_fields(model_config):
+  module = models.create({k: v for k, v in model_config.items() if k != 'kernels'})
+  fields = {
+      f: getattr(module, f)
+      for f in module.__dataclass_fields__
+      if f not in ('parent', 'name', 'parts')
+  }
+  return fields, model_config.get('xunit_design', 'dxnet'), model_config.get('xunit_kernel', 9)
+
+
+def test_every_config_file_is_tested():
+  files = {p.name for p in CONFIG_DIR.glob('*.py')} - {'__init__.py', 'common.py'}
+  assert files == {s.partition(':')[0] for s in CONFIG_STRINGS}
 
 
 @pytest.fixture(scope='module')
@@ -86,9 +155,9 @@ def _restoration_data(task, data_json):
   return data_lib.build(config, global_batch_size=8, seed=0)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
-def test_config_builds_model_optimizer_and_data(path, tfds_dir, cifar_folder):
-  config = load(path)
+@pytest.mark.parametrize('config_string', CONFIG_STRINGS)
+def test_config_builds_model_optimizer_and_data(config_string, tfds_dir, cifar_folder):
+  config = load(config_string)
   checks.validate_config(config, device_count=1)
   model = models.create(config.model)
   abstract = models.init_variables(model, (1,) + tuple(config.input_shape), abstract=True)
@@ -126,36 +195,32 @@ def test_config_builds_model_optimizer_and_data(path, tfds_dir, cifar_folder):
 
 @pytest.mark.parametrize('arg', ['15', '25', '50'])
 def test_denoising_configs_take_the_noise_level(arg):
-  config = load(CONFIG_DIR / 'denoise_dxnet_444.py', arg)
-  assert config.data.sigma == float(arg)
+  assert load(f'denoise.py:densenet_444,sigma={arg}').data.sigma == float(arg)
+  assert load(f'denoise.py:sigma={arg},dxnet_666').model.name == 'dxnet_denoise_666'
 
 
-@pytest.mark.parametrize('arg', ['relu,5', 'dxnet,9', 'gaussian,7'])
+@pytest.mark.parametrize('arg', ['relu,5', 'dxnet,9', 'gaussian,7,features=16'])
 def test_xunit_design_sweep_configs(arg):
-  config = load(CONFIG_DIR / 'xunit_designs.py', arg)
-  design, depth = arg.split(',')
+  config = load(f'xunit_designs.py:{arg}')
+  design, depth = arg.split(',')[:2]
   assert config.model.depth == int(depth)
   assert (config.model.activation == 'relu') == (design == 'relu')
   checks.validate_config(config, device_count=1)
 
 
-def test_a_bad_config_argument_fails_clearly():
-  with pytest.raises(ValueError, match='sigma'):
-    load(CONFIG_DIR / 'denoise_dxnet_444.py', '0')
-  with pytest.raises(ValueError, match='design'):
-    load(CONFIG_DIR / 'xunit_designs.py', 'swish,5')
-
-
-@pytest.mark.parametrize('arg', ['dxnet_denoise_444,fft', 'densenet_denoise_555'])
-def test_gpu_denoising_config_takes_model_and_depthwise_impl(arg):
-  config = load(CONFIG_DIR / 'gpu' / 'denoise.py', arg)
-  model_name, _, impl = arg.partition(',')
-  assert config.model.name == model_name and config.batch_size == 64
-  assert config.model.get('depthwise_impl') == (impl or None)
-  checks.validate_config(config, device_count=1)
-  models.init_variables(models.create(config.model), (1, 40, 40, 1), abstract=True)
-
-
-def test_gpu_denoising_config_refuses_other_tasks():
-  with pytest.raises(ValueError, match='denoising model'):
-    load(CONFIG_DIR / 'gpu' / 'denoise.py', 'dxnet_k12_12')
+@pytest.mark.parametrize(
+    'config_string,message',
+    [
+        ('denoise.py:dxnet_444,sigma=0', 'sigma must be in'),
+        ('denoise.py:dxnet_555', 'Unknown denoising model'),
+        ('denoise.py:dxnet_444,noise=3', "'noise' is unknown"),
+        ('denoise.py:dxnet_444,sigma=high', 'expected a float'),
+        ('sr.py:dxnet16,extra_token', 'is not one of'),
+        ('xunit_designs.py:swish,5', 'design must be one of'),
+        ('cifar10.py:dxnet_19,budget', 'Unknown budget CIFAR-10 model'),
+        ('cifar10.py:dxnet_12,budget=maybe', 'expected true or false'),
+    ],
+)
+def test_a_bad_config_argument_fails_clearly(config_string, message):
+  with pytest.raises(ValueError, match=message):
+    load(config_string)

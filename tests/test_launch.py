@@ -108,7 +108,8 @@ def src_repo(tmp_path):
   src = tmp_path / 'src'
   (src / 'configs').mkdir(parents=True)
   (src / 'configs' / 'quickstart.py').write_text('def get_config():\n    return None\n')
-  (src / 'configs' / 'imagenet_dxnet105.py').write_text('def get_config():\n    return 1\n')
+  (src / 'configs' / 'common.py').write_text('')
+  (src / 'configs' / 'imagenet.py').write_text('def get_config(arg):\n    return 1\n')
   git = ['git', '-C', str(src), '-c', 'user.email=t@t', '-c', 'user.name=t']
   subprocess.run(['git', 'init', '-q', str(src)], check=True)
   subprocess.run(git + ['add', '.'], check=True)
@@ -411,7 +412,7 @@ POD = [
     '--project',
     'my-proj',
     '--config',
-    'configs/imagenet_dxnet105.py',
+    'configs/imagenet.py:dxnet105',
     '--workdir',
     'gs://bkt/runs/in105',
     '--data-dir',
@@ -444,7 +445,7 @@ def test_tpu_pod_dry_run_tarball(fakes, src_repo, tmp_path):
   assert cmds[4] == (
       f"gcloud compute tpus tpu-vm ssh dx-in105 {WHERE} --worker=all '--command=cd "
       '~/dxnet_jax && env TFDS_DATA_DIR=gs://bkt/tfds python3 -m dxnet_jax.main --config '
-      "configs/imagenet_dxnet105.py --workdir gs://bkt/runs/in105 --config.batch_size=1024'"
+      "configs/imagenet.py:dxnet105 --workdir gs://bkt/runs/in105 --config.batch_size=1024'"
   )
   assert cmds[5] == f'gcloud compute tpus tpu-vm delete dx-in105 {WHERE} --quiet'
   assert len(cmds) == 6
@@ -561,7 +562,7 @@ def test_tpu_pod_printed_train_command_is_exact(fakes, src_repo, tmp_path):
       '-m',
       'dxnet_jax.main',
       '--config',
-      'configs/imagenet_dxnet105.py',
+      'configs/imagenet.py:dxnet105',
       '--workdir',
       'gs://bkt/runs/in105',
       tricky,
@@ -584,7 +585,7 @@ def test_tpu_pod_real_run_with_fake_gcloud(fakes, src_repo, tmp_path):
   listing = subprocess.run(
       ['tar', '-tzf', str(tarball)], capture_output=True, text=True, check=True
   ).stdout.split()
-  assert 'configs/imagenet_dxnet105.py' in listing
+  assert 'configs/imagenet.py' in listing and 'configs/common.py' in listing
   assert log.exists()
   assert '+ gcloud compute tpus tpu-vm create dx-in105' in result.stderr
 

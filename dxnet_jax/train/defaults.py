@@ -4,8 +4,9 @@ Fields
   seed                 parameter init, data order, augmentation, dropout and noise all derive
                        from it.
   task                 'classification' | 'denoising' | 'super_resolution'.
-  model                ConfigDict with `name` (see `python -m dxnet_jax.models`) and overrides,
-                       e.g. dtype='bfloat16', remat=True, depthwise_impl='shift'.
+  model                ConfigDict with `name` (see `python -m dxnet_jax.models`), `kernels`
+                       ('auto' | 'xla' | 'gpu' | 'cpu', see `dxnet_jax.kernels`) and overrides,
+                       e.g. dtype='bfloat16', remat=True, xunit_kernel=7.
   data                 `dxnet_jax.data.default_config(task, ...)` (fields in dxnet_jax.data).
   input_shape          one example's input (H, W, C) used to initialise the model.
   batch_size           global batch over all devices and hosts.
@@ -58,7 +59,7 @@ def base_config(task: str, model: str, input_shape, **data_overrides) -> ml_coll
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.task = task
-  config.model = ml_collections.ConfigDict({'name': model})
+  config.model = ml_collections.ConfigDict({'name': model, 'kernels': 'auto'})
   config.data = data_lib.default_config(task, **data_overrides)
   config.input_shape = tuple(input_shape)
   config.batch_size = 64
