@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from dxnet_jax import host_memory
+from dxnet_jax import kernels
 from dxnet_jax import metrics
 from dxnet_jax.data import degrade
 from dxnet_jax.data import eval_sets
@@ -113,14 +113,6 @@ def format_table(rows: Sequence[dict], caption: str = '') -> str:
   return '\n'.join(lines)
 
 
-def _settings_from_workdir(workdir: str):
-  """(predict_fn, task, data config) of a trained run."""
-  from dxnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
-
-  model, variables, config = checkpoint.load_for_inference(workdir)
-  return model_predict(model, variables), config.task, config.data
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='python -m dxnet_jax.evaluate',
@@ -152,65 +144,46 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> tuple[list[dict], str]:
-  """Evaluates as `args` say; returns (rows, caption)."""
-  config_data = None
-  pretrained_name = getattr(args, 'pretrained', None)
-  if args.workdir or pretrained_name:
-    if pretrained_name:
-      from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+def settings(task: str, data=None, *, sigma=None, scale=None, channels=None, seed=None) -> dict:
+  """The evaluation settings of `task`: the values given, else those of a run's `config.data`
+  (its evaluation noise level, else its training one), else the defaults."""
 
-      model, variables, config = pretrained.load(pretrained_name)
-      if config.task == 'classification':
-        raise ValueError(f'{pretrained_name} is a classifier: evaluate scores restoration models')
-      predict_fn, task, config_data = model_predict(model, variables), config.task, config.data
-    else:
-      predict_fn, task, config_data = _settings_from_workdir(args.workdir)
-    if args.task and args.task != task:
-      raise ValueError(f'--task {args.task} contradicts the run task {task}')
-  else:
-    named = {eval_sets.task_of(s) for s in args.sets} - {None}
-    task = args.task or {'bicubic': 'super_resolution', 'noisy': 'denoising'}[args.baseline]
-    if named - {task}:
-      raise ValueError(f'sets {args.sets} do not all belong to task {task}')
-
-  def setting(flag, field, default):
-    if flag is not None:
-      return flag
-    if config_data is not None and config_data.get(field) is not None:
-      return config_data[field]
+  def pick(value, field, default):
+    if value is not None:
+      return value
+    if data is not None and data.get(field) is not None:
+      return data[field]
     return default
 
-  sigma = setting(args.sigma, 'eval_sigma', None)
-  if sigma is None and config_data is not None and np.ndim(config_data.sigma) == 0:
-    sigma = config_data.sigma
-  scale = setting(args.scale, 'scale', 4) if task == 'super_resolution' else 1
-  channels = setting(args.channels, 'channels', eval_sets.default_channels(task))
-  seed = setting(args.seed, 'noise_seed', 0)
-  sets = args.sets or list(config_data.eval_sets if config_data is not None else ())
-  if not sets:
-    raise ValueError('name at least one --set')
+  sigma = pick(sigma, 'eval_sigma', None)
+  if sigma is None and data is not None and np.ndim(data.get('sigma')) == 0:
+    sigma = data.sigma
   if task == 'denoising' and sigma is None:
-    raise ValueError('denoising needs --sigma')
+    raise ValueError('denoising needs --sigma (the noise level, on the 0-255 scale)')
+  return dict(
+      sigma=sigma,
+      scale=pick(scale, 'scale', 4) if task == 'super_resolution' else 1,
+      channels=pick(channels, 'channels', eval_sets.default_channels(task)),
+      seed=pick(seed, 'noise_seed', 0),
+  )
 
-  if pretrained_name:
-    methods = [(pretrained_name, predict_fn, protocol_for(task, scale))]
-  elif args.workdir:
-    methods = [(pathlib.Path(args.workdir).name, predict_fn, protocol_for(task, scale))]
-  else:
-    methods = baseline_methods(args.baseline, task, scale)
+
+def score(methods: Sequence[Method], sets: Sequence[str], task: str, **setting) -> list[dict]:
+  """Rows of (set, method, mean scores, per-image scores): every method on every set (names or
+  folders), each set's images (and noise) made once; rows grouped by method."""
+  if not sets:
+    raise ValueError('name at least one evaluation set (--set)')
   rows = []
   for set_name in sets:
-    images = eval_sets.load(
-        resolve_set(set_name), task=task, sigma=sigma, scale=scale, channels=channels, seed=seed
-    )
+    images = eval_sets.load(resolve_set(set_name), task=task, **setting)
     for label, predict, protocol in methods:
-      result = evaluate_images(predict, images, protocol)
-      rows.append({'set': set_name, 'method': label, **result})
-  return rows, _caption(task, sigma, seed, scale)
+      rows.append({'set': set_name, 'method': label, **evaluate_images(predict, images, protocol)})
+  order = [label for label, _, _ in methods]
+  return sorted(rows, key=lambda row: order.index(row['method']))
 
 
-def _caption(task: str, sigma, seed: int, scale: int) -> str:
+def caption(task: str, sigma=None, scale: int = 4, seed: int = 0, **_) -> str:
+  """What the scores of `task` measure."""
   if task == 'denoising':
     return (
         f'denoising, sigma={sigma:g}, noise seed {seed}: output clipped to [0, 1] and '
@@ -222,8 +195,58 @@ def _caption(task: str, sigma, seed: int, scale: int) -> str:
   )
 
 
+def evaluate_run(workdir: str, config) -> tuple[list[dict], str]:
+  """A finished run's model and its task's baseline on `config.data.eval_sets`: the trainer's
+  final evaluation. Returns (rows, caption)."""
+  from dxnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+
+  model, variables, _ = checkpoint.load_for_inference(workdir)
+  setting = settings(config.task, config.data)
+  protocol = protocol_for(config.task, setting['scale'])
+  methods = [(pathlib.Path(workdir).name, model_predict(model, variables), protocol)]
+  baseline = 'noisy' if config.task == 'denoising' else 'bicubic'
+  methods += baseline_methods(baseline, config.task, setting['scale'])
+  rows = score(methods, list(config.data.eval_sets), config.task, **setting)
+  return rows, caption(config.task, **setting)
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], str]:
+  """Evaluates as the command line says; returns (rows, caption)."""
+  data = None
+  if args.workdir or args.pretrained:
+    if args.pretrained:
+      from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+      model, variables, config = pretrained.load(args.pretrained)
+      label = args.pretrained
+    else:
+      from dxnet_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+
+      model, variables, config = checkpoint.load_for_inference(args.workdir)
+      label = pathlib.Path(args.workdir).name
+    if config.task == 'classification':
+      raise ValueError(f'{label} is a classifier: evaluate scores restoration models')
+    task, data = config.task, config.data
+    if args.task and args.task != task:
+      raise ValueError(f'--task {args.task} contradicts the run task {task}')
+  else:
+    named = {eval_sets.task_of(s) for s in args.sets} - {None}
+    task = args.task or {'bicubic': 'super_resolution', 'noisy': 'denoising'}[args.baseline]
+    if named - {task}:
+      raise ValueError(f'sets {args.sets} do not all belong to task {task}')
+  setting = settings(
+      task, data, sigma=args.sigma, scale=args.scale, channels=args.channels, seed=args.seed
+  )
+  if data is not None:
+    methods = [(label, model_predict(model, variables), protocol_for(task, setting['scale']))]
+  else:
+    methods = baseline_methods(args.baseline, task, setting['scale'])
+  sets = args.sets or list(data.eval_sets if data is not None else ())
+  return score(methods, sets, task, **setting), caption(task, **setting)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  host_memory.keep_freed_memory()
+  kernels.prepare_process()
   args = _parse(argv)
   rows, caption = run(args)
   if args.json:

@@ -4,7 +4,6 @@ steps -> metrics -> validation (plateau rule, best checkpoint) -> latest checkpo
 any step. The loop knows a task only through `dxnet_jax.train.tasks`.
 """
 
-import argparse
 import json
 import math
 import os
@@ -61,9 +60,7 @@ def _model_config(config):
   """`config.model`, with BatchNorm synchronised over the pmap axis when running under pmap."""
   model_config = config.model.to_dict()
   if config.parallelism == 'pmap':
-    spec = models.MODELS[model_config['name']]
-    if 'bn_axis_name' in {f for f in spec.module.__dataclass_fields__}:
-      model_config['bn_axis_name'] = PMAP_AXIS
+    model_config['bn_axis_name'] = PMAP_AXIS
   return model_config
 
 
@@ -276,36 +273,11 @@ def _final_results(config, workdir: str, meta, step: int) -> Dict[str, Any]:
   if config.task != 'classification' and config.final_eval and config.data.eval_sets:
     from dxnet_jax import evaluate  # pylint: disable=g-import-not-at-top
 
-    args = argparse.Namespace(
-        workdir=workdir,
-        baseline=None,
-        sets=[],
-        task=None,
-        sigma=None,
-        scale=None,
-        channels=None,
-        seed=None,
-    )
-    rows, caption = evaluate.run(args)
-    baseline = 'noisy' if config.task == 'denoising' else 'bicubic'
-    args = argparse.Namespace(
-        **{
-            **vars(args),
-            'workdir': None,
-            'baseline': baseline,
-            'sets': list(config.data.eval_sets),
-            'task': config.task,
-        }
-    )
-    if config.task == 'denoising':
-      args.sigma = config.data.eval_sigma or config.data.sigma
-      args.seed, args.channels = config.data.noise_seed, config.data.channels
-    base_rows, _ = evaluate.run(args)
-    strip = lambda r: {k: v for k, v in r.items() if k != 'images'}
+    rows, caption = evaluate.evaluate_run(workdir, config)
     results['protocol'] = caption
-    results['evaluation'] = [strip(r) for r in rows + base_rows]
+    results['evaluation'] = [{k: v for k, v in r.items() if k != 'images'} for r in rows]
     if jax.process_index() == 0:
-      logging.info('\n%s', evaluate.format_table(rows + base_rows, caption))
+      logging.info('\n%s', evaluate.format_table(rows, caption))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=1)
