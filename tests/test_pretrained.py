@@ -14,7 +14,10 @@ from PIL import Image
 
 from dxnet_jax import metrics
 from dxnet_jax import pretrained
+from dxnet_jax import train
 from dxnet_jax.data import paths
+from dxnet_jax.train import checkpoint
+from dxnet_jax.train import defaults
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = pretrained.available()
@@ -164,6 +167,53 @@ def test_to_bytes_stores_the_chosen_dtype_and_refuses_what_float16_cannot_hold()
     pretrained.to_bytes({'params': {'w': np.array([1e5], np.float32)}}, 'float16')
   with pytest.raises(ValueError, match='weights dtype'):
     pretrained.to_bytes(tree, 'bfloat16')
+
+
+def _tiny_run(tmp_path):
+  """A 2-step training workdir of a tiny gray DxNet denoiser on random images."""
+  images = tmp_path / 'images'
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    Image.fromarray(rng.integers(0, 256, (24, 24), np.uint8)).save(images / f'{i}.png')
+  config = defaults.base_config(
+      'denoising',
+      'dxnet_denoise_444',
+      (16, 16, 1),
+      train_dirs=(str(images),),
+      validation_set=None,
+      holdout=1,
+      patch_size=16,
+      patches_per_epoch=8,
+      validation_crop=16,
+      eval_sets=(),
+      sigma=25.0,
+      prefetch=0,
+  )
+  config.model.update(blocks=(1, 1), growth_rate=4, stem_features=8)
+  config.update(batch_size=4, num_steps=2, final_eval=False, async_checkpoints=False)
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def test_export_writes_what_load_reads_in_either_dtype(tmp_path, monkeypatch):
+  workdir = _tiny_run(tmp_path)
+  _, trained, _ = checkpoint.load_for_inference(str(workdir))
+  out = tmp_path / 'models'
+  for dtype in pretrained.DTYPES:
+    folder = pretrained.export(str(workdir), dtype, 'cmd', out_root=str(out), dtype=dtype)
+    info = json.loads((folder / pretrained.MANIFEST).read_text())
+    assert info['weights_dtype'] == dtype and info['command'] == 'cmd'
+    assert (folder / pretrained.CARD).read_text() == pretrained.model_card(info)
+  monkeypatch.setenv(pretrained.ENV_VAR, str(out))
+  for dtype, tolerance in (('float32', 0), ('float16', 1e-3)):
+    _, variables, _ = pretrained.load(dtype)
+    want_tree = {k: dict(trained)[k] for k in variables}
+    assert jax.tree.structure(variables) == jax.tree.structure(want_tree)
+    for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(want_tree)):
+      assert got.dtype == np.float32
+      np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 1e-2)
 
 
 def test_export_never_overwrites_a_model(tmp_path):
