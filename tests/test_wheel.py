@@ -85,6 +85,23 @@ CORE_MODULES = (
     'dxnet_jax.train.writer',
     'dxnet_jax.upscale',
 )
+# Two steps of a tiny gray denoiser on the images next to the config file.
+TINY_CONFIG = """\
+import os
+
+from dxnet_jax.train import defaults
+
+
+def get_config():
+  here = os.path.dirname(os.path.abspath(__file__))
+  config = defaults.base_config(
+      'denoising', 'dxnet_denoise_444', (16, 16, 1), train_dirs=(os.path.join(here, 'images'),),
+      validation_set=None, holdout=1, patch_size=16, patches_per_epoch=8, validation_crop=16,
+      eval_sets=(), sigma=25.0, prefetch=0)
+  config.model.update(blocks=(1, 1), growth_rate=4, stem_features=8)
+  config.update(batch_size=4, num_steps=2, log_every_steps=1, final_eval=False)
+  return config
+"""
 # Packages that only extras install.
 OPTIONAL = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'matplotlib', 'skimage')
 # How pip says that it could not reach the index (the only failure that skips).
@@ -225,6 +242,21 @@ def _check_denoise_cleans_a_real_noisy_photo(installed):
   assert metrics.psnr(result, clean) > metrics.psnr(noisy, clean) + 8.0
 
 
+def _check_train_writes_metrics_without_tensorboard(installed):
+  _, env, work = installed
+  images = work / 'images'
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    Image.fromarray(rng.integers(0, 256, (24, 24), np.uint8)).save(images / f'{i}.png')
+  (work / 'tiny.py').write_text(TINY_CONFIG)
+  done = _run(['dxnet-train', '--config', 'tiny.py', '--workdir', 'run'], env, work)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert (work / 'run' / 'metrics.jsonl').read_text().count('"split": "train"') == 2
+  assert not (work / 'run' / 'tensorboard').exists()
+  assert 'pip install "dxnet_jax[tensorboard]"' in done.stderr, done.stderr[-3000:]
+
+
 def _check_every_public_module_imports(installed):
   python, env, work = installed
   script = (
@@ -265,6 +297,7 @@ def test_the_wheel_installs_lean_and_runs_from_outside_the_checkout(tmp_path):
   installed = _install(tmp_path)
   _check_console_commands(installed)
   _check_denoise_cleans_a_real_noisy_photo(installed)
+  _check_train_writes_metrics_without_tensorboard(installed)
   _check_every_public_module_imports(installed)
   _check_no_optional_package_installed(installed)
   _check_a_missing_extra_is_named(installed)
