@@ -1,9 +1,10 @@
 """Scores a trained restoration model or a built-in baseline on benchmark sets; prints a table.
 
-  python -m dxnet_jax.evaluate --baseline bicubic --set Set5 --set Set14 --set BSD100
+  dxnet-evaluate --pretrained denoise_dxnet_444_s50_h200 --set BSD68 --set Set12
+  dxnet-evaluate --pretrained sr_dxnet16_x4_budget --set Set5 --set my_photos/
+  dxnet-evaluate --workdir runs/dxnet_denoise --set BSD68 --json
+  dxnet-evaluate --baseline bicubic --set Set5 --set Set14 --set BSD100
   python -m dxnet_jax.evaluate --baseline noisy --set BSD68 --sigma 50
-  python -m dxnet_jax.evaluate --workdir runs/dxnet_denoise --set BSD68 --json
-  python -m dxnet_jax.evaluate --pretrained denoise_dxnet_444_s50_budget --set Set12
 
 Sets are names (BSD68, Set12, Set5, Set14, BSD100), existing folders, or folders relative to the
 data root. With --workdir, or --pretrained NAME (a shipped model; `python -m dxnet_jax.pretrained

@@ -1,7 +1,14 @@
-"""Trains one experiment: `python -m dxnet_jax.main --config configs/X.py --workdir DIR`.
+"""Trains one experiment from a config file; rerunning the same command resumes it.
 
-Any config field can be overridden on the command line, e.g. `--config.batch_size=32`.
-Rerunning the same command resumes from the workdir's latest checkpoint.
+  dxnet-train --config configs/quickstart.py --workdir runs/quickstart
+  dxnet-train --config configs/denoise_dxnet_444.py --workdir runs/dn --config.batch_size=32
+  dxnet-train --config configs/gpu/denoise.py:dxnet_denoise_444 --workdir runs/gpu_dn
+  python -m dxnet_jax.main --config configs/sr_dxnet16.py --workdir runs/sr --cpu_devices=2
+
+A config file is Python with `get_config()` (the repository's configs/ folder holds the paper's
+experiments; `file.py:ARG` passes ARG to it). Any config field can be overridden on the command
+line (`--config.FIELD=VALUE`). The workdir receives checkpoints, metrics.jsonl, results.json and,
+with the `tensorboard` extra, TensorBoard events; rerunning resumes from its latest checkpoint.
 """
 
 import logging as std_logging
@@ -22,7 +29,10 @@ PREEMPTED_EXIT_CODE = 143
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
 config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py).', lock_config=True
+    'config',
+    None,
+    'Experiment config file, e.g. configs/quickstart.py (FILE.py:ARG passes ARG to get_config).',
+    lock_config=True,
 )
 flags.DEFINE_integer(
     'cpu_devices',
@@ -93,6 +103,20 @@ def put_config_root_on_path(argv) -> None:
       folder = folder.parent
     if folder.name == 'configs' and str(folder.parent) not in sys.path:
       sys.path.insert(0, str(folder.parent))
+
+
+def run():
+  """The `dxnet-train` console command: `app.run(main)` with this module's usage and flags.
+
+  For --help absl prints `__main__`'s docstring and the flags of the module named by
+  sys.argv[0]; under a console command both are pip's launcher script, so this module's
+  docstring and flags stand in for them.
+  """
+  sys.modules['__main__'].__doc__ = __doc__
+  for flag in FLAGS.get_key_flags_for_module(__name__):
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  put_config_root_on_path(sys.argv)
+  app.run(main)
 
 
 if __name__ == '__main__':

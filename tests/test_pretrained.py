@@ -1,4 +1,5 @@
-"""Shipped pretrained models: every one loads in one call, matches its manifest, and runs."""
+"""Shipped pretrained models: every one loads in one call, matches its manifest and model card,
+and runs; export and measure write what load reads."""
 
 import json
 import pathlib
@@ -8,23 +9,42 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 from PIL import Image
 
 from dxnet_jax import metrics
 from dxnet_jax import pretrained
+from dxnet_jax import train
 from dxnet_jax.data import paths
+from dxnet_jax.train import checkpoint
+from dxnet_jax.train import defaults
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = pretrained.available()
-TASKS = ('denoising', 'super_resolution', 'classification')
+# The best model per restoration task and net.
+SHIPPED = (
+    'denoise_densenet_555_s50_h200',
+    'denoise_dxnet_444_s50_h200',
+    'sr_densenet16_x4_budget',
+    'sr_dxnet16_x4_budget',
+)
 
 
 def _crop(name, box):
   return np.asarray(Image.open(paths.data_root() / name).crop(box))
 
 
-def test_every_task_has_a_shipped_model():
-  assert {pretrained.manifest(n)['task'] for n in NAMES} == set(TASKS)
+def _copy(name, folder):
+  shutil.copytree(pretrained.root() / name, folder)
+  return folder
+
+
+def test_the_package_ships_the_best_model_per_task_and_net(monkeypatch):
+  monkeypatch.delenv(pretrained.ENV_VAR, raising=False)
+  assert pretrained.root() == pathlib.Path(pretrained.__file__).parent / 'weights'
+  assert tuple(pretrained.available()) == SHIPPED
+  total = sum(p.stat().st_size for p in pretrained.root().rglob('*') if p.is_file())
+  assert total < 6 * 2**20, f'{total / 2**20:.2f} MiB of shipped models'
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -37,6 +57,26 @@ def test_manifest_records_command_budget_and_numbers(name):
   assert configs and all((REPO / c).is_file() for c in configs), configs
   assert info['wall_seconds'] > 0 and info['results']['steps'] > 0
   assert (pretrained.root() / name / pretrained.WEIGHTS).stat().st_size < pretrained.MAX_BYTES
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_card_and_manifest_hold_the_scores_of_the_stored_float16_weights(name):
+  info = pretrained.manifest(name)
+  folder = pretrained.root() / name
+  assert (folder / pretrained.CARD).read_text() == pretrained.model_card(info)
+  raw = serialization.msgpack_restore((folder / pretrained.WEIGHTS).read_bytes())
+  assert {x.dtype for x in jax.tree.leaves(raw)} == {np.dtype(np.float16)}
+  measured = info['measured']
+  assert info['weights_dtype'] == measured['weights_dtype'] == 'float16'
+  assert measured['command'] == 'python -m dxnet_jax.evaluate --pretrained ' + name + ''.join(
+      f' --set {s}' for s in pretrained.BENCHMARK_SETS[info['task']]
+  )
+  assert [s['set'] for s in measured['scores']] == list(pretrained.BENCHMARK_SETS[info['task']])
+  check = info['float16_check']
+  assert check['max_psnr_change_db'] < 0.01
+  reference = {s['set']: s['psnr'] for s in check['float32_scores']}
+  for score in measured['scores']:
+    assert abs(score['psnr'] - reference[score['set']]) <= check['max_psnr_change_db'] + 1e-9
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -65,14 +105,11 @@ def test_denoiser_beats_the_noisy_input_on_a_real_crop():
   assert metrics.psnr(metrics.to_uint8(out), clean) > noisy_psnr + 2.0
 
 
-def test_sr_and_classifier_shapes():
+def test_sr_output_is_four_times_larger():
   sr = next(n for n in NAMES if pretrained.manifest(n)['task'] == 'super_resolution')
   model, variables, _ = pretrained.load(sr)
-  assert model.apply(variables, np.zeros((1, 8, 12, 3), np.float32)).shape == (1, 32, 48, 3)
-  cls = next(n for n in NAMES if pretrained.manifest(n)['task'] == 'classification')
-  model, variables, _ = pretrained.load(cls)
-  logits = model.apply(variables, np.zeros((2, 32, 32, 3), np.float32), train=False)
-  assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+  out = model.apply(variables, np.zeros((1, 8, 12, 3), np.float32))
+  assert out.shape == (1, 32, 48, 3) and np.all(np.isfinite(out))
 
 
 def test_unknown_name_lists_the_available_ones():
@@ -84,9 +121,8 @@ def test_unknown_name_lists_the_available_ones():
 
 def test_env_override_and_mismatched_files(tmp_path, monkeypatch):
   name = next(n for n in NAMES if pretrained.manifest(n)['model'] == 'dxnet_denoise_444')
-  shutil.copytree(pretrained.root() / name, tmp_path / 'good')
-  shutil.copytree(pretrained.root() / name, tmp_path / 'wrong_model')
-  shutil.copytree(pretrained.root() / name, tmp_path / 'corrupt')
+  for folder in ('good', 'wrong_model', 'corrupt'):
+    _copy(name, tmp_path / folder)
   monkeypatch.setenv(pretrained.ENV_VAR, str(tmp_path))
   info = json.loads((tmp_path / 'wrong_model' / 'model.json').read_text())
   info['config']['model']['blocks'] = [4, 4, 5]
@@ -104,20 +140,101 @@ def test_env_override_and_mismatched_files(tmp_path, monkeypatch):
     pretrained.load('good')
 
 
-def test_cifar_classifiers_beat_chance_on_held_out_images():
-  """The last images of each class folder were held out of training (the run's validation)."""
-  root = paths.data_root() / 'cifar10' / 'train'
-  classes = sorted(p.name for p in root.iterdir())
-  images = np.stack(
-      [
-          np.asarray(Image.open(root / c / f'{j:04d}.jpg').convert('RGB'))
-          for c in classes
-          for j in range(4980, 5000)
-      ]
-  ).astype(np.float32)
-  labels = np.repeat(np.arange(len(classes)), 20)
-  for name in (n for n in NAMES if pretrained.manifest(n)['task'] == 'classification'):
-    model, variables, config = pretrained.load(name)
-    x = (images / 255.0 - np.asarray(config.data.mean)) / np.asarray(config.data.std)
-    logits = model.apply(variables, x.astype(np.float32), train=False)
-    assert np.mean(np.argmax(logits, -1) == labels) > 0.25, name  # chance: 0.10
+def test_load_reads_float16_and_float32_files_as_float32(tmp_path, monkeypatch):
+  name = SHIPPED[1]
+  _, shipped, _ = pretrained.load(name)
+  for dtype in ('float32', 'float64'):
+    folder = _copy(name, tmp_path / dtype)
+    blob = serialization.to_bytes(jax.tree.map(lambda x: x.astype(dtype), shipped))
+    (folder / pretrained.WEIGHTS).write_bytes(blob)
+  monkeypatch.setenv(pretrained.ENV_VAR, str(tmp_path))
+  _, variables, _ = pretrained.load('float32')
+  assert {x.dtype for x in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+  assert all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(shipped))
+  )
+  with pytest.raises(ValueError, match=r"holds \['float64'\] arrays"):
+    pretrained.load('float64')
+
+
+def test_to_bytes_stores_the_chosen_dtype_and_refuses_what_float16_cannot_hold():
+  tree = {'params': {'w': np.array([0.1, -2.5, 1000.0], np.float32)}}
+  for dtype in pretrained.DTYPES:
+    restored = serialization.msgpack_restore(pretrained.to_bytes(tree, dtype))
+    assert restored['params']['w'].dtype == dtype
+    np.testing.assert_allclose(restored['params']['w'], tree['params']['w'], rtol=1e-3)
+  with pytest.raises(ValueError, match='does not fit float16.*--dtype float32'):
+    pretrained.to_bytes({'params': {'w': np.array([1e5], np.float32)}}, 'float16')
+  with pytest.raises(ValueError, match='weights dtype'):
+    pretrained.to_bytes(tree, 'bfloat16')
+
+
+def _tiny_run(tmp_path):
+  """A 2-step training workdir of a tiny gray DxNet denoiser on random images."""
+  images = tmp_path / 'images'
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    Image.fromarray(rng.integers(0, 256, (24, 24), np.uint8)).save(images / f'{i}.png')
+  config = defaults.base_config(
+      'denoising',
+      'dxnet_denoise_444',
+      (16, 16, 1),
+      train_dirs=(str(images),),
+      validation_set=None,
+      holdout=1,
+      patch_size=16,
+      patches_per_epoch=8,
+      validation_crop=16,
+      eval_sets=(),
+      sigma=25.0,
+      prefetch=0,
+  )
+  config.model.update(blocks=(1, 1), growth_rate=4, stem_features=8)
+  config.update(batch_size=4, num_steps=2, final_eval=False, async_checkpoints=False)
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def test_export_writes_what_load_reads_in_either_dtype(tmp_path, monkeypatch):
+  workdir = _tiny_run(tmp_path)
+  _, trained, _ = checkpoint.load_for_inference(str(workdir))
+  out = tmp_path / 'models'
+  for dtype in pretrained.DTYPES:
+    folder = pretrained.export(str(workdir), dtype, 'cmd', out_root=str(out), dtype=dtype)
+    info = json.loads((folder / pretrained.MANIFEST).read_text())
+    assert info['weights_dtype'] == dtype and info['command'] == 'cmd'
+    assert (folder / pretrained.CARD).read_text() == pretrained.model_card(info)
+  monkeypatch.setenv(pretrained.ENV_VAR, str(out))
+  for dtype, tolerance in (('float32', 0), ('float16', 1e-3)):
+    _, variables, _ = pretrained.load(dtype)
+    want_tree = {k: dict(trained)[k] for k in variables}
+    assert jax.tree.structure(variables) == jax.tree.structure(want_tree)
+    for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(want_tree)):
+      assert got.dtype == np.float32
+      np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * 1e-2)
+
+
+def test_export_never_overwrites_a_model(tmp_path):
+  _copy(SHIPPED[1], tmp_path / 'taken')
+  before = (tmp_path / 'taken' / pretrained.WEIGHTS).read_bytes()
+  with pytest.raises(FileExistsError, match='already holds'):
+    pretrained.export(str(tmp_path / 'no_workdir'), 'taken', 'cmd', out_root=str(tmp_path))
+  assert (tmp_path / 'taken' / pretrained.WEIGHTS).read_bytes() == before
+
+
+def test_measure_records_scores_and_rewrites_the_card(tmp_path, monkeypatch):
+  crops = tmp_path / 'crops'
+  crops.mkdir()
+  for i, box in enumerate(((0, 0, 48, 48), (64, 64, 112, 112))):
+    Image.open(paths.data_root() / 'Set12/01.png').crop(box).save(crops / f'{i}.png')
+  _copy(SHIPPED[1], tmp_path / 'models' / 'copy')
+  monkeypatch.setenv(pretrained.ENV_VAR, str(tmp_path / 'models'))
+  measured = pretrained.measure('copy', sets=[str(crops)])
+  assert measured == pretrained.manifest('copy')['measured']
+  (score,) = measured['scores']
+  assert score['num_images'] == 2 and score['psnr'] > 20
+  assert measured['weights_dtype'] == 'float16'
+  card = (tmp_path / 'models' / 'copy' / pretrained.CARD).read_text()
+  assert f"| {crops} | 2 | {score['psnr']:.2f} |" in card

@@ -34,6 +34,7 @@ import math
 import os
 from typing import Iterable, Sequence
 
+from dxnet_jax import _optional
 from dxnet_jax.analysis import paper_points
 
 METRICS = {'accuracy': 'accuracy (%)', 'error': 'error (%)', 'psnr': 'PSNR (dB)'}
@@ -181,9 +182,7 @@ def records_from_workdir(workdir: str) -> list[dict]:
 
 def _pyplot():
   # No backend is forced here: notebooks keep their inline backend; the CLI selects Agg.
-  import matplotlib.pyplot as plt
-
-  return plt
+  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
 
 
 def _as_accuracy(record: dict) -> dict:
@@ -344,9 +343,7 @@ def main(argv: Sequence[str] | None = None) -> str:
   args = parser.parse_args(argv)
   if not args.results and not args.workdir and not args.dataset:
     parser.error("give --results or --workdir, or --dataset to plot the paper's points alone")
-  import matplotlib
-
-  matplotlib.use('Agg')
+  _optional.require('matplotlib', 'plots', 'python -m dxnet_jax.analysis.budget_plots').use('Agg')
   records = load_results(args.results) if args.results else []
   for workdir in args.workdir:
     records += records_from_workdir(workdir)

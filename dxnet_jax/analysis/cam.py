@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dxnet_jax import _optional
+
 
 @dataclasses.dataclass
 class Cams:
@@ -111,8 +113,7 @@ def overlay(
 ) -> np.ndarray:
   """RGB float image in [0, 1]: `heat` ([H, W] in [0, 1]) in `cmap` blended over `image`
   ([H, W], [H, W, 1] or [H, W, 3] in [0, 1])."""
-  import matplotlib
-
+  matplotlib = _optional.require('matplotlib', 'plots', 'heat-map overlays')
   image = np.asarray(image, np.float32)
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
@@ -126,9 +127,7 @@ def overlay(
 
 def _pyplot():
   # No backend is forced here: notebooks keep their inline backend; the CLI selects Agg.
-  import matplotlib.pyplot as plt
-
-  return plt
+  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
 
 
 def cam_figure(
@@ -300,9 +299,7 @@ def main(argv: Sequence[str] | None = None) -> str:
   args = parser.parse_args(argv)
   if args.name and len(args.name) != len(args.workdir):
     parser.error('give one --name per --workdir')
-  import matplotlib
-
-  matplotlib.use('Agg')
+  _optional.require('matplotlib', 'plots', 'python -m dxnet_jax.analysis.cam').use('Agg')
 
   from dxnet_jax import data as data_lib
   from dxnet_jax.train import checkpoint

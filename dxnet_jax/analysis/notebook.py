@@ -15,6 +15,8 @@ import os
 import time
 from typing import Mapping, Sequence
 
+from dxnet_jax import _optional
+
 
 def execute(
     path: str,
@@ -28,14 +30,13 @@ def execute(
   `env` entries are set in this process's environment for the run (the kernel inherits them)
   and restored afterwards.
   """
-  import nbformat
-  from nbclient import NotebookClient
-
+  nbformat = _optional.require('nbformat', 'test', 'running a notebook')
+  nbclient = _optional.require('nbclient', 'test', 'running a notebook')
   nb = nbformat.read(path, as_version=4)
   saved = {k: os.environ.get(k) for k in (env or {})}
   os.environ.update(env or {})
   try:
-    client = NotebookClient(
+    client = nbclient.NotebookClient(
         nb,
         timeout=timeout,
         kernel_name=kernel_name,
@@ -70,9 +71,7 @@ def main(argv: Sequence[str] | None = None):
   nb = execute(args.notebook, env=env, timeout=args.timeout)
   print(f'executed {args.notebook} in {time.time() - start:.0f} s')
   if args.save:
-    import nbformat
-
-    nbformat.write(nb, args.save)
+    _optional.require('nbformat', 'test', '--save').write(nb, args.save)
   return nb
 
 

@@ -46,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dxnet_jax import _optional
+
 Params = Any
 Batch = Mapping[str, Any]
 LossFn = Callable[[Params, Batch], jax.Array]
@@ -537,9 +539,7 @@ def measure_sharpness(
 
 def _pyplot():
   # No backend is forced here: notebooks keep their inline backend; the CLIs select Agg.
-  import matplotlib.pyplot as plt
-
-  return plt
+  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
 
 
 def plot_loss_vs_sigma(ax, results: Sequence[SharpnessResult]) -> None:
@@ -713,9 +713,7 @@ def main(argv: Sequence[str] | None = None) -> list[SharpnessResult]:
   args = parser.parse_args(argv)
   if args.name and len(args.name) != len(args.workdir):
     parser.error('give one --name per --workdir')
-  import matplotlib
-
-  matplotlib.use('Agg')
+  _optional.require('matplotlib', 'plots', 'python -m dxnet_jax.analysis.sharpness').use('Agg')
 
   # Lazy imports: the trainer and data pipelines are heavy and not needed by the library part.
   from dxnet_jax import data as data_lib

@@ -5,11 +5,15 @@ a folder is accepted (`train_dirs`, `validation_set`, `eval_sets`, `--set`):
 
   skimage:train   11 natural photos (astronaut, rocket, chelsea, coffee-free...), gray or RGB
   skimage:test    2 held-out photos (camera, coffee) never used for training
+
+scikit-image comes with the `quickstart` extra: `pip install "dxnet_jax[quickstart]"`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from dxnet_jax import _optional
 
 PREFIX = 'skimage:'
 SETS = {
@@ -38,11 +42,10 @@ def load(name: str, channels: int):
   """(file-like name, uint8 [H, W, channels], was_gray) of each photo of an embedded set."""
   if name not in SETS:
     raise ValueError(f'unknown embedded image set {name!r}; known: {sorted(SETS)}')
-  import skimage.data  # pylint: disable=g-import-not-at-top
-
+  photos = _optional.require('skimage.data', 'quickstart', f'the bundled photos {name!r}')
   out = []
   for photo in SETS[name]:
-    pixels = np.asarray(getattr(skimage.data, photo)())
+    pixels = np.asarray(getattr(photos, photo)())
     gray = pixels.ndim == 2
     if gray:
       pixels = pixels[..., None]

@@ -20,14 +20,14 @@ import itertools
 
 import numpy as np
 
+from dxnet_jax import _optional
 from dxnet_jax.data import pipeline
 from dxnet_jax.data import sources
 
 
 @functools.cache
 def _tf():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
+  tf = _optional.require('tensorflow', 'tfds', 'the streaming ImageNet pipeline')
   try:
     tf.config.set_visible_devices([], 'GPU')  # keep TF off the accelerators JAX uses
   except RuntimeError:  # TF was initialised elsewhere first; its choice stands
@@ -100,9 +100,8 @@ def _normalize(image, mean, std):
 def build(
     config, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
 ) -> pipeline.Data:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
   tf = _tf()
+  tfds = sources.tfds_module()
   data = config.data
   if data.source != 'tfds':
     raise ValueError("the streaming ImageNet pipeline reads tfds (config.data.source='tfds')")
@@ -197,9 +196,8 @@ def _validation_batches(
     builder, data, mean, std, host_bs: int, num_batches: int, process_index: int, process_count: int
 ):
   """This host's part of the validation split, padded to `num_batches` full batches."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
   tf = _tf()
+  tfds = sources.tfds_module()
   split = tfds.split_for_jax_process(
       data.validation_split, process_index=process_index, process_count=process_count
   )

@@ -93,8 +93,7 @@ def training_images(config) -> list[images_lib.LoadedImage]:
 def tfds_images(builder, split: str, channels: int) -> list[images_lib.LoadedImage]:
   """HR images of a tfds split (DIV2K train: about 6.6 GB of uint8 in memory). The dataset's own
   LR images are not used: LR is remade with PIL bicubic, as for every other source."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
+  tfds = sources.tfds_module()
   key = 'hr' if 'hr' in builder.info.features else 'image'
   loaded = []
   for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=split))):

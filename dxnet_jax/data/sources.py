@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dxnet_jax import _optional
 from dxnet_jax.data import images as images_lib
 from dxnet_jax.data import paths
 
@@ -17,10 +18,16 @@ class Arrays(NamedTuple):
   class_names: tuple[str, ...]
 
 
+def tfds_module():
+  """tensorflow_datasets (and the TensorFlow it reads with), or an error naming the extra."""
+  feature = "config.data.source='tfds'"
+  _optional.require('tensorflow', 'tfds', feature)
+  return _optional.require('tensorflow_datasets', 'tfds', feature)
+
+
 def tfds_builder(name: str, data_dir, manual_dir, download: bool):
   """A prepared tfds builder; `download` lets tfds fetch and prepare it first."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
+  tfds = tfds_module()
   builder = tfds.builder(name, data_dir=paths.resolve(data_dir))
   if download:
     config = tfds.download.DownloadConfig(manual_dir=paths.resolve(manual_dir))
@@ -30,9 +37,7 @@ def tfds_builder(name: str, data_dir, manual_dir, download: bool):
 
 def load_tfds(builder, split: str) -> Arrays:
   """The whole split as numpy arrays (CIFAR-10: 150 MB; SVHN train+extra: 1.9 GB)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  data = tfds_module().as_numpy(builder.as_dataset(split=split, batch_size=-1))
   label = builder.info.features['label']
   return Arrays(
       np.asarray(data['image'], np.uint8), np.asarray(data['label'], np.int32), tuple(label.names)

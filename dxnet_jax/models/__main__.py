@@ -1,11 +1,17 @@
-"""Prints every named model of the paper with its parameter count.
+"""Prints every named model of the paper with its task and parameter count.
 
-python -m dxnet_jax.models          # a table
-python -m dxnet_jax.models --json   # one JSON object per model, for machines
+  dxnet-models                        # a table
+  dxnet-models --json                 # one JSON object per model, for machines
+  python -m dxnet_jax.models --json   # the same without the console command
+
+A name is what a config's `model.name` takes. The shipped trained weights are listed by
+`python -m dxnet_jax.pretrained list`.
 """
 
 import argparse
 import json
+import os
+import sys
 
 from dxnet_jax.models.registry import MODELS, parameter_count
 
@@ -26,7 +32,12 @@ def model_table():
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  prog = os.path.basename(sys.argv[0])
+  parser = argparse.ArgumentParser(
+      prog='python -m dxnet_jax.models' if prog == '__main__.py' else prog,
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument('--json', action='store_true', help='print JSON lines instead of a table')
   args = parser.parse_args(argv)
   rows = model_table()

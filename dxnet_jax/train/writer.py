@@ -2,10 +2,13 @@
 
 import json
 import os
+import sys
 import time
 from typing import Dict, Optional
 
 from absl import logging
+
+from dxnet_jax import _optional
 
 
 class MetricWriter:
@@ -34,11 +37,8 @@ class MetricWriter:
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
     if self._tb is not None:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-      with self._tb.as_default(step=int(step)):
-        for k, v in scalars.items():
-          tf.summary.scalar(f'{split}/{k}', float(v))
+      for k, v in scalars.items():
+        self._tb.add_scalar(f'{split}/{k}', float(v), int(step), wall_time=record['time'])
       self._tb.flush()
 
   def close(self):
@@ -49,22 +49,31 @@ class MetricWriter:
 
 
 def _tensorboard_writer(logdir: str):
-  """A TF summary writer, or None (with a warning) where TensorFlow is not installed.
+  """TensorBoard's own event writer (no TensorFlow needed), or None with one warning.
 
-  Accelerator images often ship JAX without TensorFlow; a run must not fail for want of
-  TensorBoard events when `metrics.jsonl` has the same numbers.
+  The `tensorboard` extra installs it; a run must not fail for want of a viewer when
+  `metrics.jsonl` has the same numbers.
   """
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    summary = _optional.require('tensorboard.summary', 'tensorboard', 'TensorBoard event files')
   except ImportError as error:
-    logging.warning(
-        'TensorBoard events are off (%s); metrics go to metrics.jsonl only. '
-        'pip install tensorflow-cpu to write them.',
-        error,
-    )
+    logging.warning('TensorBoard events are off; metrics go to metrics.jsonl only. %s', error)
     return None
-  tf.config.set_visible_devices([], 'GPU')  # TF must never take accelerator memory
-  return tf.summary.create_file_writer(logdir)
+  writer = summary.Writer(logdir)
+  _keep_tensorflow_off_accelerators()
+  return writer
+
+
+def _keep_tensorflow_off_accelerators():
+  """Where TensorFlow is installed, TensorBoard writes through its file system (importing it);
+  TensorFlow must never take accelerator memory from JAX."""
+  tf = sys.modules.get('tensorflow')
+  if tf is None:
+    return
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TensorFlow was initialised elsewhere first; its choice stands
+    pass
 
 
 def _duration(seconds: float) -> str:

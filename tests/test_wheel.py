@@ -1,0 +1,303 @@
+"""The package as a user gets it: the wheel, installed with its core dependencies only into a fresh
+virtual environment, run from outside the checkout.
+
+The core dependencies are pinned to the versions of this interpreter's environment (what the
+suite is tested with), so pip takes them from its cache when CI's own install filled it.
+"""
+
+import importlib.metadata
+import os
+import pathlib
+import pkgutil
+import re
+import shutil
+import subprocess
+import sys
+import venv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dxnet_jax
+from dxnet_jax import metrics
+from dxnet_jax import pretrained
+from dxnet_jax.data import paths
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MODEL = 'denoise_dxnet_444_s50_h200'
+# What the wheel needs to build: the package and the project files setuptools reads.
+PROJECT_FILES = ('pyproject.toml', 'setup.cfg', 'README.md')
+# Every public module; the core install must import each of them.
+CORE_MODULES = (
+    'dxnet_jax',
+    'dxnet_jax.analysis',
+    'dxnet_jax.analysis.budget_plots',
+    'dxnet_jax.analysis.cam',
+    'dxnet_jax.analysis.notebook',
+    'dxnet_jax.analysis.paper_points',
+    'dxnet_jax.analysis.sharpness',
+    'dxnet_jax.data',
+    'dxnet_jax.data.augment',
+    'dxnet_jax.data.classification',
+    'dxnet_jax.data.config',
+    'dxnet_jax.data.degrade',
+    'dxnet_jax.data.embedded',
+    'dxnet_jax.data.eval_sets',
+    'dxnet_jax.data.imagenet',
+    'dxnet_jax.data.images',
+    'dxnet_jax.data.paths',
+    'dxnet_jax.data.pipeline',
+    'dxnet_jax.data.restoration',
+    'dxnet_jax.data.sources',
+    'dxnet_jax.denoise',
+    'dxnet_jax.distributed',
+    'dxnet_jax.evaluate',
+    'dxnet_jax.experiments',
+    'dxnet_jax.host_memory',
+    'dxnet_jax.layers',
+    'dxnet_jax.main',
+    'dxnet_jax.metrics',
+    'dxnet_jax.models',
+    'dxnet_jax.models.densenet',
+    'dxnet_jax.models.registry',
+    'dxnet_jax.models.restoration',
+    'dxnet_jax.ops',
+    'dxnet_jax.ops.batchnorm',
+    'dxnet_jax.ops.depthwise',
+    'dxnet_jax.ops.fusion',
+    'dxnet_jax.ops.native_build',
+    'dxnet_jax.ops.native_conv',
+    'dxnet_jax.ops.pointwise',
+    'dxnet_jax.ops.remat',
+    'dxnet_jax.ops.spatial',
+    'dxnet_jax.ops.xla_flags',
+    'dxnet_jax.pretrained',
+    'dxnet_jax.train',
+    'dxnet_jax.train.checkpoint',
+    'dxnet_jax.train.checks',
+    'dxnet_jax.train.defaults',
+    'dxnet_jax.train.loop',
+    'dxnet_jax.train.optim',
+    'dxnet_jax.train.state',
+    'dxnet_jax.train.steps',
+    'dxnet_jax.train.tasks',
+    'dxnet_jax.train.writer',
+    'dxnet_jax.upscale',
+)
+# Two steps of a tiny gray denoiser on the images next to the config file.
+TINY_CONFIG = """\
+import os
+
+from dxnet_jax.train import defaults
+
+
+def get_config():
+  here = os.path.dirname(os.path.abspath(__file__))
+  config = defaults.base_config(
+      'denoising', 'dxnet_denoise_444', (16, 16, 1), train_dirs=(os.path.join(here, 'images'),),
+      validation_set=None, holdout=1, patch_size=16, patches_per_epoch=8, validation_crop=16,
+      eval_sets=(), sigma=25.0, prefetch=0)
+  config.model.update(blocks=(1, 1), growth_rate=4, stem_features=8)
+  config.update(batch_size=4, num_steps=2, log_every_steps=1, final_eval=False)
+  return config
+"""
+# Packages that only extras install.
+OPTIONAL = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'matplotlib', 'skimage')
+# How pip says that it could not reach the index (the only failure that skips).
+NETWORK_ERRORS = (
+    'NewConnectionError',
+    'Failed to establish a new connection',
+    'Temporary failure in name resolution',
+    'Name or service not known',
+    'Network is unreachable',
+    'ProxyError',
+    'ConnectTimeoutError',
+    'Read timed out',
+)
+
+
+def _public_modules():
+  return sorted(
+      {'dxnet_jax'}
+      | {
+          info.name
+          for info in pkgutil.walk_packages(dxnet_jax.__path__, 'dxnet_jax.')
+          if not any(part.startswith('_') for part in info.name.split('.'))
+      }
+  )
+
+
+def test_core_module_list_names_every_public_module():
+  assert sorted(CORE_MODULES) == _public_modules()
+
+
+def _user_env(venv_dir: pathlib.Path) -> dict:
+  """This process's environment as a user's shell would have it with the venv active: no
+  PYTHONPATH into the checkout, the venv's bin first on PATH."""
+  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+  env['VIRTUAL_ENV'] = str(venv_dir)
+  env['PATH'] = f'{venv_dir / "bin"}{os.pathsep}{env.get("PATH", "")}'
+  return env
+
+
+def _run(args, env, cwd, timeout=600):
+  return subprocess.run(
+      [str(a) for a in args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+  )
+
+
+def _build_wheel(tmp_path: pathlib.Path) -> pathlib.Path:
+  """Builds from a copy of the project files, so the checkout gets no build/ or egg-info."""
+  source = tmp_path / 'source'
+  shutil.copytree(
+      REPO / 'dxnet_jax', source / 'dxnet_jax', ignore=shutil.ignore_patterns('__pycache__')
+  )
+  for name in PROJECT_FILES:
+    shutil.copy(REPO / name, source / name)
+  build = [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-w', tmp_path / 'dist', source]
+  if _has('setuptools') and _has('wheel'):
+    build.append('--no-build-isolation')  # the installed backend: no index needed to build
+  done = _run(build, dict(os.environ), tmp_path)
+  _skip_if_offline(done)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  (wheel,) = (tmp_path / 'dist').glob('dxnet_jax-*.whl')
+  return wheel
+
+
+def _has(module: str) -> bool:
+  try:
+    importlib.metadata.version(module)
+    return True
+  except importlib.metadata.PackageNotFoundError:
+    return False
+
+
+def _constraints(tmp_path: pathlib.Path) -> pathlib.Path:
+  """name==version of every distribution here (but this project): the tested versions."""
+  pins = sorted(
+      {
+          f'{d.metadata["Name"]}=={d.version}'
+          for d in importlib.metadata.distributions()
+          if d.metadata['Name'] and d.metadata['Name'].lower().replace('-', '_') != 'dxnet_jax'
+      }
+  )
+  path = tmp_path / 'constraints.txt'
+  path.write_text('\n'.join(pins) + '\n')
+  return path
+
+
+def _skip_if_offline(done: subprocess.CompletedProcess) -> None:
+  if done.returncode == 0:
+    return
+  output = done.stdout + done.stderr
+  for marker in NETWORK_ERRORS:
+    if marker in output:
+      line = next(l for l in output.splitlines() if marker in l)
+      pytest.skip(f'pip could not reach the package index: {line.strip()[:300]}')
+
+
+def _install(tmp_path: pathlib.Path):
+  """(venv python, user environment, working folder outside the checkout)."""
+  wheel = _build_wheel(tmp_path)
+  venv_dir = tmp_path / 'venv'
+  venv.EnvBuilder(with_pip=True).create(venv_dir)
+  python = venv_dir / 'bin' / 'python'
+  env = _user_env(venv_dir)
+  work = tmp_path / 'work'
+  work.mkdir()
+  install = [python, '-m', 'pip', 'install', '--disable-pip-version-check', '--no-input']
+  install += ['-c', _constraints(tmp_path), wheel]
+  done = _run(install, env, work, timeout=1800)
+  _skip_if_offline(done)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  return python, env, work
+
+
+def _check_console_commands(installed):
+  _, env, work = installed
+  done = _run(['dxnet-models'], env, work)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert re.search(r'^dxnet_denoise_444\s+denoising\s', done.stdout, re.M), done.stdout
+  for command in ('dxnet-train', 'dxnet-evaluate', 'dxnet-models'):
+    done = _run([command, '--help'], env, work)
+    assert f'{command} --' in done.stdout, (command, done.stdout[-2000:], done.stderr[-2000:])
+  for command in ('dxnet-denoise', 'dxnet-upscale'):
+    done = _run([command, '--help'], env, work)
+    assert done.returncode == 0 and 'usage' in done.stdout.lower(), done.stderr[-2000:]
+
+
+def _check_denoise_cleans_a_real_noisy_photo(installed):
+  _, env, work = installed
+  clean = np.asarray(Image.open(paths.data_root() / 'Set12' / '01.png').convert('L'))
+  rng = np.random.default_rng(0)
+  noisy = np.clip(np.round(clean + rng.normal(0, 50, clean.shape)), 0, 255).astype(np.uint8)
+  Image.fromarray(noisy).save(work / 'noisy.png')
+  out = work / 'denoised'
+  done = _run(['dxnet-denoise', '--model', MODEL, work / 'noisy.png', '--out', out], env, work)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  (written,) = out.glob('*.png')
+  result = np.asarray(Image.open(written))
+  assert result.shape == clean.shape and result.dtype == np.uint8
+  assert metrics.psnr(result, clean) > metrics.psnr(noisy, clean) + 8.0
+
+
+def _check_train_writes_metrics_without_tensorboard(installed):
+  _, env, work = installed
+  images = work / 'images'
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    Image.fromarray(rng.integers(0, 256, (24, 24), np.uint8)).save(images / f'{i}.png')
+  (work / 'tiny.py').write_text(TINY_CONFIG)
+  done = _run(['dxnet-train', '--config', 'tiny.py', '--workdir', 'run'], env, work)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert (work / 'run' / 'metrics.jsonl').read_text().count('"split": "train"') == 2
+  assert not (work / 'run' / 'tensorboard').exists()
+  assert 'pip install "dxnet_jax[tensorboard]"' in done.stderr, done.stderr[-3000:]
+
+
+def _check_every_public_module_imports(installed):
+  python, env, work = installed
+  script = (
+      'import importlib, sys\n'
+      'for name in sys.argv[1:]:\n'
+      '  importlib.import_module(name)\n'
+      'import dxnet_jax, dxnet_jax.pretrained as p\n'
+      'print(dxnet_jax.__file__)\n'
+      'print(*p.available())\n'
+      f'print(*sorted(f.name for f in (p.root() / {MODEL!r}).iterdir()))\n'
+  )
+  done = _run([python, '-c', script, *CORE_MODULES], env, work)
+  assert done.returncode == 0, done.stderr[-3000:]
+  location, names, files = done.stdout.splitlines()[-3:]
+  assert pathlib.Path(location).is_relative_to(python.parent.parent), location
+  assert MODEL in names.split()
+  assert files.split() == sorted((pretrained.CARD, pretrained.MANIFEST, pretrained.WEIGHTS))
+
+
+def _check_no_optional_package_installed(installed):
+  python, env, work = installed
+  for module in OPTIONAL:
+    done = _run([python, '-c', f'import {module}'], env, work)
+    assert done.returncode != 0 and 'ModuleNotFoundError' in done.stderr, module
+
+
+def _check_a_missing_extra_is_named(installed):
+  python, env, work = installed
+  script = "from dxnet_jax.data import embedded; embedded.load('skimage:test', 1)"
+  done = _run([python, '-c', script], env, work)
+  assert done.returncode != 0
+  assert 'pip install "dxnet_jax[quickstart]"' in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_lean_and_runs_from_outside_the_checkout(tmp_path):
+  """One virtual environment for all checks (so parallel workers do not build one each)."""
+  installed = _install(tmp_path)
+  _check_console_commands(installed)
+  _check_denoise_cleans_a_real_noisy_photo(installed)
+  _check_train_writes_metrics_without_tensorboard(installed)
+  _check_every_public_module_imports(installed)
+  _check_no_optional_package_installed(installed)
+  _check_a_missing_extra_is_named(installed)
