@@ -221,7 +221,9 @@ def load_study(spec: str) -> Study:
     raise StudyError(f'{spec}: unknown study fields {unknown}; a study has {list(STUDY_FIELDS)}.')
   for required in ('runs', 'seeds', 'metrics'):
     if required not in fields:
-      raise StudyError(f'{spec}: study.{required} is missing (see `python -m dxnet_jax.sweep -h`).')
+      raise StudyError(
+          f'{spec}: study.{required} is missing (see `python -m dxnet_jax.sweep --help`).'
+      )
 
   seeds = _check_seeds(fields['seeds'], spec)
   common = _flatten(_as_dict(fields.get('overrides') or {}, f'{spec}: study.overrides'), spec)
@@ -827,9 +829,8 @@ class Sweep:
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='python -m dxnet_jax.sweep',
-      description=__doc__.split('\n\n', 1)[0],
-      epilog='The study format, the files under --root and the exit status: see the module '
-      'docstring (python -c "import dxnet_jax.sweep as s; print(s.__doc__)").',
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument('study', help='study file, path.py[:arg]')
   parser.add_argument('--root', required=True, help='folder of the workdirs and the table')

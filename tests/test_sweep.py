@@ -422,6 +422,15 @@ def fake_finished_run(root: Path, study: sweep.Study, run: sweep.Run, psnr: floa
   (workdir / 'results.json').write_text(json.dumps(results))
 
 
+def test_dry_run_prints_the_commands_and_starts_nothing(toy, tmp_path, capsys):
+  root = tmp_path / 'root'
+  assert sweep.main([str(toy / 'study.py'), '--root', str(root), '--dry-run']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 4 and lines[3].startswith('sigma15-seed1 (to run): ')
+  assert lines[3].endswith(f"--config.seed=1 --workdir={root / 'sigma15-seed1'}")
+  assert not root.exists()
+
+
 def test_finished_runs_are_skipped_and_tabled(toy, tmp_path, capsys):
   study_path = str(toy / 'study.py')
   study = sweep.load_study(study_path)
@@ -436,6 +445,14 @@ def test_finished_runs_are_skipped_and_tabled(toy, tmp_path, capsys):
   out = capsys.readouterr()
   assert '4 already finished' in out.err and '| sigma25 | 20.17 ± 0.2357 (2) |' in out.out
   assert not any(root.glob(f'*/{sweep.LOG_NAME}'))  # nothing started
+  # The stats CLI reads the same table.
+  results = str(root / 'results.json')
+  assert stats.main([results, '--metric', 'psnr/eval', '--compare', 'sigma25', 'sigma15']) == 0
+  out = capsys.readouterr().out
+  assert '| sigma15 - sigma25 | psnr/eval | 0.6667 | 0 | 2 | sigma15 higher |' in out
+  with pytest.raises(SystemExit):
+    stats.main([results, '--metric', 'psnr/BSD68'])
+  assert "columns not in the table: ['psnr/BSD68']" in capsys.readouterr().err
 
 
 def test_workdir_of_another_config_is_an_error(toy, tmp_path, capsys):

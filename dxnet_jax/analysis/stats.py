@@ -193,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   rows = load_rows(args.results)
   metrics = args.metric or _metric_columns(rows)
+  unknown = sorted(set(metrics) - set(_metric_columns(rows)))
+  if unknown:
+    parser.error(f'--metric names columns not in the table: {unknown}')
   labels = set(labels_of(rows))
   unknown = sorted({label for pair in args.compare for label in pair} - labels)
   if unknown:
