@@ -1,0 +1,534 @@
+"""dxnet_jax.sweep and dxnet_jax.analysis.stats.
+
+A toy study (a tiny gray denoiser at growth rate 4 and 8, two seeds, 6 steps, scored on two
+random eval images) is swept by `python -m dxnet_jax.sweep` as the user would run it: once
+without interruption, and once killed at random points (SIGKILL of the sweep and its trainings,
+SIGTERM of the sweep) and rerun until done, which must end with the same table. Study errors,
+stale workdirs and the table itself are checked in-process on fake workdirs (no training).
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dxnet_jax import sweep
+from dxnet_jax.analysis import stats
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ['label', 'seed', 'status', 'psnr/eval', 'ssim/eval', 'best_validation', 'parameters']
+COLUMNS += ['steps']
+
+TRAINING_CONFIG = """\
+import os
+
+from dxnet_jax.train import defaults
+
+
+def get_config(sigma=''):
+  here = os.path.dirname(os.path.abspath(__file__))
+  config = defaults.base_config(
+      'denoising', 'densenet_denoise_444', (16, 16, 1),
+      train_dirs=(os.path.join(here, 'train'),), validation_set=None, holdout=2,
+      patch_size=16, patches_per_epoch=16, validation_crop=16,
+      eval_sets=(os.path.join(here, 'eval'),), sigma=float(sigma or 25), prefetch=0)
+  config.model.blocks = (1, 1)
+  config.model.growth_rate = 4
+  config.model.stem_features = 8
+  config.batch_size = 8
+  config.num_steps = 6
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 1
+  config.optim = defaults.optim_config('sgd', learning_rate=0.05)
+  return config
+"""
+
+STUDY = """\
+import os
+
+import ml_collections
+
+TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny.py')
+
+
+def get_config(arg=''):
+  study = ml_collections.ConfigDict()
+  study.seeds = (0, 1)
+  study.runs = [
+      dict(label='sigma25', config=TINY),
+      dict(label='sigma15', config=TINY + ':15', overrides={'checkpoint_keep': 2}),
+  ]
+  study.overrides = {'log_every_steps': 2, 'optim': {'nesterov': True}}
+  study.metrics = ('psnr', 'ssim', 'best_validation', 'parameters', 'steps')
+  study.compare = [('sigma25', 'sigma15')]
+  return study
+"""
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory) -> Path:
+  """The training config, its images and the study file in one folder."""
+  from PIL import Image
+
+  root = tmp_path_factory.mktemp('sweep_toy')
+  rng = np.random.default_rng(0)
+  for folder, count, size in (('train', 8, 32), ('eval', 2, 24)):
+    (root / folder).mkdir()
+    for i in range(count):
+      pixels = (rng.random((size, size)) * 255).astype(np.uint8)
+      Image.fromarray(pixels, 'L').save(root / folder / f'img_{i:02d}.png')
+  (root / 'tiny.py').write_text(TRAINING_CONFIG)
+  (root / 'study.py').write_text(STUDY)
+  return root
+
+
+def write_study(toy: Path, body: str) -> str:
+  """A study file whose get_config returns `body` (an expression; TINY is the toy config)."""
+  (toy / 'studies').mkdir(exist_ok=True)
+  path = toy / 'studies' / f'study_{hashlib.sha1(body.encode()).hexdigest()[:12]}.py'
+  path.write_text(
+      'import ml_collections\n'
+      f"TINY = {str(toy / 'tiny.py')!r}\n\n\n"
+      f"def get_config(arg=''):\n  return ml_collections.ConfigDict({body})\n"
+  )
+  return str(path)
+
+
+# ------------------------------------------------------------------------ running the CLI
+
+
+def _env() -> dict:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+  env['PYTHONPATH'] = os.pathsep.join([str(REPO)] + [p for p in [env.get('PYTHONPATH')] if p])
+  return env
+
+
+def start_sweep(study: str, root: Path, *flags: str) -> subprocess.Popen:
+  log = open(root.parent / f'{root.name}.log', 'a')  # pylint: disable=consider-using-with
+  command = [sys.executable, '-m', 'dxnet_jax.sweep', study, '--root', str(root), *flags]
+  return subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=log)
+
+
+def run_sweep(study: str, root: Path, *flags: str, timeout: float = 240) -> int:
+  proc = start_sweep(study, root, *flags)
+  try:
+    return proc.wait(timeout=timeout)
+  finally:
+    if proc.poll() is None:
+      kill_tree(proc)
+
+
+def sweep_log(root: Path) -> str:
+  return (root.parent / f'{root.name}.log').read_text()
+
+
+def children(pid: int) -> list[int]:
+  """Live child processes of `pid` (from /proc)."""
+  found = []
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        stat = Path(f'/proc/{entry}/stat').read_text()
+      except OSError:
+        continue
+      fields = stat.rsplit(')', 1)[1].split()
+      if int(fields[1]) == pid and fields[0] != 'Z':
+        found.append(int(entry))
+  return found
+
+
+def alive(pid: int) -> bool:
+  try:
+    return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+def wait_gone(pids, timeout: float = 60):
+  deadline = time.monotonic() + timeout
+  while any(alive(p) for p in pids):
+    assert time.monotonic() < deadline, f'processes {pids} outlived their kill'
+    time.sleep(0.05)
+
+
+def kill_tree(proc: subprocess.Popen):
+  """SIGKILL of the sweep and of the trainings it started (each in its own process group)."""
+  os.kill(proc.pid, signal.SIGSTOP)  # no new training starts while we look
+  trainings = children(proc.pid)
+  for pid in trainings:
+    try:
+      os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      os.kill(pid, signal.SIGKILL)
+  proc.kill()
+  proc.wait()
+  wait_gone(trainings)
+
+
+def checkpoints(root: Path) -> set[tuple[str, str]]:
+  """(run, step) of every complete checkpoint of an unfinished run under `root`."""
+  found = set()
+  for workdir in root.glob('*-seed*'):
+    saved = workdir / 'checkpoints' / 'latest'
+    if not (workdir / 'results.json').exists() and saved.is_dir():
+      found |= {(workdir.name, p.name) for p in saved.iterdir() if p.name.isdigit()}
+  return found
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 120) -> bool:
+  """True once `condition()` holds; False if the sweep ended first."""
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if proc.poll() is not None:
+      return False
+    assert time.monotonic() < deadline, 'the sweep never reached the kill point'
+    time.sleep(0.05)
+  return True
+
+
+def read_table(root: Path):
+  with open(root / 'results.csv') as f:
+    rows = list(csv.reader(f))
+  return rows, json.loads((root / 'results.json').read_text())
+
+
+# ------------------------------------------------------------------------------ slow tests
+
+
+@pytest.fixture(scope='module')
+def reference(toy, tmp_path_factory) -> Path:
+  """The toy study swept without interruption, two trainings at a time."""
+  root = tmp_path_factory.mktemp('reference') / 'sweep'
+  assert run_sweep(str(toy / 'study.py'), root, '--workers', '2') == 0, sweep_log(root)
+  return root
+
+
+@pytest.mark.slow
+def test_sweep_writes_the_table_in_grid_order(toy, reference):
+  rows, table = read_table(reference)
+  assert rows[0] == COLUMNS
+  assert [r[:3] for r in rows[1:]] == [
+      ['sigma25', '0', 'done'],
+      ['sigma25', '1', 'done'],
+      ['sigma15', '0', 'done'],
+      ['sigma15', '1', 'done'],
+  ]
+  assert table['columns'] == COLUMNS and table['runs'] == 4
+  for row in table['rows']:
+    results = json.loads((reference / row['workdir'] / 'results.json').read_text())
+    model_row = next(r for r in results['evaluation'] if r['method'] == row['workdir'])
+    assert row['metrics'] == {
+        'psnr/eval': model_row['psnr'],
+        'ssim/eval': model_row['ssim'],
+        'best_validation': results['best_validation']['value'],
+        'parameters': results['parameters'],
+        'steps': 6,
+    }
+    assert 15 < model_row['psnr'] < 40
+  sigma25, sigma15 = table['rows'][0]['metrics'], table['rows'][2]['metrics']
+  assert sigma15['psnr/eval'] > sigma25['psnr/eval'] + 2  # less noise, as the config arg says
+  overrides = {'log_every_steps': 2, 'optim.nesterov': True, 'checkpoint_keep': 2}
+  assert table['rows'][2]['overrides'] == overrides
+  config = json.loads((reference / 'sigma15-seed1' / 'config.json').read_text())
+  assert (config['seed'], config['data']['sigma'], config['checkpoint_keep']) == (1, 15.0, 2)
+  timing = json.loads((reference / 'timing.json').read_text())['runs']
+  assert sorted(timing) == ['sigma15-seed0', 'sigma15-seed1', 'sigma25-seed0', 'sigma25-seed1']
+  assert all(t['attempts'] == 1 and t['wall_s'] > 0 for t in timing.values())
+  log = sweep_log(reference)
+  assert '4/4 done, 0 running, 0 failed' in log and 'ETA' in log
+  assert '| sigma15 - sigma25 | psnr/eval |' in log  # the summary printed at the end
+
+  # A second run of the same command finds every run finished and starts none.
+  before = (reference / 'results.csv').read_text()
+  assert run_sweep(str(toy / 'study.py'), reference) == 0
+  assert '4 already finished' in sweep_log(reference)
+  assert (reference / 'results.csv').read_text() == before
+  assert (reference / 'sigma25-seed0' / sweep.LOG_NAME).read_text().count('==== ') == 1
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_to_the_same_table(toy, reference, tmp_path):
+  study, root = str(toy / 'study.py'), tmp_path / 'killed'
+  rng = random.Random(0)
+  kills = []
+  # Each kill comes at a random time after this sweep saved a checkpoint mid-run: within the
+  # training, its final evaluation, the results' writing or the next run's start.
+  for i, (how, within) in enumerate([('TERM', 0.5), ('KILL', 3.0)]):
+    before = checkpoints(root)
+    proc = start_sweep(study, root, '--workers', str(1 + i % 2))
+    reached = wait_until(lambda: checkpoints(root) - before, proc)
+    time.sleep(rng.uniform(0, within))
+    if not reached or proc.poll() is not None:
+      break
+    kills.append(how)
+    if how == 'KILL':
+      kill_tree(proc)
+    else:
+      trainings = children(proc.pid)
+      proc.send_signal(signal.SIGTERM)
+      assert proc.wait(timeout=120) == 128 + signal.SIGTERM, sweep_log(root)
+      wait_gone(trainings, timeout=5)  # the sweep waited for its trainings to save and exit
+  assert kills == ['TERM', 'KILL'], 'the sweep finished before it was killed'
+  assert run_sweep(study, root, '--workers', '2') == 0, sweep_log(root)
+
+  assert (root / 'results.csv').read_text() == (reference / 'results.csv').read_text()
+  assert read_table(root)[1] == read_table(reference)[1]
+  logs = ''.join(p.read_text() for p in root.glob(f'*/{sweep.LOG_NAME}'))
+  assert 'Resumed' in logs  # a training continued from a checkpoint
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_reported_and_the_others_finish(toy, tmp_path):
+  study = write_study(
+      toy,
+      "dict(seeds=(0,), metrics=('psnr', 'steps'), runs=["
+      "dict(label='broken', config=TINY, overrides={'model.name': 'no_such_model'}),"
+      "dict(label='sigma25', config=TINY)])",
+  )
+  root = tmp_path / 'failing'
+  assert run_sweep(study, root, '--workers', '2') == sweep.EXIT_FAILED, sweep_log(root)
+  rows, table = read_table(root)
+  assert [r[:3] for r in rows[1:]] == [['broken', '0', 'failed'], ['sigma25', '0', 'done']]
+  broken = table['rows'][0]
+  assert broken['metrics'] == {'psnr/eval': None, 'steps': None}
+  assert 'exit status' in broken['error'] and 'no_such_model' in broken['error']
+  assert rows[1][3:] == ['', '']
+  log = sweep_log(root)
+  assert 'FAILED broken-seed0' in log and '1/2 done, 0 running, 1 failed' in log
+
+
+# ------------------------------------------------------------------------------ fast tests
+
+
+def test_study_expands_to_the_grid_with_main_flags(toy):
+  study = sweep.load_study(str(toy / 'study.py'))
+  names = ['sigma25-seed0', 'sigma25-seed1', 'sigma15-seed0', 'sigma15-seed1']
+  assert [r.name for r in study.runs] == names
+  assert study.columns == COLUMNS[3:]
+  assert study.compare == [('sigma25', 'sigma15')]
+  assert study.runs[3].config_args() == [
+      f"--config={toy / 'tiny.py'}:15",
+      '--config.log_every_steps=2',
+      '--config.optim.nesterov=true',
+      '--config.checkpoint_keep=2',
+      '--config.seed=1',
+  ]
+  config = study.configs['sigma15-seed1']
+  assert (config['seed'], config['data']['sigma'], config['checkpoint_keep']) == (1, 15.0, 2)
+
+
+@pytest.mark.parametrize(
+    'body, message',
+    [
+        ("dict(runs=[dict(label='a', config=TINY)], seed=(0,), metrics=('steps',))", 'seed'),
+        (
+            "dict(runs=[dict(label='a', config='nope/x.py')], seeds=(0,), metrics=('steps',))",
+            "config file 'nope/x.py' not found",
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY, overrides={'optim.learning_rat': 1.0})], "
+            "seeds=(0,), metrics=('steps',))",
+            "no field 'learning_rat'. Did you mean ['learning_rate']",
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY, overrides={'num_steps': 'many'})], "
+            "seeds=(0,), metrics=('steps',))",
+            'main cannot take its overrides',
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY, overrides={'seed': 3})], seeds=(0,), "
+            "metrics=('steps',))",
+            'the seed comes from study.seeds',
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY), dict(label='a', config=TINY)], seeds=(0,), "
+            "metrics=('steps',))",
+            "label 'a' is used twice",
+        ),
+        (
+            "dict(runs=[dict(label='a/b', config=TINY)], seeds=(0,), metrics=('steps',))",
+            "label 'a/b' must be",
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY)], seeds=(), metrics=('steps',))",
+            'study.seeds must be a non-empty tuple',
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY)], seeds=(0,), metrics=('psnr/BSD68',))",
+            "no run evaluates 'BSD68'",
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY, overrides={'final_eval': False})], "
+            "seeds=(0,), metrics=('psnr',))",
+            'needs runs that score eval sets',
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY)], seeds=(0,), metrics=('accuracy',))",
+            "unknown metric 'accuracy'",
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY)], seeds=(0,), metrics=('steps',), "
+            "compare=[('a', 'b')])",
+            "unknown labels ['b']",
+        ),
+        (
+            "dict(runs=[dict(label='a', config=TINY + ':x')], seeds=(0,), metrics=('steps',))",
+            'failed to load',
+        ),
+    ],
+)
+def test_bad_study_is_an_error_before_anything_runs(toy, tmp_path, body, message, capsys):
+  study = write_study(toy, body)
+  with pytest.raises(sweep.StudyError) as error:
+    sweep.load_study(study)
+  assert message in str(error.value)
+  root = tmp_path / 'root'
+  assert sweep.main([study, '--root', str(root)]) == sweep.EXIT_USAGE
+  assert message in capsys.readouterr().err
+  assert not root.exists()
+
+
+def test_missing_study_file_and_bad_command_line(tmp_path, toy, capsys):
+  assert sweep.main([str(tmp_path / 'nope.py'), '--root', str(tmp_path)]) == sweep.EXIT_USAGE
+  assert 'nope.py' in capsys.readouterr().err
+  study = str(toy / 'study.py')
+  assert sweep.main([study, '--root', str(tmp_path), '--workers', '0']) == sweep.EXIT_USAGE
+  assert sweep.main([study, '--root', str(tmp_path), '--main-flag=--config.seed=3']) == 2
+  assert 'put config changes into the study' in capsys.readouterr().err
+
+
+def fake_finished_run(root: Path, study: sweep.Study, run: sweep.Run, psnr: float):
+  """A workdir as main leaves it after a finished run (config.json and results.json)."""
+  workdir = root / run.name
+  workdir.mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps(study.configs[run.name]))
+  evaluation = [
+      {'set': '/somewhere/eval', 'method': run.name, 'psnr': psnr, 'ssim': 0.5},
+      {'set': '/somewhere/eval', 'method': 'noisy input (clipped, 8-bit)', 'psnr': 1.0},
+  ]
+  results = {'steps': 6, 'parameters': 10, 'best_validation': None, 'evaluation': evaluation}
+  (workdir / 'results.json').write_text(json.dumps(results))
+
+
+def test_dry_run_prints_the_commands_and_starts_nothing(toy, tmp_path, capsys):
+  root = tmp_path / 'root'
+  assert sweep.main([str(toy / 'study.py'), '--root', str(root), '--dry-run']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 4 and lines[3].startswith('sigma15-seed1 (to run): ')
+  assert lines[3].endswith(f"--config.seed=1 --workdir={root / 'sigma15-seed1'}")
+  assert not root.exists()
+
+
+def test_finished_runs_are_skipped_and_tabled(toy, tmp_path, capsys):
+  study_path = str(toy / 'study.py')
+  study = sweep.load_study(study_path)
+  root = tmp_path / 'root'
+  for i, run in enumerate(study.runs):
+    fake_finished_run(root, study, run, psnr=20.0 + i / 3)
+  assert sweep.main([study_path, '--root', str(root)]) == 0
+  rows, table = read_table(root)
+  assert rows[1] == ['sigma25', '0', 'done', '20.0', '0.5', '', '10', '6']
+  assert rows[4][3] == repr(20.0 + 1)  # floats round-trip exactly
+  assert [r['metrics']['psnr/eval'] for r in table['rows']] == [20.0 + i / 3 for i in range(4)]
+  out = capsys.readouterr()
+  assert '4 already finished' in out.err and '| sigma25 | 20.17 ± 0.2357 (2) |' in out.out
+  assert not any(root.glob(f'*/{sweep.LOG_NAME}'))  # nothing started
+  # The stats CLI reads the same table.
+  results = str(root / 'results.json')
+  assert stats.main([results, '--metric', 'psnr/eval', '--compare', 'sigma25', 'sigma15']) == 0
+  out = capsys.readouterr().out
+  assert '| sigma15 - sigma25 | psnr/eval | 0.6667 | 0 | 2 | sigma15 higher |' in out
+  with pytest.raises(SystemExit):
+    stats.main([results, '--metric', 'psnr/BSD68'])
+  assert "columns not in the table: ['psnr/BSD68']" in capsys.readouterr().err
+
+
+def test_workdir_of_another_config_is_an_error(toy, tmp_path, capsys):
+  study_path = str(toy / 'study.py')
+  study = sweep.load_study(study_path)
+  root = tmp_path / 'root'
+  fake_finished_run(root, study, study.runs[0], psnr=20.0)
+  config_file = root / 'sigma25-seed0' / 'config.json'
+  config = json.loads(config_file.read_text())
+  config['num_steps'] = 99
+  config_file.write_text(json.dumps(config))
+  assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
+  err = capsys.readouterr().err
+  assert 'was trained with another config (num_steps: 99 -> 6)' in err
+  assert json.loads(config_file.read_text())['num_steps'] == 99  # left as it was
+  assert not (root / 'results.csv').exists()
+
+
+def test_locked_workdir_and_root_are_errors(toy, tmp_path, capsys):
+  study_path = str(toy / 'study.py')
+  root = tmp_path / 'root'
+  (root / 'sigma15-seed1').mkdir(parents=True)
+  with open(root / 'sigma15-seed1' / sweep.RUN_LOCK, 'w') as lock:
+    lock.write('4242\n')
+    lock.flush()
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
+    assert 'being trained by process 4242' in capsys.readouterr().err
+  with open(root / sweep.ROOT_LOCK, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
+    assert 'another sweep' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- stats
+
+
+def _rows(values):
+  return [
+      {'label': label, 'seed': seed, 'status': 'done', 'metrics': {'psnr': v}}
+      for label, seed, v in values
+  ]
+
+
+def test_group_stats_mean_std_n():
+  rows = _rows([('a', 0, 1.0), ('a', 1, 2.0), ('a', 2, 4.0), ('b', 0, 5.0)])
+  rows.append({'label': 'b', 'seed': 1, 'status': 'failed', 'metrics': {'psnr': None}})
+  a, b = stats.group_stats(rows, ['psnr'])
+  assert (a['label'], a['n']) == ('a', 3) and a['mean'] == pytest.approx(7 / 3)
+  assert a['std'] == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+  assert (b['mean'], b['n']) == (5.0, 1) and np.isnan(b['std'])
+
+
+def test_paired_difference_verdicts():
+  noisy = _rows([('a', 0, 1.0), ('a', 1, 2.0), ('a', 2, 3.0)])
+  noisy += _rows([('b', 0, 1.5), ('b', 1, 1.5), ('b', 2, 3.2), ('b', 3, 9.0)])
+  d = stats.paired_difference(noisy, 'psnr', 'a', 'b')
+  assert d['seeds'] == [0, 1, 2] and d['n'] == 3  # seed 3 has no partner
+  assert d['mean'] == pytest.approx(0.2 / 3)
+  assert d['std'] == pytest.approx(np.std([0.5, -0.5, 0.2], ddof=1))
+  assert d['verdict'] == stats.WITHIN_NOISE
+  steady = _rows([('a', 0, 1.0), ('a', 1, 2.0), ('b', 0, 1.3), ('b', 1, 2.31)])
+  assert stats.paired_difference(steady, 'psnr', 'a', 'b')['verdict'] == 'b higher'
+  assert stats.paired_difference(steady, 'psnr', 'b', 'a')['verdict'] == 'a lower'
+  assert stats.verdict([0.0, 0.0]) == stats.WITHIN_NOISE
+  assert stats.verdict([1.0]) == stats.TOO_FEW
+
+
+def test_markdown_summary():
+  rows = _rows([('a', 0, 1.0), ('a', 1, 3.0), ('b', 0, 2.0), ('b', 1, 4.5)])
+  text = stats.markdown_summary(rows, ['psnr'], [('a', 'b')])
+  lines = text.splitlines()
+  assert lines[:4] == [
+      '| label | psnr: mean ± std (n) |',
+      '|---|---|',
+      '| a | 2 ± 1.414 (2) |',
+      '| b | 3.25 ± 1.768 (2) |',
+  ]
+  assert lines[-1] == '| b - a | psnr | 1.25 | 0.3536 | 2 | b higher |'
