@@ -98,10 +98,11 @@ def _dtypes(tree) -> set[str]:
   return {np.asarray(leaf).dtype.name for leaf in jax.tree.leaves(tree)}
 
 
-def load(name: str):
+def load(name: str, kernels: str = 'auto'):
   """(model, variables, config) of a shipped model, ready for `model.apply(variables, x,
   train=False)`. `config` is the training ConfigDict (task, model, data: sigma, scale, ...).
-  The variables are float32 whether the file stores float16 or float32."""
+  The variables are float32 whether the file stores float16 or float32; `kernels` chooses the
+  model's parts (`dxnet_jax.kernels`), which all read the same weights."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import serialization  # pylint: disable=g-import-not-at-top
   from dxnet_jax import models  # pylint: disable=g-import-not-at-top
@@ -109,7 +110,7 @@ def load(name: str):
   folder = _folder(name)
   info = manifest(name)
   config = ml_collections.ConfigDict(info['config'])
-  model = models.create(config.model.to_dict())
+  model = models.create(config.model.to_dict(), kernels=kernels)
   shape = (1,) + tuple(config.input_shape)
   target = models.init_variables(model, shape, abstract=True)
   target = {k: dict(v) for k, v in target.items() if k in ('params', 'batch_stats')}

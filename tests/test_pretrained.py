@@ -13,6 +13,7 @@ from flax import serialization
 from PIL import Image
 
 from dxnet_jax import metrics
+from dxnet_jax import evaluate
 from dxnet_jax import pretrained
 from dxnet_jax import train
 from dxnet_jax.data import paths
@@ -77,6 +78,24 @@ def test_card_and_manifest_hold_the_scores_of_the_stored_float16_weights(name):
   reference = {s['set']: s['psnr'] for s in check['float32_scores']}
   for score in measured['scores']:
     assert abs(score['psnr'] - reference[score['set']]) <= check['max_psnr_change_db'] + 1e-9
+
+
+# The smallest benchmark set of each task: whole images, one compile per image size.
+SMALLEST_SET = {'denoising': 'Set12', 'super_resolution': 'Set5'}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kernels', ['xla', 'cpu'])
+@pytest.mark.parametrize('name', NAMES)
+def test_every_shipped_model_scores_its_recorded_psnr_with_either_kernels(name, kernels):
+  model, variables, config = pretrained.load(name, kernels=kernels)
+  set_name = SMALLEST_SET[config.task]
+  setting = evaluate.settings(config.task, config.data)
+  protocol = evaluate.protocol_for(config.task, setting['scale'])
+  method = (name, evaluate.model_predict(model, variables), protocol)
+  (row,) = evaluate.score([method], [set_name], config.task, **setting)
+  recorded = {s['set']: s['psnr'] for s in pretrained.manifest(name)['measured']['scores']}
+  assert abs(row['psnr'] - recorded[set_name]) < 0.01, (row['psnr'], recorded[set_name])
 
 
 @pytest.mark.parametrize('name', NAMES)
