@@ -12,7 +12,6 @@ with the `tensorboard` extra, TensorBoard events; rerunning resumes from its lat
 """
 
 import logging as std_logging
-import pathlib
 import sys
 
 from absl import app
@@ -20,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dxnet_jax import config_files
 from dxnet_jax import distributed
 from dxnet_jax import kernels
 
@@ -87,24 +87,6 @@ def main(argv):
     sys.exit(PREEMPTED_EXIT_CODE)
 
 
-def put_config_root_on_path(argv) -> None:
-  """Config files import their shared pieces from their folder (`from configs import common`):
-  the folder that holds the `--config` file's `configs/` goes on sys.path, whatever the working
-  directory."""
-  for i, arg in enumerate(argv):
-    if arg.startswith('--config='):
-      value = arg.split('=', 1)[1]
-    elif arg == '--config' and i + 1 < len(argv):
-      value = argv[i + 1]
-    else:
-      continue
-    folder = pathlib.Path(value.split(':', 1)[0]).expanduser().resolve().parent
-    while folder.name and folder.name != 'configs':
-      folder = folder.parent
-    if folder.name == 'configs' and str(folder.parent) not in sys.path:
-      sys.path.insert(0, str(folder.parent))
-
-
 def run():
   """The `dxnet-train` console command: `app.run(main)` with this module's usage and flags.
 
@@ -115,10 +97,10 @@ def run():
   sys.modules['__main__'].__doc__ = __doc__
   for flag in FLAGS.get_key_flags_for_module(__name__):
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  put_config_root_on_path(sys.argv)
+  config_files.put_roots_on_path(sys.argv)
   app.run(main)
 
 
 if __name__ == '__main__':
-  put_config_root_on_path(sys.argv)
+  config_files.put_roots_on_path(sys.argv)
   app.run(main)

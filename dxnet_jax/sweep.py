@@ -92,6 +92,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 
+from dxnet_jax import config_files
+
 STUDY_FIELDS = ('runs', 'seeds', 'overrides', 'metrics', 'compare')
 RUN_FIELDS = ('label', 'config', 'overrides')
 LABEL_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+=-]*\Z')
@@ -355,6 +357,7 @@ class _ConfigLoader:
     from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
     argv = ['dxnet_jax.main', *args]
+    config_files.put_roots_on_path(argv)
     values = flags.FlagValues()
     config_flags.DEFINE_config_file(
         'config', None, flag_values=values, lock_config=True, sys_argv=argv
