@@ -1,0 +1,36 @@
+"""xUnit designs (paper Fig. 4): Conv+ReLU against Conv+xUnit, both xUnit designs, three depths.
+
+Feed-forward gray denoisers (configs/xunit_designs.py) of 3, 5 and 7 layers of 32 channels,
+each convolution but the last followed by BatchNorm and ReLU, the DxNet xUnit, or the original
+(2018) Gaussian xUnit; three seeds each, equal steps, sigma 50, scored on BSD68 and Set12.
+
+Budget (the default): 1,000 Adam steps of batch 16 (lr 1e-3, / 5 at 80%), about 4 minutes per
+run on a 2-core CPU; 27 runs. 'paper': 64 channels and the full denoising recipe (50 epochs of
+6,400 steps of batch 32).
+
+  python -m dxnet_jax.sweep configs/studies/xunit_designs.py --root runs/studies/xunit_designs
+"""
+
+import ml_collections
+
+from configs import common
+
+DESIGNS = ('relu', 'dxnet', 'gaussian')
+DEPTHS = (3, 5, 7)
+BUDGET_STEPS = 1000
+
+
+def get_config(arg=''):
+  arg = common.parse_arg(arg, paper=False)
+  study = ml_collections.ConfigDict()
+  study.seeds = (0, 1, 2)
+  variant = 'features=64' if arg.paper else 'features=32,budget'
+  study.runs = [
+      dict(label=f'{design}_{depth}', config=f'configs/xunit_designs.py:{design},{depth},{variant}')
+      for depth in DEPTHS
+      for design in DESIGNS
+  ]
+  study.overrides = {} if arg.paper else {'num_steps': BUDGET_STEPS, 'log_every_steps': 100}
+  study.metrics = ('psnr', 'ssim', 'parameters', 'steps')
+  study.compare = [(f'relu_{d}', f'{x}_{d}') for d in DEPTHS for x in ('dxnet', 'gaussian')]
+  return study
