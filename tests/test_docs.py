@@ -1,0 +1,143 @@
+"""The docs stay a reference: within their sizes, free of development history, and every command
+shown in README.md names a module, config and flags that exist."""
+
+import functools
+import importlib.util
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [REPO / 'README.md', REPO / 'CHANGELOG.md', *sorted((REPO / 'docs').rglob('*.md'))]
+KIB = 1024
+SIZE_LIMITS = {'README.md': 15 * KIB, 'performance.md': 30 * KIB}
+DEFAULT_LIMIT = 30 * KIB
+
+# Words that tell how the work went rather than what the product is.
+HISTORY = [
+    r'\brounds?\s+\d',
+    r'\b(this|last|previous|next|earlier|later|latest|first|second|third|fourth|fifth|sixth|'
+    r'seventh|eighth|ninth|tenth) (round|lease|session)\b',
+    r'\brounds? back\b',
+    r'\bleases?\b',
+    r'\bsessions?\s+\d',
+    r'\bwork periods?\b',
+    r'\bthe issue\b',
+    r'\bissues?\s+#?\d',
+    r'\bCEO\b',
+    r'\bengineers?\b',
+    r'\bstop \d',
+]
+
+# Console commands and the modules they run.
+COMMANDS = {
+    'dxnet-train': 'dxnet_jax.main',
+    'dxnet-evaluate': 'dxnet_jax.evaluate',
+    'dxnet-denoise': 'dxnet_jax.denoise',
+    'dxnet-upscale': 'dxnet_jax.upscale',
+    'dxnet-models': 'dxnet_jax.models',
+    'dxnet-sweep': 'dxnet_jax.sweep',
+}
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_pages_stay_within_their_size(page):
+  limit = SIZE_LIMITS.get(page.name, DEFAULT_LIMIT)
+  assert page.stat().st_size <= limit, f'{page.name}: {page.stat().st_size} > {limit} bytes'
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_pages_describe_the_product_not_its_history(page):
+  text = page.read_text()
+  found = [
+      (m.group(0), text.count('\n', 0, m.start()) + 1)
+      for pattern in HISTORY
+      for m in re.finditer(pattern, text, re.IGNORECASE)
+  ]
+  assert not found, f'{page.name}: development history at {found}'
+
+
+def _readme_commands():
+  """Every command line of README.md's shell code blocks, continuation lines joined."""
+  text = (REPO / 'README.md').read_text()
+  commands = []
+  for block in re.findall(r'```(?:bash|sh|shell)\n(.*?)```', text, re.S):
+    block = block.replace('\\\n', ' ')
+    for line in block.splitlines():
+      line = line.split(' #', 1)[0].strip()
+      for part in re.split(r'&&|;', line):
+        part = part.strip()
+        if part and not part.startswith('#'):
+          commands.append(part)
+  return commands
+
+
+def _module_of(words):
+  """(module, arguments) that a command runs, or None for a command that is not ours."""
+  if words[0] in COMMANDS:
+    return COMMANDS[words[0]], words[1:]
+  if words[0].startswith('python') and words[1:2] == ['-m']:
+    return words[2], words[3:]
+  if words[0].startswith('python') and len(words) > 1 and words[1].endswith('.py'):
+    return words[1], words[2:]
+  return None
+
+
+@functools.lru_cache(maxsize=None)
+def _help(module: str) -> str:
+  args = [sys.executable, module] if module.endswith('.py') else [sys.executable, '-m', module]
+  result = subprocess.run(
+      [*args, '--help'], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+  )
+  return result.stdout + result.stderr
+
+
+def _load_config(config_string: str):
+  sys.path.insert(0, str(REPO))
+  name, _, arg = config_string.partition(':')
+  spec = importlib.util.spec_from_file_location('readme_config', REPO / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _check_config_field(config, key):
+  node = config
+  for part in key.split('.'):
+    assert part in node, f'config has no field {key}'
+    node = node[part]
+
+
+def test_readme_commands_name_existing_modules_configs_and_flags():
+  checked = 0
+  for command in _readme_commands():
+    words = shlex.split(command)
+    target = _module_of(words)
+    if target is None:
+      continue
+    module, args = target
+    if module.endswith('.py'):
+      assert (REPO / module).is_file(), f'{command}: no script {module}'
+    else:
+      assert importlib.util.find_spec(module) is not None, f'{command}: no module {module}'
+    help_text = _help(module)
+    config = None
+    for i, arg in enumerate(args):
+      if not arg.startswith('--'):
+        continue
+      flag, _, value = arg.partition('=')
+      if flag in ('--config', '--study') or (flag == '--config' and not value):
+        value = value or args[i + 1]
+        assert (REPO / value.split(':')[0]).is_file(), f'{command}: no config {value}'
+        config = _load_config(value) if flag == '--config' else config
+      elif flag.startswith('--config.'):
+        assert config is not None, f'{command}: {flag} before --config'
+        _check_config_field(config, flag[len('--config.') :])
+      else:
+        assert flag in help_text, f'{command}: {flag} is not an option of {module}'
+    checked += 1
+  assert checked >= 5
