@@ -24,7 +24,8 @@ Environment variables (arguments to :func:`initialize` win over them):
 ``DXNET_PROCESS_ID``         this process's id, ``0 .. num_processes-1``
 ``DXNET_LOCAL_DEVICE_IDS``   e.g. ``0,1``: the local accelerators this process uses (GPU)
 ``DXNET_HEARTBEAT_TIMEOUT``  seconds without heartbeats before a process counts as dead (100)
-``DXNET_INIT_TIMEOUT``       seconds to wait for all processes to connect (300)
+``DXNET_INIT_TIMEOUT``       seconds to wait for all processes to connect, and again for all of
+                             them to reach the connection of the CPU collectives (300)
 ``DXNET_SHUTDOWN_TIMEOUT``   seconds a process waits for the others at a clean exit (300)
 ``DXNET_FAIL_FAST``          ``1`` (default) | ``0``: see "a process dies" below
 =========================== ==============================================================
@@ -42,8 +43,18 @@ that prints the traceback and leaves with ``os._exit(1)`` at once, so the others
 through the heartbeat like any other death. Detection therefore takes at most about
 ``heartbeat_timeout`` seconds plus one heartbeat interval.
 
-On CPU (the multi-process tests) cross-process collectives use gloo, selected before the backend
-starts.
+On CPU (the multi-process tests, CPU clusters) cross-process collectives use gloo, selected before
+the backend starts. XLA connects gloo for a group of devices the first time a program runs a
+collective over that group, and that rendezvous gives up after a fixed 30 s (jax 0.10, not
+configurable): a process that gets there 30 s before another (a slower compilation, a busy
+machine) fails with "Gloo context initialization failed: ... GetKeyValue() timed out", and the
+late one, connecting to the peer that has left, with "Connection refused". So after
+``jax.distributed.initialize`` a multi-process CPU run waits at a barrier (``DXNET_INIT_TIMEOUT``)
+and then connects the two device groups that data-parallel programs (jit over
+:func:`data_mesh`, pmap, ``jax.experimental.multihost_utils``, orbax) use: all devices, and each
+local device with its counterparts in the other processes. XLA keeps these connections for the
+life of the process, and a collective on a connected group waits for late processes up to XLA's
+collective timeout (``--xla_cpu_collective_timeout_seconds``, 30 min) instead.
 """
 
 from __future__ import annotations
@@ -314,11 +325,32 @@ def _enable_cpu_collectives() -> None:
 _PEER_LOST_MARKERS = (
     'Connection reset by peer',
     'Connection closed by peer',
+    'Connection refused',
     'Gloo',
     'Socket closed',
     'UNAVAILABLE',
     'heartbeat',
 )
+# Substrings of the error of XLA's gloo rendezvous when the other processes did not arrive in time.
+_RENDEZVOUS_TIMEOUT_MARKERS = ('GetKeyValue() timed out', 'Deadline exceeded in wait()')
+
+
+def _failure_cause(text: str) -> str:
+  """What an uncaught exception's message says about the other processes, as a sentence."""
+  if 'Gloo context initialization failed' in text and any(
+      m in text for m in _RENDEZVOUS_TIMEOUT_MARKERS
+  ):
+    return (
+        ' The other processes did not reach a collective on a group of devices that was not '
+        "connected at start-up within the 30 s of XLA's gloo rendezvous: one of them is slow "
+        'or died; see their logs.'
+    )
+  if any(m in text for m in _PEER_LOST_MARKERS):
+    return (
+        ' A cross-process collective lost its connection: another process probably died; '
+        'see its log.'
+    )
+  return ''
 
 
 def _fail_fast_excepthook(exc_type, exc, tb):
@@ -329,23 +361,40 @@ def _fail_fast_excepthook(exc_type, exc, tb):
     info = _info
     where = f'process {info.process_id} of {info.num_processes}' if info else 'process'
     hb = info.heartbeat_timeout_s if info else None
-    text = str(exc)
-    peer = any(s in text for s in _PEER_LOST_MARKERS)
-    cause = (
-        ' A cross-process collective lost its connection: another process probably '
-        'died; see its log.'
-        if peer
-        else ''
-    )
     print(
         f'dxnet_jax.distributed: {where} failed with an uncaught {exc_type.__name__}.'
-        f'{cause} Exiting now (os._exit(1)) so the other processes stop within the '
-        f'heartbeat timeout ({hb} s) instead of waiting in a collective.',
+        f'{_failure_cause(str(exc))} Exiting now (os._exit(1)) so the other processes stop '
+        f'within the heartbeat timeout ({hb} s) instead of waiting in a collective.',
         file=sys.stderr,
         flush=True,
     )
   finally:
     os._exit(1)
+
+
+def _connect_cpu_collectives(timeout_s: int) -> None:
+  """Connects gloo for the device groups of data-parallel programs while all processes wait.
+
+  Only for several processes on the CPU backend (see the module docstring). The program is
+  compiled before the barrier, so the processes leave it together and meet within moments at
+  each of the two rendezvous: all devices, then each local device with its counterparts (the
+  group ``multihost_utils.sync_global_devices`` uses, as orbax does).
+  """
+  if jax.process_count() == 1 or jax.default_backend() != 'cpu':
+    return
+  mesh = data_mesh()
+  ones = global_batch_from_local(np.ones(jax.local_device_count(), np.float32), mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  count_devices = jax.jit(lambda x: x.sum(), out_shardings=replicated).lower(ones).compile()
+  sync_barrier('dxnet_jax.distributed.connect_cpu_collectives', timeout_s)
+  logger.info('dxnet_jax.distributed: connecting the CPU collectives')
+  devices = int(fetch(count_devices(ones)))
+  if devices != jax.device_count():
+    raise RuntimeError(
+        f'the CPU collectives counted {devices} devices across the processes, not '
+        f'{jax.device_count()}: the processes do not agree on the devices of the run'
+    )
+  multihost_utils.sync_global_devices('dxnet_jax.distributed.connect_cpu_collectives')
 
 
 def _install_fail_fast() -> None:
@@ -370,7 +419,10 @@ def initialize(
 
   Idempotent: a second call returns the first call's result (and raises if it now resolves to
   a different setup). Raises ``ValueError`` for a partial or malformed configuration and
-  ``RuntimeError`` when JAX's backend was already started by an earlier JAX call.
+  ``RuntimeError`` when JAX's backend was already started by an earlier JAX call. Several
+  processes on the CPU backend also start the backend here and connect the CPU collectives
+  (see the module docstring); ``initialization_timeout_s`` bounds the wait for the others at
+  both steps.
   """
   global _info, _plan
   with _lock:
@@ -442,6 +494,7 @@ def initialize(
       fail_fast = os.environ.get(ENV_FAIL_FAST, '1').strip() not in ('0', 'false', 'no')
     if fail_fast and _info.num_processes > 1:
       _install_fail_fast()
+    _connect_cpu_collectives(init_timeout)
     logger.info(
         'dxnet_jax.distributed: process %d of %d (coordinator %s)',
         _info.process_id,

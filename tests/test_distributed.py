@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,129 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+import multiprocess_helpers as mp
+
+WORKER = str(Path(__file__).resolve())
 HEARTBEAT_S = 5  # heartbeat timeout the dying-process tests run with
 # A survivor must be gone within this long after its peer died: heartbeat timeout, one heartbeat
 # interval, and slack for a loaded 2-core machine. JAX's defaults would take 100-300 s.
 DETECTION_BOUND_S = HEARTBEAT_S + 20
-
-
-# --------------------------------------------------------------------------- process helpers
-
-
-def peer_death_reported(stderr: str) -> bool:
-  """The survivor said why it stopped: JAX's coordination service reported the dead task, or
-  a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
-  return 'detected fatal errors' in stderr or 'another process probably died' in stderr
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
-def _clean_env(devices: int) -> dict[str, str]:
-  # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
-  env = {
-      k: v
-      for k, v in os.environ.items()
-      if k == 'DXNET_JAX_NATIVE_CACHE'
-      or not k.startswith(
-          (
-              'DXNET_',
-              'JAX_COORDINATOR',
-              'JAX_NUM_PROCESSES',
-              'JAX_PROCESS_ID',
-              'JAX_LOCAL_DEVICE_IDS',
-          )
-      )
-  }
-  env.update(
-      # The suite's compile options (tests/conftest.py) stay; the device count is added.
-      XLA_FLAGS=(
-          os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count={devices}'
-      ).strip(),
-      JAX_PLATFORMS='cpu',
-      PYTHONUNBUFFERED='1',
-      PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get('PYTHONPATH')] if p]),
-      TF_CPP_MIN_LOG_LEVEL='0',
-  )
-  return env
-
-
-def start_workers(
-    mode_args: list[str],
-    logdir: Path,
-    *,
-    num_processes: int = 2,
-    devices: int = 2,
-    extra_env: dict[str, str] | None = None,
-):
-  """Start ``num_processes`` workers (``python tests/test_distributed.py <mode_args>``).
-
-  Returns a list of (Popen, stdout_path, stderr_path). One process with no DXNET_* variables
-  is a plain single-process run.
-  """
-  port = _free_port()
-  procs = []
-  for pid in range(num_processes):
-    env = _clean_env(devices)
-    if num_processes > 1:
-      env.update(
-          DXNET_COORDINATOR=f'localhost:{port}',
-          DXNET_NUM_PROCESSES=str(num_processes),
-          DXNET_PROCESS_ID=str(pid),
-          DXNET_INIT_TIMEOUT='120',
-      )
-    env.update(extra_env or {})
-    out, err = logdir / f'p{pid}.out', logdir / f'p{pid}.err'
-    with open(out, 'w') as fo, open(err, 'w') as fe:
-      proc = subprocess.Popen(
-          [sys.executable, str(Path(__file__).resolve())] + mode_args,
-          cwd=REPO,
-          env=env,
-          stdout=fo,
-          stderr=fe,
-      )
-    procs.append((proc, out, err))
-  return procs
-
-
-def _kill_all(procs) -> None:
-  for proc, _, _ in procs:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-  return path.read_text(errors='replace')[-n:]
-
-
-def _wait_ok(procs, timeout: float) -> None:
-  deadline = time.monotonic() + timeout
-  for proc, out, err in procs:
-    try:
-      proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-      _kill_all(procs)
-      pytest.fail(f'worker timed out after {timeout} s:\n{_tail(out)}\n{_tail(err)}')
-    assert proc.returncode == 0, f'worker failed:\n{_tail(out)}\n{_tail(err)}'
-
-
-def _wait_for_step(procs, step: int, timeout: float) -> None:
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if all(f'step {step} ' in out.read_text() for _, out, _ in procs):
-      return
-    for proc, out, err in procs:
-      if proc.poll() is not None:
-        _kill_all(procs)
-        pytest.fail(f'worker exited early ({proc.returncode}):\n{_tail(out)}\n' f'{_tail(err)}')
-    time.sleep(0.2)
-  _kill_all(procs)
-  pytest.fail(f'workers did not reach step {step} within {timeout} s')
+# Longer than XLA's 30 s gloo rendezvous, which collectives connected at start-up do not wait in.
+LATE_S = 40
 
 
 # --------------------------------------------------------------------------- resolution (pure)
@@ -323,17 +207,14 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_two_processes_match_one_process_sgd(tmp_path):
   """2 processes x 2 CPU devices give the parameters of 1 process x 4 devices."""
-  (tmp_path / 'two').mkdir()
-  (tmp_path / 'one').mkdir()
+  two_prefix, one_prefix = tmp_path / 'two' / 'params', tmp_path / 'one' / 'params'
   t0 = time.monotonic()
-  two = start_workers(['sgd', str(tmp_path / 'two' / 'params')], tmp_path / 'two')
-  one = start_workers(
-      ['sgd', str(tmp_path / 'one' / 'params')], tmp_path / 'one', num_processes=1, devices=4
-  )
-  try:
-    _wait_ok(two + one, timeout=240)
-  finally:
-    _kill_all(two + one)
+  with (
+      mp.launch([WORKER, 'sgd', str(two_prefix)], tmp_path / 'two', processes=2, name='two') as two,
+      mp.launch([WORKER, 'sgd', str(one_prefix)], tmp_path / 'one', devices=4, name='one') as one,
+  ):
+    two.wait(timeout=480)
+    one.wait(timeout=480)
   print(f'2x2 and 1x4 SGD runs: {time.monotonic() - t0:.1f} s')
   ref = _load(tmp_path / 'one' / 'params.0.npz')
   assert ref['process_count'] == 1 and ref['device_count'] == 4
@@ -351,65 +232,75 @@ def test_two_processes_match_one_process_sgd(tmp_path):
   assert not np.allclose(ref['loss'][0], ref['loss'][-1])
 
 
+@pytest.mark.slow
+def test_a_late_process_is_waited_for(tmp_path):
+  """A process that reaches the first collective 40 s after the other (a slower compilation, a
+  busy machine) is waited for: initialize() connected the CPU collectives, so XLA's 30 s gloo
+  rendezvous is behind them."""
+  late = ['--steps', '3', '--late-process', '1', '--late-s', str(LATE_S)]
+  with mp.launch([WORKER, 'loop', *late], tmp_path, processes=2) as run:
+    run.wait(timeout=LATE_S + 300)
+  for process in run:
+    assert [line.split()[1] for line in _steps(process)] == ['0', '1', '2']
+  waited = float(_steps(run[0])[0].split()[-2])
+  print(f'process 0 waited {waited:.1f} s in its first collective for process 1')
+  assert waited > 30, _steps(run[0])
+
+
+def _steps(process: mp.Process) -> list[str]:
+  return [line for line in process.stdout_text().splitlines() if line.startswith('step ')]
+
+
 @pytest.mark.parametrize('victim', [1, 0], ids=['worker-dies', 'coordinator-dies'])
 def test_killed_process_makes_the_other_exit(tmp_path, victim):
-  procs = start_workers(
-      ['loop'],
+  survivor_index = 1 - victim
+  with mp.launch(
+      [WORKER, 'loop'],
       tmp_path,
-      extra_env={'DXNET_HEARTBEAT_TIMEOUT': str(HEARTBEAT_S), 'DXNET_SHUTDOWN_TIMEOUT': '120'},
-  )
-  try:
-    _wait_for_step(procs, 5, timeout=180)
-    survivor, out, err = procs[1 - victim]
-    os.kill(procs[victim][0].pid, signal.SIGKILL)
+      processes=2,
+      heartbeat_s=HEARTBEAT_S,
+      env={'DXNET_SHUTDOWN_TIMEOUT': '120'},
+  ) as run:
+    run.wait_until(
+        lambda: all('step 5 ' in p.stdout_text() for p in run), 300, 'both processes reach step 5'
+    )
+    os.kill(run[victim].pid, signal.SIGKILL)
     t0 = time.monotonic()
-    try:
-      survivor.wait(timeout=DETECTION_BOUND_S + 30)
-    except subprocess.TimeoutExpired:
-      pytest.fail(
-          f'process {1 - victim} still running {DETECTION_BOUND_S + 30} s after '
-          f'process {victim} was killed'
-      )
+    run.wait_exit(survivor_index, DETECTION_BOUND_S + 30, f'process {victim} was killed')
     elapsed = time.monotonic() - t0
-  finally:
-    _kill_all(procs)
+  survivor = run[survivor_index]
   print(
-      f'process {1 - victim} exited {elapsed:.1f} s after process {victim} was killed '
-      f'(rc {survivor.returncode})'
+      f'process {survivor_index} exited {elapsed:.1f} s after process {victim} was killed '
+      f'({survivor.status()})'
   )
   assert survivor.returncode != 0
   assert elapsed < DETECTION_BOUND_S
-  assert peer_death_reported(err.read_text(errors='replace')), _tail(err)
+  assert mp.peer_death_reported(survivor.stderr_text()), mp.tail(survivor.stderr)
 
 
 def test_uncaught_exception_fails_fast(tmp_path):
   """An exception in one process stops the other within the heartbeat timeout, not after
   the shutdown timeout (120 s here) that a plain interpreter exit would wait for."""
-  procs = start_workers(
-      ['loop', '--raise-at', '8', '--raise-process', '1'],
+  with mp.launch(
+      [WORKER, 'loop', '--raise-at', '8', '--raise-process', '1'],
       tmp_path,
-      extra_env={'DXNET_HEARTBEAT_TIMEOUT': str(HEARTBEAT_S), 'DXNET_SHUTDOWN_TIMEOUT': '120'},
-  )
-  (p0, _, err0), (p1, _, err1) = procs
-  try:
-    p1.wait(timeout=240)
+      processes=2,
+      heartbeat_s=HEARTBEAT_S,
+      env={'DXNET_SHUTDOWN_TIMEOUT': '120'},
+  ) as run:
+    run.wait_until(lambda: run[1].returncode is not None, 300, 'process 1 raises')
     t0 = time.monotonic()
-    try:
-      p0.wait(timeout=DETECTION_BOUND_S + 30)
-    except subprocess.TimeoutExpired:
-      pytest.fail('process 0 still running after process 1 raised')
+    run.wait_exit(0, DETECTION_BOUND_S + 30, 'process 1 raised')
     elapsed = time.monotonic() - t0
-  finally:
-    _kill_all(procs)
   print(f'process 0 exited {elapsed:.1f} s after process 1 raised')
-  text1 = err1.read_text(errors='replace')
-  assert p1.returncode == 1, text1[-3000:]
+  text1 = run[1].stderr_text()
+  assert run[1].returncode == 1, text1[-3000:]
   assert 'RuntimeError: injected failure at step 8' in text1
   assert 'process 1 of 2 failed with an uncaught RuntimeError' in text1
   assert 'another process probably died' not in text1  # its own error, not a lost peer
-  assert p0.returncode != 0
+  assert run[0].returncode != 0
   assert elapsed < DETECTION_BOUND_S
-  assert peer_death_reported(err0.read_text(errors='replace'))
+  assert mp.peer_death_reported(run[0].stderr_text())
 
 
 # --------------------------------------------------------------------------- worker side
@@ -492,8 +383,15 @@ def _worker_sgd(out_prefix: str, steps: int = 3) -> None:
   dist.sync_barrier('sgd-end', timeout_s=60)
 
 
-def _worker_loop(raise_at: int | None, raise_process: int, max_steps: int = 3000) -> None:
-  """A cross-process sum in a loop, printing ``step i <value>`` each step."""
+def _worker_loop(
+    raise_at: int | None,
+    raise_process: int,
+    steps: int,
+    late_process: int | None,
+    late_s: float,
+) -> None:
+  """A cross-process sum in a loop, printing ``step i <value> <seconds> s`` each step; process
+  ``late_process`` first sleeps ``late_s`` seconds after the start-up."""
   from dxnet_jax import distributed as dist
 
   info = dist.initialize()
@@ -502,11 +400,14 @@ def _worker_loop(raise_at: int | None, raise_process: int, max_steps: int = 3000
 
   mesh = dist.data_mesh()
   total = jax.jit(lambda x: x.sum(), out_shardings=NamedSharding(mesh, P()))
-  for i in range(max_steps):
+  if info.process_id == late_process:
+    time.sleep(late_s)
+  for i in range(steps):
+    t0 = time.monotonic()
     x = dist.global_batch_from_local(np.full((2,), i, np.float32), mesh)
     value = float(dist.fetch(total(x)))
     assert value == i * 2 * info.num_processes, value
-    print(f'step {i} {value}', flush=True)
+    print(f'step {i} {value} {time.monotonic() - t0:.2f} s', flush=True)
     if raise_at == i and info.process_id == raise_process:
       raise RuntimeError(f'injected failure at step {i}')
     time.sleep(0.05)
@@ -520,11 +421,14 @@ def _worker_main(argv: list[str]) -> None:
   loop = sub.add_parser('loop')
   loop.add_argument('--raise-at', type=int)
   loop.add_argument('--raise-process', type=int, default=1)
+  loop.add_argument('--steps', type=int, default=3000)
+  loop.add_argument('--late-process', type=int)
+  loop.add_argument('--late-s', type=float, default=0.0)
   args = parser.parse_args(argv)
   if args.mode == 'sgd':
     _worker_sgd(args.out_prefix)
   else:
-    _worker_loop(args.raise_at, args.raise_process)
+    _worker_loop(args.raise_at, args.raise_process, args.steps, args.late_process, args.late_s)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-HEARTBEAT_S = 5
+import multiprocess_helpers as mp
+
+HEARTBEAT_S = 5  # heartbeat timeout of the run whose process is killed
 DETECTION_BOUND_S = HEARTBEAT_S + 20  # heartbeat timeout + one interval + slack on 2 loaded cores
 
 CONFIG = """\
@@ -57,46 +57,6 @@ def get_config():
 # --------------------------------------------------------------------------- helpers
 
 
-def peer_death_reported(stderr: str) -> bool:
-  """The survivor said why it stopped: JAX's coordination service reported the dead task, or
-  a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
-  return 'detected fatal errors' in stderr or 'another process probably died' in stderr
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
-def _env(devices: int) -> dict[str, str]:
-  # Distributed settings go; the suite's native-kernel cache (tests/conftest.py) stays.
-  env = {
-      k: v
-      for k, v in os.environ.items()
-      if k == 'DXNET_JAX_NATIVE_CACHE'
-      or not k.startswith(
-          (
-              'DXNET_',
-              'JAX_COORDINATOR',
-              'JAX_NUM_PROCESSES',
-              'JAX_PROCESS_ID',
-              'JAX_LOCAL_DEVICE_IDS',
-          )
-      )
-  }
-  # The suite's compile options (tests/conftest.py) stay; the device count is added.
-  env.update(
-      XLA_FLAGS=(
-          os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count={devices}'
-      ).strip(),
-      JAX_PLATFORMS='cpu',
-      PYTHONUNBUFFERED='1',
-      PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [env.get('PYTHONPATH')] if p]),
-  )
-  return env
-
-
 def train(
     config: Path,
     workdir: Path,
@@ -106,61 +66,13 @@ def train(
     devices: int,
     overrides=(),
     tag: str = 'run',
-):
-  """Start the trainer as `processes` processes; returns [(Popen, stdout, stderr)]."""
-  logdir.mkdir(parents=True, exist_ok=True)
-  port = _free_port()
-  procs = []
-  for pid in range(processes):
-    env = _env(devices)
-    if processes > 1:
-      env.update(
-          DXNET_COORDINATOR=f'localhost:{port}',
-          DXNET_NUM_PROCESSES=str(processes),
-          DXNET_PROCESS_ID=str(pid),
-          DXNET_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S),
-          DXNET_INIT_TIMEOUT='120',
-          DXNET_SHUTDOWN_TIMEOUT='120',
-      )
-    out, err = logdir / f'{tag}.p{pid}.out', logdir / f'{tag}.p{pid}.err'
-    cmd = [
-        sys.executable,
-        '-m',
-        'dxnet_jax.main',
-        '--config',
-        str(config),
-        '--workdir',
-        str(workdir),
-        *overrides,
-    ]
-    with open(out, 'w') as fo, open(err, 'w') as fe:
-      procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fo, stderr=fe), out, err))
-  return procs
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-  text = path.read_text(errors='replace')
-  return '\n'.join(line for line in text[-n:].splitlines() if not line.startswith('    @'))
-
-
-def _kill_all(procs):
-  for proc, _, _ in procs:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-
-
-def wait_ok(procs, timeout: float):
-  deadline = time.monotonic() + timeout
-  try:
-    for proc, _, err in procs:
-      try:
-        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-      except subprocess.TimeoutExpired:
-        pytest.fail(f'trainer still running after {timeout} s:\n{_tail(err)}')
-      assert proc.returncode == 0, f'trainer failed ({proc.returncode}):\n{_tail(err)}'
-  finally:
-    _kill_all(procs)
+    heartbeat_s: int = mp.HEARTBEAT_S,
+) -> mp.Run:
+  """Starts the trainer as `processes` processes; its logs are `logdir/TAG.pI.{out,err}`."""
+  args = ['-m', 'dxnet_jax.main', '--config', str(config), '--workdir', str(workdir), *overrides]
+  return mp.launch(
+      args, logdir, processes=processes, devices=devices, name=tag, heartbeat_s=heartbeat_s
+  )
 
 
 def metrics(workdir: Path, split: str = 'train') -> list[dict]:
@@ -180,8 +92,8 @@ def inspect(workdir: Path, out: Path, logdir: Path) -> dict[str, np.ndarray]:
   """Restore `workdir`'s latest checkpoint in a fresh 1-process, 1-device run."""
   result = subprocess.run(
       [sys.executable, str(Path(__file__).resolve()), 'inspect', str(workdir), str(out)],
-      cwd=REPO,
-      env=_env(1),
+      cwd=mp.REPO,
+      env=mp.process_env(1),
       capture_output=True,
       text=True,
       timeout=180,
@@ -214,10 +126,12 @@ def two_and_one(setup):
   config, logs = setup / 'tiny.py', setup / 'logs'
   two, one = setup / 'two_x2', setup / 'one_x4'
   t0 = time.monotonic()
-  procs = train(config, two, logs, processes=2, devices=2, tag='two') + train(
-      config, one, logs, processes=1, devices=4, tag='one'
-  )
-  wait_ok(procs, timeout=300)
+  with (
+      train(config, two, logs, processes=2, devices=2, tag='two') as two_run,
+      train(config, one, logs, processes=1, devices=4, tag='one') as one_run,
+  ):
+    two_run.wait(timeout=600)
+    one_run.wait(timeout=600)
   print(f'2x2 and 1x4 trainings of 6 steps: {time.monotonic() - t0:.1f} s')
   return config, two, one, logs
 
@@ -246,6 +160,12 @@ def test_two_processes_reach_the_parameters_of_one(two_and_one):
   np.testing.assert_allclose([r['loss'] for r in va], [r['loss'] for r in vb], rtol=1e-4)
   # Only process 0 writes the run's files; process 1 logs no progress lines of its own.
   assert (two / 'config.json').exists() and (two / 'results.json').exists()
+  # Gloo prints a line for each device group and local rank it connects. Two lines per local
+  # device are the two groups dxnet_jax.distributed connects at start-up; a group first used
+  # later in the run would be exposed to XLA's 30 s rendezvous (see dxnet_jax/distributed.py).
+  for pid in range(2):
+    out = (logs / f'two.p{pid}.out').read_text()
+    assert out.count(' is connected to ') == 2 * 2, out
 
 
 @pytest.mark.slow
@@ -254,18 +174,11 @@ def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
   config, two, _, logs = two_and_one
   work = tmp_path / 'continued'
   subprocess.run(['cp', '-r', str(two), str(work)], check=True)
-  wait_ok(
-      train(
-          config,
-          work,
-          logs,
-          processes=1,
-          devices=4,
-          tag='continue',
-          overrides=['--config.num_steps=8'],
-      ),
-      timeout=240,
-  )
+  overrides = ['--config.num_steps=8']
+  with train(
+      config, work, logs, processes=1, devices=4, tag='continue', overrides=overrides
+  ) as run:
+    run.wait(timeout=480)
   assert (
       'Resumed' in (logs / 'continue.p0.err').read_text()
       and 'from step 6' in (logs / 'continue.p0.err').read_text()
@@ -287,8 +200,8 @@ def test_load_for_inference_on_one_device(two_and_one, tmp_path):
   )
   result = subprocess.run(
       [sys.executable, '-c', script, str(two)],
-      cwd=REPO,
-      env=_env(1),
+      cwd=mp.REPO,
+      env=mp.process_env(1),
       capture_output=True,
       text=True,
       timeout=180,
@@ -302,46 +215,35 @@ def test_killed_process_stops_the_run_and_a_restart_resumes(setup, tmp_path):
   config, logs = setup / 'tiny.py', tmp_path / 'logs'
   work = tmp_path / 'killed'
   long_run = ['--config.num_steps=100000', '--config.checkpoint_every_steps=5']
-  procs = train(config, work, logs, processes=2, devices=2, tag='first', overrides=long_run)
-  try:
-    deadline = time.monotonic() + 240
-    while not [s for s in saved_steps(work) if s >= 10]:
-      for proc, _, err in procs:
-        if proc.poll() is not None:
-          pytest.fail(f'trainer exited early ({proc.returncode}):\n{_tail(err)}')
-      if time.monotonic() > deadline:
-        pytest.fail('no checkpoint at step >= 10 within 240 s')
-      time.sleep(0.5)
-    (p0, _, err0), (p1, _, _) = procs
-    os.kill(p1.pid, signal.SIGKILL)
+  with train(
+      config,
+      work,
+      logs,
+      processes=2,
+      devices=2,
+      tag='first',
+      overrides=long_run,
+      heartbeat_s=HEARTBEAT_S,
+  ) as run:
+    run.wait_until(
+        lambda: any(s >= 10 for s in saved_steps(work)), 480, 'a checkpoint at step >= 10 exists'
+    )
+    os.kill(run[1].pid, signal.SIGKILL)
     t0 = time.monotonic()
-    try:
-      p0.wait(timeout=DETECTION_BOUND_S + 60)
-    except subprocess.TimeoutExpired:
-      pytest.fail('process 0 still running after process 1 was killed')
+    run.wait_exit(0, DETECTION_BOUND_S + 60, 'process 1 was killed')
     elapsed = time.monotonic() - t0
-  finally:
-    _kill_all(procs)
-  print(f'process 0 exited {elapsed:.1f} s after process 1 was killed (rc {p0.returncode})')
+  p0 = run[0]
+  print(f'process 0 exited {elapsed:.1f} s after process 1 was killed ({p0.status()})')
   assert p0.returncode != 0
   assert elapsed < DETECTION_BOUND_S
-  assert peer_death_reported(err0.read_text(errors='replace')), _tail(err0)
+  assert mp.peer_death_reported(p0.stderr_text()), mp.tail(p0.stderr)
 
   last = saved_steps(work)[-1]
   assert last >= 10
   t0 = time.monotonic()
-  wait_ok(
-      train(
-          config,
-          work,
-          logs,
-          processes=2,
-          devices=2,
-          tag='restart',
-          overrides=[f'--config.num_steps={last + 3}', '--config.checkpoint_every_steps=5'],
-      ),
-      timeout=300,
-  )
+  overrides = [f'--config.num_steps={last + 3}', '--config.checkpoint_every_steps=5']
+  with train(config, work, logs, processes=2, devices=2, tag='restart', overrides=overrides) as run:
+    run.wait(timeout=600)
   print(f'restart from step {last}: {time.monotonic() - t0:.1f} s')
   assert f'from step {last}' in (logs / 'restart.p0.err').read_text()
   steps = [r['step'] for r in metrics(work)]
