@@ -37,7 +37,6 @@ import sys
 import numpy as np
 from PIL import Image
 
-from dxnet_jax import host_memory
 from dxnet_jax import image_files
 from dxnet_jax import inference
 from dxnet_jax import metrics
@@ -172,7 +171,9 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-  host_memory.keep_freed_memory()
+  # glibc's allocator stays as it is (no host_memory.keep_freed_memory): it returns each window's
+  # buffers to the system, while a heap kept across windows fragments, up to about twice one
+  # window's memory (2.4 vs 1.2 GB peak at 512-px tiles), for about 10% more speed.
   args = _parse(argv)
   try:
     return run(args)
