@@ -69,21 +69,32 @@ def read(path: str | os.PathLike) -> Picture:
   """Decodes one image file; a file that cannot be decoded is a BadImageError naming it."""
   path = pathlib.Path(path)
   try:
-    with Image.open(path) as image:
-      icc_profile = image.info.get('icc_profile')
-      if _is_png16_colour(image):  # before anything that decodes `image` (getexif does)
-        channels, orientation = _read_png16_colour(path)
-      else:
-        channels = _read_tiff16_colour(path) if _is_tiff16_colour(image) else _pil_channels(image)
-        orientation = image.getexif().get(_ORIENTATION, 1)
-  except BadImageError as e:
-    raise BadImageError(f'cannot decode image {path}: {e}') from e
+    channels, orientation, icc_profile = _decode(path)
   except (OSError, ValueError, SyntaxError, KeyError, Image.DecompressionBombError) as e:
     raise BadImageError(f'cannot decode image {path}: {e}') from e
   channels = _orient(channels, orientation)
   if channels.shape[-1] in (2, 4):
     return Picture(channels[..., :-1], channels[..., -1:], icc_profile)
   return Picture(channels, None, icc_profile)
+
+
+def _decode(path: pathlib.Path) -> tuple[np.ndarray, int, bytes | None]:
+  """(uint8 or uint16 [H, W, 1 to 4], EXIF orientation, ICC profile) of an image file."""
+  try:
+    image = Image.open(path)
+  except Image.UnidentifiedImageError:
+    if path.suffix.lower() in TIFF_SUFFIXES:
+      return _read_tiff(path)  # layouts PIL does not take, such as 16-bit gray+alpha
+    raise
+  with image:
+    icc_profile = image.info.get('icc_profile')
+    if _is_png16_colour(image):  # before anything that decodes `image` (getexif does)
+      channels, orientation = _read_png16_colour(path)
+      return channels, orientation, icc_profile
+    if _is_tiff16_colour(image):
+      return _read_tiff(path)
+    channels = _pil_channels(image)
+    return channels, image.getexif().get(_ORIENTATION, 1), icc_profile
 
 
 def _is_png16_colour(image: Image.Image) -> bool:
@@ -120,19 +131,23 @@ def _is_tiff16_colour(image: Image.Image) -> bool:
   return max(bits if isinstance(bits, tuple) else (bits,)) > 8
 
 
-def _read_tiff16_colour(path: pathlib.Path) -> np.ndarray:
-  """uint16 [H, W, 3 or 4] of a 16-bit colour TIFF (its first page), read with tifffile."""
+def _read_tiff(path: pathlib.Path) -> tuple[np.ndarray, int, bytes | None]:
+  """(uint8 or uint16 [H, W, 1 to 4], orientation, ICC profile) of a TIFF's first page, read
+  with tifffile (16-bit colour, and layouts PIL cannot open)."""
   import tifffile  # pylint: disable=g-import-not-at-top
 
   with tifffile.TiffFile(path) as tif:
     page = tif.pages.first
     axes = page.axes
     pixels = page.asarray()
+    orientation = page.tags.valueof('Orientation', 1)
+    icc_profile = page.tags.valueof('InterColorProfile')
   if axes.startswith('S'):  # planar configuration 'separate': samples first
     pixels = np.moveaxis(pixels, 0, -1)
-  if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[-1] not in (3, 4):
+  pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+  if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3 or pixels.shape[-1] > 4:
     raise BadImageError(f'unsupported TIFF layout {pixels.dtype} {pixels.shape} (axes {axes})')
-  return pixels
+  return pixels, int(orientation), None if icc_profile is None else bytes(icc_profile)
 
 
 def _pil_channels(image: Image.Image) -> np.ndarray:
