@@ -118,7 +118,7 @@ def _read_png16_colour(path: pathlib.Path) -> tuple[np.ndarray, int]:
       tile = image.tile[0]
       image.tile = [tuple(tile[:3]) + (tile[3].replace('16B', byte),)]
       image.load()
-      planes.append(np.asarray(image))
+      planes.append(_array(image))
       orientation = image.getexif().get(_ORIENTATION, 1)
   high, low = planes
   return (high.astype(np.uint16) << 8) | low, orientation
@@ -155,9 +155,9 @@ def _pil_channels(image: Image.Image) -> np.ndarray:
   image.load()
   mode = image.mode
   if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N'):
-    return np.asarray(image).astype(np.uint16)[..., None]
+    return _array(image).astype(np.uint16, copy=False)[..., None]
   if mode in ('I', 'I;16S'):
-    values = np.asarray(image)
+    values = _array(image)
     if values.min() < 0 or values.max() > 65535:
       raise BadImageError(
           f'{mode} image with values outside 0-65535 (only 8 and 16 bits are taken)'
@@ -175,8 +175,20 @@ def _pil_channels(image: Image.Image) -> np.ndarray:
     image = image.convert('RGBA')
   elif mode not in ('L', 'LA', 'RGB', 'RGBA'):
     image = image.convert('RGB')  # CMYK, YCbCr, LAB, HSV, RGBX
-  pixels = np.asarray(image)
+  pixels = _array(image)
   return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def _array(image: Image.Image, rows: int = 256) -> np.ndarray:
+  """np.asarray(image), copied in strips of rows: asarray goes through one `tobytes()` of the
+  whole image, which briefly holds it twice more."""
+  width, height = image.size
+  first = np.asarray(image.crop((0, 0, width, min(rows, height))))
+  pixels = np.empty((height,) + first.shape[1:], first.dtype)
+  pixels[: len(first)] = first
+  for top in range(len(first), height, rows):
+    pixels[top : top + rows] = np.asarray(image.crop((0, top, width, min(top + rows, height))))
+  return pixels
 
 
 def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -187,16 +187,35 @@ def test_upscale_x4_and_downscale_report(images, tmp_path, capsys):
   assert Image.open(tmp_path / 'hr_lr.png').size == (16, 16)
 
 
-def test_upscale_keeps_gray_and_16bit(images, tmp_path):
+def test_upscale_keeps_gray_16bit_and_alpha(images, tmp_path, capsys):
   name = _shipped(SR)
   lr = np.asarray(Image.open(images / 'lr.png').convert('RGB'))
   image_files.write(tmp_path / 'c16.tif', image_files.Picture(lr.astype(np.uint16) * 257))
   Image.fromarray(lr[..., 1]).save(tmp_path / 'g8.png')
-  inputs = [str(tmp_path / 'c16.tif'), str(tmp_path / 'g8.png')]
+  rgba = Image.open(images / 'lr.png').convert('RGBA')
+  rgba.putalpha(200)
+  rgba.save(tmp_path / 'a8.png')
+  inputs = [str(tmp_path / n) for n in ('c16.tif', 'g8.png', 'a8.png')]
   assert upscale.main(['--model', name, *inputs, '--out', str(tmp_path / 'o')]) == 0
   colour = image_files.read(tmp_path / 'o/c16_x4.tif').pixels
   assert colour.dtype == np.uint16 and colour.shape == (80, 64, 3)
   assert Image.open(tmp_path / 'o/g8_x4.png').mode == 'L'
+  with_alpha = image_files.read(tmp_path / 'o/a8_x4.png')
+  assert with_alpha.alpha.shape == (80, 64, 1) and np.all(with_alpha.alpha == 200)
+  # --downscale on a 16-bit copy: 16-bit LR, bicubic and x4 images, scores as from 8 bits.
+  hr = np.asarray(Image.open(images / 'hr.png').convert('RGB'))
+  image_files.write(tmp_path / 'hr16.png', image_files.Picture(hr.astype(np.uint16) * 257))
+  capsys.readouterr()
+  for stem in ('hr', 'hr16'):
+    source = images / 'hr.png' if stem == 'hr' else tmp_path / 'hr16.png'
+    argv = ['--model', name, '--downscale', str(source), '--out', str(tmp_path / 'd')]
+    assert upscale.main(argv) == 0
+  scores = re.findall(r'bicubic ([\d.]+) dB, model ([\d.]+) dB', capsys.readouterr().out)
+  assert len(scores) == 2
+  np.testing.assert_allclose(np.array(scores[1], float), np.array(scores[0], float), atol=0.1)
+  for kind, size in (('lr', 16), ('bicubic', 64), ('x4', 64)):
+    pixels = image_files.read(tmp_path / f'd/hr16_{kind}.png').pixels
+    assert pixels.dtype == np.uint16 and pixels.shape == (size, size, 3)
 
 
 def test_clear_errors(images, tmp_path, capsys):
