@@ -405,11 +405,15 @@ class Job:
 def plan_jobs(
     files: Sequence[pathlib.Path], targets_of: Callable[[pathlib.Path], Mapping[str, pathlib.Path]]
 ) -> list[Job]:
-  """One Job per file; two inputs that would write the same output are a UsageError."""
+  """One Job per file; an output that is an input, or that two inputs would write, is a
+  UsageError."""
   jobs, owner = [], {}
+  inputs = {path.resolve(): path for path in files}
   for index, path in enumerate(files):
     targets = dict(targets_of(path))
     for target in targets.values():
+      if target.resolve() in inputs:
+        raise UsageError(f'the output {target} of {path} is an input; choose another --out')
       other = owner.setdefault(target.resolve(), path)
       if other != path:
         raise UsageError(

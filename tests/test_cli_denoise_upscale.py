@@ -238,6 +238,12 @@ def test_clear_errors(images, tmp_path, capsys):
   argv = ['--model', den, str(images / 'gray.png'), str(other / 'gray.png'), '--out', str(out)]
   assert denoise.main(argv) == 2
   assert 'would both write' in capsys.readouterr().err
+  own = _folder(tmp_path, images, ['gray.png'], name='own')
+  shutil.copy(images / 'gray.png', own / 'gray_denoised.png')
+  argv = ['--model', den, str(own), '--out', str(own), '--overwrite']
+  assert denoise.main(argv) == 2
+  assert 'gray_denoised.png of' in capsys.readouterr().err
+  assert sorted(p.name for p in own.iterdir()) == ['gray.png', 'gray_denoised.png']
   (tmp_path / 'file').write_text('')
   argv = ['--model', den, str(images / 'gray.png'), '--out', str(tmp_path / 'file')]
   assert denoise.main(argv) == 2
