@@ -78,6 +78,11 @@ def load(
   return pairs
 
 
+def noise_rng(seed: int, index: int) -> np.random.Generator:
+  """The generator of the noise of image `index` (float64 standard normals, row-major)."""
+  return pipeline.rng(seed, pipeline.EVAL_NOISE, index)
+
+
 def degrade_images(
     loaded: Sequence[images_lib.LoadedImage],
     *,
@@ -94,8 +99,9 @@ def degrade_images(
     out = []
     for i, image in enumerate(loaded):
       clean = image.pixels.astype(np.float64) / 255.0
-      noise_rng = pipeline.rng(seed, pipeline.EVAL_NOISE, i)
-      noisy = degrade.add_noise(clean, sigma, noise_rng, dtype=np.float64).astype(np.float32)
+      noisy = degrade.add_noise(clean, sigma, noise_rng(seed, i), dtype=np.float64).astype(
+          np.float32
+      )
       out.append(EvalImage(image.name, noisy, image.pixels))
     return out
   if task == 'super_resolution':
