@@ -6,6 +6,7 @@ suite is tested with), so pip takes them from its cache when CI's own install fi
 """
 
 import importlib.metadata
+import json
 import os
 import pathlib
 import pkgutil
@@ -56,6 +57,8 @@ CORE_MODULES = (
     'dxnet_jax.depthwise_fft',
     'dxnet_jax.distributed',
     'dxnet_jax.evaluate',
+    'dxnet_jax.image_files',
+    'dxnet_jax.inference',
     'dxnet_jax.kernels',
     'dxnet_jax.layers',
     'dxnet_jax.main',
@@ -232,17 +235,34 @@ def _check_console_commands(installed):
 
 def _check_denoise_cleans_a_real_noisy_photo(installed):
   _, env, work = installed
-  clean = np.asarray(Image.open(paths.data_root() / 'Set12' / '01.png').convert('L'))
-  rng = np.random.default_rng(0)
-  noisy = np.clip(np.round(clean + rng.normal(0, 50, clean.shape)), 0, 255).astype(np.uint8)
-  Image.fromarray(noisy).save(work / 'noisy.png')
+  photos = work / 'photos'
+  photos.mkdir()
+  for name in ('01.png', '02.png'):
+    shutil.copy(paths.data_root() / 'Set12' / name, photos / name)
   out = work / 'denoised'
-  done = _run(['dxnet-denoise', '--model', MODEL, work / 'noisy.png', '--out', out], env, work)
+  done = _run(
+      ['dxnet-denoise', '--model', MODEL, '--add-noise', '50', '--seed', '0', photos, '--out', out],
+      env,
+      work,
+  )
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  (written,) = out.glob('*.png')
-  result = np.asarray(Image.open(written))
+  denoised = dict(re.findall(r'(\d\d)\.png -> .*denoised ([\d.]+) dB', done.stdout + done.stderr))
+  assert sorted(denoised) == ['01', '02'], done.stdout + done.stderr
+  clean = np.asarray(Image.open(photos / '01.png').convert('L'))
+  result = np.asarray(Image.open(next(out.glob('01*denoised*.png'))))
   assert result.shape == clean.shape and result.dtype == np.uint8
-  assert metrics.psnr(result, clean) > metrics.psnr(noisy, clean) + 8.0
+  # The same images, noise and model scored by dxnet-evaluate.
+  done = _run(
+      ['dxnet-evaluate', '--pretrained', MODEL, '--set', photos, '--sigma', '50', '--seed', '0']
+      + ['--per-image', '--json'],
+      env,
+      work,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  (row,) = json.loads(done.stdout)['results']
+  for image in row['images']:
+    assert abs(float(denoised[image['name'][:2]]) - image['psnr']) < 0.006, (image, denoised)
+  assert row['psnr'] > 25.0
 
 
 def _check_train_writes_metrics_without_tensorboard(installed):
