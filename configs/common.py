@@ -59,6 +59,33 @@ def choose(name: str, variants: dict, what: str):
   return variants[name]
 
 
+def sgd_on_plateau() -> ml_collections.ConfigDict:
+  """The paper's classification optimiser: SGD with Nesterov momentum 0.9, weight decay 5e-4,
+  lr 0.1 halved when the validation loss stops improving (patience 10 epochs: ours)."""
+  return optim(
+      'sgd',
+      learning_rate=0.1,
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,
+      schedule='plateau',
+      plateau_factor=0.5,
+      plateau_patience=10,
+  )
+
+
+def study(runs, *, budget_steps: int, paper: bool, metrics, compare) -> ml_collections.ConfigDict:
+  """A sweep study (`dxnet_jax.sweep`): `runs` x seeds 0, 1, 2; unless `paper`, every run cut to
+  `budget_steps` steps."""
+  config = ml_collections.ConfigDict()
+  config.seeds = (0, 1, 2)
+  config.runs = list(runs)
+  config.overrides = {} if paper else {'num_steps': budget_steps, 'log_every_steps': 100}
+  config.metrics = tuple(metrics)
+  config.compare = list(compare)
+  return config
+
+
 def trainer(task: str, model: str, input_shape, **data) -> ml_collections.ConfigDict:
   """The trainer's fields at their defaults (`dxnet_jax.train.defaults`) for `model`."""
   return defaults.base_config(task, model, input_shape, **data)

@@ -24,16 +24,7 @@ def get_config(arg='dxnet105'):
   config = common.trainer('classification', model, (224, 224, 3), name='imagenet2012')
   config.data.update(source='tfds', validation_split='validation', augment='imagenet')
   config.model.remat = True
-  config.optim = common.optim(
-      'sgd',
-      learning_rate=0.1,
-      momentum=0.9,
-      nesterov=True,
-      weight_decay=5e-4,
-      schedule='plateau',
-      plateau_factor=0.5,
-      plateau_patience=10,
-  )
+  config.optim = common.sgd_on_plateau()
   config.batch_size = 256
   config.num_epochs = 90
   config.log_every_steps = 100

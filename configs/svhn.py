@@ -28,16 +28,7 @@ def get_config(arg='dxnet_12'):
       normalize=False,
   )
   config.model.dropout_rate = 0.2
-  config.optim = common.optim(
-      'sgd',
-      learning_rate=0.1,
-      momentum=0.9,
-      nesterov=True,
-      weight_decay=5e-4,
-      schedule='plateau',
-      plateau_factor=0.5,
-      plateau_patience=10,
-  )
+  config.optim = common.sgd_on_plateau()
   config.batch_size = 128
   config.num_epochs = 100
   return config

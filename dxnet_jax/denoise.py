@@ -1,9 +1,9 @@
 """Denoises your own image files with a shipped pretrained model.
 
 examples:
-  python -m dxnet_jax.denoise --model denoise_dxnet_444_s50_h200 photo.png --out denoised/
-  python -m dxnet_jax.denoise --model denoise_dxnet_444_s50_h200 'shots/**/*.tif' scans/ --out clean/
-  python -m dxnet_jax.denoise --model denoise_dxnet_444_s50_h200 --add-noise 50 --seed 0 \\
+  dxnet-denoise --model denoise_dxnet_444_s50_h200 photo.png --out denoised/
+  dxnet-denoise --model denoise_dxnet_444_s50_h200 'shots/**/*.tif' scans/ --out clean/
+  dxnet-denoise --model denoise_dxnet_444_s50_h200 --add-noise 50 --seed 0 \\
       ../shared/data/Set12 --out set12/
 
 Inputs are image files, folders (their image files, in name order) and glob patterns (quoted
@@ -36,7 +36,6 @@ Exit status: 0 every input written or skipped, 1 some input failed, 2 bad comman
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -52,13 +51,14 @@ DEFAULT_TILE = 512
 _NOISE_ROWS = 256  # rows of noise drawn at a time
 
 
-def _parse(argv):
-  parser = argparse.ArgumentParser(
-      prog='python -m dxnet_jax.denoise',
-      description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter,
+def _parser():
+  parser = inference.command_parser(
+      'dxnet-denoise',
+      __doc__,
+      'a pretrained denoising model',
+      DEFAULT_TILE,
+      'output tile size in pixels',
   )
-  parser.add_argument('--model', required=True, help='a pretrained denoising model')
   parser.add_argument('--sigma', type=float, help='noise level of the inputs (0-255 scale)')
   parser.add_argument(
       '--add-noise',
@@ -67,16 +67,7 @@ def _parse(argv):
       help='add N(0, (SIGMA/255)^2) noise to each (clean) input first; report PSNR',
   )
   parser.add_argument('--seed', type=int, default=0, help='seed of --add-noise (default 0)')
-  parser.add_argument('--out', required=True, help='output folder')
-  parser.add_argument(
-      '--tile',
-      type=int,
-      default=DEFAULT_TILE,
-      help=f'output tile size in pixels (default {DEFAULT_TILE}); smaller uses less memory',
-  )
-  parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
-  parser.add_argument('inputs', nargs='+', metavar='IN', help='image files, folders or patterns')
-  return parser.parse_args(argv)
+  return parser
 
 
 def noisy_image(clean: np.ndarray, peak: int, sigma: float, seed: int, index: int) -> np.ndarray:
@@ -169,15 +160,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-  # glibc's allocator stays as it is (no kernels.prepare_process): it returns each window's
-  # buffers to the system, while a heap kept across windows fragments, up to about twice one
-  # window's memory (2.4 vs 1.2 GB peak at 512-px tiles), for about 10% more speed.
-  args = _parse(argv)
-  try:
-    return run(args)
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  return inference.command_main(_parser(), run, argv)
 
 
 if __name__ == '__main__':

@@ -34,6 +34,7 @@ atomically, reports each file on stderr, and goes on past a file that fails.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import glob
@@ -464,3 +465,36 @@ def run_files(jobs: Sequence[Job], process: Process, *, overwrite: bool) -> int:
 
 def _log(line: str) -> None:
   print(line, file=sys.stderr, flush=True)
+
+
+def command_parser(prog: str, doc: str, model_help: str, tile: int, tile_help: str):
+  """The options every inference command takes: --model, --out, --tile, --overwrite, inputs."""
+  parser = argparse.ArgumentParser(
+      prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument('--model', required=True, help=model_help)
+  parser.add_argument('--out', required=True, help='output folder')
+  parser.add_argument(
+      '--tile',
+      type=int,
+      default=tile,
+      help=f'{tile_help} (default {tile}); smaller uses less memory',
+  )
+  parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+  parser.add_argument('inputs', nargs='+', metavar='IN', help='image files, folders or patterns')
+  return parser
+
+
+def command_main(parser, run, argv=None) -> int:
+  """Parses `argv` and runs the command; a bad input or model is exit status 2.
+
+  glibc's allocator stays as it is (no `kernels.prepare_process`): it returns each window's
+  buffers to the system, while a heap kept across windows fragments, up to about twice one
+  window's memory (2.4 vs 1.2 GB peak at 512-px tiles), for about 10% more speed.
+  """
+  args = parser.parse_args(argv)
+  try:
+    return run(args)
+  except (ValueError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2

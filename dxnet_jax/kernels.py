@@ -12,6 +12,7 @@ Every setting builds the same parameter tree and computes the same function to f
 so a checkpoint trained with one loads and runs with any other.
 """
 
+import functools
 from typing import Optional
 
 import jax
@@ -62,9 +63,11 @@ def make_parts(
     from dxnet_jax import xla_cpu  # pylint: disable=g-import-not-at-top
 
     return xla_cpu.make_parts(**options)
+  parts = layers.flax_parts(**options)
   if kernels == 'gpu':
-    return layers.flax_parts(**options, depthwise_convolve=depthwise_conv2d_fft)
-  return layers.flax_parts(**options)
+    fft_depthwise_conv = functools.partial(parts.depthwise_conv, convolve=depthwise_conv2d_fft)
+    return parts.replace(depthwise_conv=fft_depthwise_conv)
+  return parts
 
 
 def prepare_process(kernels: str = 'auto') -> None:

@@ -119,14 +119,8 @@ class XUnit(nn.Module):
     return x * gate
 
 
-class GaussianXUnit(nn.Module):
-  """The original (2018) xUnit: no 1x1 convolution and a Gaussian gate, ``x * exp(-g^2)``."""
-
-  conv: ModuleDef
-  depthwise_conv: ModuleDef
-  norm: ModuleDef
-  norm_relu: ModuleDef
-  kernel_size: int = 9
+class GaussianXUnit(XUnit):
+  """The original (2018) xUnit: a Gaussian gate, ``x * exp(-g^2)``, and no 1x1 convolution."""
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -216,12 +210,11 @@ def flax_parts(
     axis_name: Optional[str] = None,
     xunit_design: str = 'dxnet',
     xunit_kernel: int = 9,
-    depthwise_convolve: Callable[[jax.Array, jax.Array], jax.Array] = depthwise_conv2d,
 ) -> Parts:
   """Plain flax parts: `nn.Conv`, `nn.BatchNorm` with PyTorch's momentum, XLA's convolutions.
 
-  `axis_name` synchronises BatchNorm statistics under `pmap`; `depthwise_convolve` computes the
-  xUnit's depthwise convolution.
+  `axis_name` averages BatchNorm statistics over a `pmap` axis; the xUnit is `xunit_design`'s
+  with a `xunit_kernel`-wide depthwise filter.
   """
   conv = functools.partial(
       nn.Conv, padding='SAME', use_bias=False, kernel_init=he_normal, dtype=dtype
@@ -229,7 +222,7 @@ def flax_parts(
   bn = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, axis_name=axis_name)
   norm = functools.partial(nn.BatchNorm, **bn)
   norm_relu = functools.partial(BatchNormReLU, **bn)
-  depthwise_conv = functools.partial(DepthwiseConv, convolve=depthwise_convolve, dtype=dtype)
+  depthwise_conv = functools.partial(DepthwiseConv, dtype=dtype)
   return Parts(
       conv=conv,
       depthwise_conv=depthwise_conv,

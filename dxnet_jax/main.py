@@ -1,9 +1,9 @@
 """Trains one experiment from a config file; rerunning the same command resumes it.
 
   dxnet-train --config configs/quickstart.py --workdir runs/quickstart
-  dxnet-train --config configs/denoise_dxnet_444.py --workdir runs/dn --config.batch_size=32
-  dxnet-train --config configs/gpu/denoise.py:dxnet_denoise_444 --workdir runs/gpu_dn
-  python -m dxnet_jax.main --config configs/sr_dxnet16.py --workdir runs/sr --cpu_devices=2
+  dxnet-train --config configs/denoise.py:dxnet_444 --workdir runs/dn --config.batch_size=32
+  dxnet-train --config configs/denoise.py:dxnet_444,gpu --workdir runs/gpu_dn
+  python -m dxnet_jax.main --config configs/sr.py:dxnet16 --workdir runs/sr --cpu_devices=2
 
 A config file is Python with `get_config()` (the repository's configs/ folder holds the paper's
 experiments; `file.py:ARG` passes ARG to it). Any config field can be overridden on the command

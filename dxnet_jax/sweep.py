@@ -11,9 +11,9 @@ convention of training configs, big_vision style):
       study = ml_collections.ConfigDict()
       study.seeds = (0, 1, 2)
       study.runs = [
-          dict(label='dxnet_444', config='configs/denoise_dxnet_444.py:50'),
-          dict(label='densenet_444', config='configs/denoise_densenet_444.py:50'),
-          dict(label='densenet_444_lr5e-4', config='configs/denoise_densenet_444.py:50',
+          dict(label='dxnet_444', config='configs/denoise.py:dxnet_444'),
+          dict(label='densenet_444', config='configs/denoise.py:densenet_444'),
+          dict(label='densenet_444_lr5e-4', config='configs/denoise.py:densenet_444',
                overrides={'optim.learning_rate': 5e-4}),
       ]
       study.overrides = {'num_epochs': 5} if arg == 'short' else {}

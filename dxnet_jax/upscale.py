@@ -1,9 +1,9 @@
 """Up-scales your own image files with a shipped pretrained super-resolution model (x4).
 
 examples:
-  python -m dxnet_jax.upscale --model sr_dxnet16_x4_budget small.png --out big/
-  python -m dxnet_jax.upscale --model sr_dxnet16_x4_budget 'thumbs/*.jpg' --out big/ --tile 64
-  python -m dxnet_jax.upscale --model sr_dxnet16_x4_budget --downscale ../shared/data/Set5 --out set5/
+  dxnet-upscale --model sr_dxnet16_x4_budget small.png --out big/
+  dxnet-upscale --model sr_dxnet16_x4_budget 'thumbs/*.jpg' --out big/ --tile 64
+  dxnet-upscale --model sr_dxnet16_x4_budget --downscale ../shared/data/Set5 --out set5/
 
 Inputs are image files, folders (their image files, in name order) and glob patterns (quoted
 patterns are expanded by the command; '**' recurses). PNG, TIFF, JPEG, BMP, WebP, PPM/PGM, gray
@@ -30,7 +30,6 @@ Exit status: 0 every input written or skipped, 1 some input failed, 2 bad comman
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
@@ -46,28 +45,20 @@ from dxnet_jax.data import degrade
 DEFAULT_TILE = 128
 
 
-def _parse(argv):
-  parser = argparse.ArgumentParser(
-      prog='python -m dxnet_jax.upscale',
-      description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter,
+def _parser():
+  parser = inference.command_parser(
+      'dxnet-upscale',
+      __doc__,
+      'a pretrained super-resolution model',
+      DEFAULT_TILE,
+      'tile size in input pixels',
   )
-  parser.add_argument('--model', required=True, help='a pretrained super-resolution model')
   parser.add_argument(
       '--downscale',
       action='store_true',
       help='inputs are HR references: downscale x4 first and report Y-PSNR',
   )
-  parser.add_argument('--out', required=True, help='output folder')
-  parser.add_argument(
-      '--tile',
-      type=int,
-      default=DEFAULT_TILE,
-      help=f'tile size in input pixels (default {DEFAULT_TILE}); smaller uses less memory',
-  )
-  parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
-  parser.add_argument('inputs', nargs='+', metavar='IN', help='image files, folders or patterns')
-  return parser.parse_args(argv)
+  return parser
 
 
 def resize_bicubic(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -171,15 +162,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-  # glibc's allocator stays as it is (no kernels.prepare_process): it returns each window's
-  # buffers to the system, while a heap kept across windows fragments, up to about twice one
-  # window's memory (2.4 vs 1.2 GB peak at 512-px tiles), for about 10% more speed.
-  args = _parse(argv)
-  try:
-    return run(args)
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  return inference.command_main(_parser(), run, argv)
 
 
 if __name__ == '__main__':

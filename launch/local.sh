@@ -30,7 +30,7 @@ Trainer overrides: anything after `--`, and any --config.key=value flag, is pass
 Examples:
   launch/local.sh --config configs/quickstart.py --workdir /tmp/quick
   launch/local.sh --config configs/quickstart.py --workdir /tmp/quick --devices 4 \
-      --config.num_train_steps=20
+      --config.num_steps=20
   launch/local.sh --config configs/quickstart.py --workdir /tmp/q2 --processes 2 --devices 2
 EOF
 }

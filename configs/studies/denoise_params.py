@@ -12,25 +12,22 @@ Budget (the default): configs/denoise.py's recipe cut to 1,000 Adam steps of bat
   python -m dxnet_jax.sweep configs/studies/denoise_params.py --root runs/studies/denoise_params
 """
 
-import ml_collections
-
 from configs import common
 
 MODELS = ('dxnet_444', 'dxnet_666', 'densenet_444', 'densenet_555', 'densenet_666')
-BUDGET_STEPS = 1000
 
 
 def get_config(arg=''):
   arg = common.parse_arg(arg, paper=False)
-  study = ml_collections.ConfigDict()
-  study.seeds = (0, 1, 2)
   recipe = '' if arg.paper else ',budget'
-  study.runs = [dict(label=m, config=f'configs/denoise.py:{m}{recipe}') for m in MODELS]
-  study.overrides = {} if arg.paper else {'num_steps': BUDGET_STEPS, 'log_every_steps': 100}
-  study.metrics = ('psnr', 'ssim', 'best_validation', 'parameters', 'steps')
-  study.compare = [
-      ('densenet_444', 'dxnet_444'),  # same depth
-      ('densenet_555', 'dxnet_444'),  # about the same parameters
-      ('densenet_666', 'dxnet_666'),  # same depth
-  ]
-  return study
+  return common.study(
+      [dict(label=m, config=f'configs/denoise.py:{m}{recipe}') for m in MODELS],
+      budget_steps=1000,
+      paper=arg.paper,
+      metrics=('psnr', 'ssim', 'best_validation', 'parameters', 'steps'),
+      compare=[
+          ('densenet_444', 'dxnet_444'),  # same depth
+          ('densenet_555', 'dxnet_444'),  # about the same parameters
+          ('densenet_666', 'dxnet_666'),  # same depth
+      ],
+  )

@@ -11,26 +11,24 @@ run on a 2-core CPU; 27 runs. 'paper': 64 channels and the full denoising recipe
   python -m dxnet_jax.sweep configs/studies/xunit_designs.py --root runs/studies/xunit_designs
 """
 
-import ml_collections
-
 from configs import common
 
 DESIGNS = ('relu', 'dxnet', 'gaussian')
 DEPTHS = (3, 5, 7)
-BUDGET_STEPS = 1000
 
 
 def get_config(arg=''):
   arg = common.parse_arg(arg, paper=False)
-  study = ml_collections.ConfigDict()
-  study.seeds = (0, 1, 2)
   variant = 'features=64' if arg.paper else 'features=32,budget'
-  study.runs = [
+  runs = [
       dict(label=f'{design}_{depth}', config=f'configs/xunit_designs.py:{design},{depth},{variant}')
       for depth in DEPTHS
       for design in DESIGNS
   ]
-  study.overrides = {} if arg.paper else {'num_steps': BUDGET_STEPS, 'log_every_steps': 100}
-  study.metrics = ('psnr', 'ssim', 'parameters', 'steps')
-  study.compare = [(f'relu_{d}', f'{x}_{d}') for d in DEPTHS for x in ('dxnet', 'gaussian')]
-  return study
+  return common.study(
+      runs,
+      budget_steps=1000,
+      paper=arg.paper,
+      metrics=('psnr', 'ssim', 'parameters', 'steps'),
+      compare=[(f'relu_{d}', f'{x}_{d}') for d in DEPTHS for x in ('dxnet', 'gaussian')],
+  )

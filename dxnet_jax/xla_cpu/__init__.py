@@ -17,37 +17,22 @@ No model module imports this package; `make_parts` hands its parts to the models
 """
 
 import functools
-from typing import Optional
 
-import flax.linen as nn
-import jax.numpy as jnp
-
-from dxnet_jax.layers import BN_EPSILON, BN_MOMENTUM, DepthwiseConv, Parts, he_normal, xunit_def
+from dxnet_jax import layers
 from dxnet_jax.xla_cpu import conv
 from dxnet_jax.xla_cpu.batchnorm import BatchNormReLU
 from dxnet_jax.xla_cpu.dense_block import DenseBlock
 from dxnet_jax.xla_cpu.remat import ordered_remat
 
 
-def make_parts(
-    dtype=jnp.float32,
-    axis_name: Optional[str] = None,
-    xunit_design: str = 'dxnet',
-    xunit_kernel: int = 9,
-) -> Parts:
-  """The CPU's parts (see the package docstring); same arguments as `layers.flax_parts`."""
-  convolution = functools.partial(conv.Conv, use_bias=False, kernel_init=he_normal, dtype=dtype)
-  bn = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, axis_name=axis_name)
-  norm = functools.partial(nn.BatchNorm, **bn)
-  norm_relu = functools.partial(BatchNormReLU, **bn)
-  depthwise_conv = functools.partial(DepthwiseConv, convolve=conv.depthwise_conv2d, dtype=dtype)
-  return Parts(
-      conv=convolution,
-      depthwise_conv=depthwise_conv,
-      norm=norm,
-      norm_relu=norm_relu,
-      xunit=xunit_def(xunit_design, xunit_kernel, convolution, depthwise_conv, norm, norm_relu),
+def make_parts(**options) -> layers.Parts:
+  """`layers.flax_parts(**options)` with the CPU's convolutions, BatchNorm-ReLU, remat and
+  dense blocks in place of the plain ones (same settings, same parameters)."""
+  parts = layers.flax_parts(**options)
+  return parts.replace(
+      conv=functools.partial(conv.Conv, **parts.conv.keywords),
+      depthwise_conv=functools.partial(parts.depthwise_conv, convolve=conv.depthwise_conv2d),
+      norm_relu=functools.partial(BatchNormReLU, **parts.norm.keywords),
       remat=functools.partial(ordered_remat, sync='barrier'),
-      dense_block=functools.partial(DenseBlock, axis_name=axis_name),
-      dtype=dtype,
+      dense_block=functools.partial(DenseBlock, axis_name=options.get('axis_name')),
   )

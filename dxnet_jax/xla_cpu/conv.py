@@ -68,6 +68,7 @@ class Conv(nn.Module):
   features: int
   kernel_size: Sequence[int]
   strides: int = 1
+  padding: str = 'SAME'
   use_bias: bool = True
   kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
   bias_init: Callable[..., Any] = nn.initializers.zeros
@@ -76,6 +77,8 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    if self.padding != 'SAME':
+      raise ValueError(f"The CPU's convolutions pad 'SAME', got padding={self.padding!r}.")
     kh, kw = self.kernel_size
     shape = (kh, kw, x.shape[-1], self.features)
     kernel = self.param('kernel', self.kernel_init, shape, self.param_dtype)
