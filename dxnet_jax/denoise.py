@@ -26,12 +26,6 @@ images both commands report the same per-image PSNR.
 Images are denoised in tiles of --tile pixels with the model's receptive field as overlap
 (dxnet_jax/inference.py): the result equals denoising the whole image at once, and memory stays
 bounded (the image, its output, and about 1.2 GB for 512-px tiles) however large the photo.
-
-An existing output is never replaced without --overwrite: that input is skipped and reported,
-so running a command again finishes one that was interrupted. Outputs are written to a
-temporary file and renamed, so no half-written file is left. A file that cannot be read or
-written is reported and the others are still processed.
-Exit status: 0 every input written or skipped, 1 some input failed, 2 bad command line or model.
 """
 
 from __future__ import annotations

@@ -467,10 +467,23 @@ def _log(line: str) -> None:
   print(line, file=sys.stderr, flush=True)
 
 
+COMMAND_NOTES = """\
+An existing output is never replaced without --overwrite: that input is skipped and reported,
+so running a command again finishes one that was interrupted. Outputs are written to a
+temporary file and renamed, so no half-written file is left. A file that cannot be read or
+written is reported and the others are still processed.
+Exit status: 0 every input written or skipped, 1 some input failed, 2 bad command line or model.
+"""
+
+
 def command_parser(prog: str, doc: str, model_help: str, tile: int, tile_help: str):
-  """The options every inference command takes: --model, --out, --tile, --overwrite, inputs."""
+  """The options every inference command takes: --model, --out, --tile, --overwrite, inputs;
+  `COMMAND_NOTES` close its help."""
   parser = argparse.ArgumentParser(
-      prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+      prog=prog,
+      description=doc,
+      epilog=COMMAND_NOTES,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument('--model', required=True, help=model_help)
   parser.add_argument('--out', required=True, help='output folder')

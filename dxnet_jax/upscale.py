@@ -20,12 +20,6 @@ up-scaling are reported; the LR and bicubic images are written too (<stem>_lr, <
 Images are up-scaled in tiles of --tile input pixels with the model's receptive field (178 px for
 DxNet16) as overlap (dxnet_jax/inference.py): the result equals up-scaling the whole image at
 once, and memory stays bounded (the image, its output, and about 2.4 GB for 128-px tiles).
-
-An existing output is never replaced without --overwrite: that input is skipped and reported,
-so running a command again finishes one that was interrupted. Outputs are written to a
-temporary file and renamed, so no half-written file is left. A file that cannot be read or
-written is reported and the others are still processed.
-Exit status: 0 every input written or skipped, 1 some input failed, 2 bad command line or model.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ Readings of the paper, checked against its parameter counts (see README "Models"
 Every module takes its convolutions, norms and xUnit from `parts` (`dxnet_jax.layers.Parts`).
 """
 
+import dataclasses
 import functools
 from typing import Optional, Sequence, Union
 
@@ -164,6 +165,24 @@ class DenseTrunk(nn.Module):
     return x
 
 
+def trunk_of(net: nn.Module, parts: Parts, pool: bool = True, dropout_rate: float = 0.0):
+  """The dense trunk of `net`, a model with `blocks`, `growth_rate`, `compression`,
+  `bottleneck_width`, `activation` and `remat` fields, checked."""
+  validate_dense_spec(net.blocks, net.growth_rate, net.compression, net.activation, net.remat)
+  return DenseTrunk(
+      net.blocks,
+      net.growth_rate,
+      parts,
+      compression=net.compression,
+      bottleneck_width=net.bottleneck_width,
+      xunit=net.activation == 'xunit',
+      dropout_rate=dropout_rate,
+      pool=pool,
+      remat=net.remat,
+      name='trunk',
+  )
+
+
 class DenseNetBackbone(nn.Module):
   """Stem, dense trunk and final BN-ReLU of a classifier; returns the last feature map."""
 
@@ -192,61 +211,28 @@ class DenseNetBackbone(nn.Module):
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       raise ValueError(f"stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
-    xunit = self.activation == 'xunit'
-    if xunit if self.stem_xunit is None else self.stem_xunit:
+    stem_xunit = self.activation == 'xunit' if self.stem_xunit is None else self.stem_xunit
+    if stem_xunit:
       x = parts.xunit(name='stem_xunit')(x, train)
-    x = DenseTrunk(
-        self.blocks,
-        self.growth_rate,
-        parts,
-        compression=self.compression,
-        bottleneck_width=self.bottleneck_width,
-        xunit=xunit,
-        dropout_rate=self.dropout_rate,
-        remat=self.remat,
-        name='trunk',
-    )(x, train)
+    x = trunk_of(self, parts, dropout_rate=self.dropout_rate)(x, train)
     return parts.norm_relu(use_running_average=not train, name='final_bn')(x)
 
 
-class DenseNetClassifier(nn.Module):
-  """DenseNet-BC / DxNet image classifier.
+class DenseNetClassifier(DenseNetBackbone):
+  """DenseNet-BC / DxNet image classifier: the backbone and a dense head over global pooling.
 
   `features` returns the final feature map (after the last BN-ReLU), so class activation maps can
   be formed from it and the `head` kernel; `__call__` returns float32 logits.
   """
 
-  num_classes: int
-  blocks: Sequence[int]
-  growth_rate: int
-  parts: Parts
-  stem: str = 'cifar'
-  stem_features: Optional[int] = None
-  stem_xunit: Optional[bool] = None
-  compression: float = 0.5
-  bottleneck_width: int = 4
-  activation: str = 'relu'
-  dropout_rate: float = 0.0
-  remat: Union[bool, str] = False
+  num_classes: int = 10
 
   def setup(self):
     if self.num_classes < 1:
       raise ValueError(f'num_classes must be positive, got {self.num_classes}.')
-    validate_dense_spec(
-        self.blocks, self.growth_rate, self.compression, self.activation, self.remat
-    )
+    fields = [f.name for f in dataclasses.fields(DenseNetBackbone)]
     self.backbone = DenseNetBackbone(
-        self.blocks,
-        self.growth_rate,
-        self.parts,
-        stem=self.stem,
-        stem_features=self.stem_features,
-        stem_xunit=self.stem_xunit,
-        compression=self.compression,
-        bottleneck_width=self.bottleneck_width,
-        activation=self.activation,
-        dropout_rate=self.dropout_rate,
-        remat=self.remat,
+        **{f: getattr(self, f) for f in fields if f not in ('parent', 'name')}
     )
     self.head = nn.Dense(self.num_classes, dtype=self.parts.dtype)
 

@@ -30,173 +30,76 @@ class ModelSpec:
   paper_params: Optional[str] = None
 
 
-def _cifar(blocks, activation, **kw):
-  return dict(num_classes=10, blocks=blocks, growth_rate=12, activation=activation, **kw)
+def _cifar(blocks, activation, description, paper=None) -> ModelSpec:
+  kwargs = dict(num_classes=10, blocks=blocks, growth_rate=12, activation=activation)
+  return ModelSpec(DenseNetClassifier, kwargs, 'classification', (32, 32, 3), description, paper)
 
 
-def _imagenet(blocks, activation):
-  return dict(
-      num_classes=1000, blocks=blocks, growth_rate=32, stem='imagenet', activation=activation
+def _imagenet(blocks, activation, description, paper=None) -> ModelSpec:
+  kwargs = dict(num_classes=1000, blocks=blocks, growth_rate=32, stem='imagenet')
+  kwargs['activation'] = activation
+  return ModelSpec(DenseNetClassifier, kwargs, 'classification', (224, 224, 3), description, paper)
+
+
+def _denoiser(blocks, activation, description, paper=None, channels=1) -> ModelSpec:
+  kwargs = dict(blocks=blocks, activation=activation)
+  return ModelSpec(DenseDenoiser, kwargs, 'denoising', (40, 40, channels), description, paper)
+
+
+def _sr(blocks, growth_rate, activation, description, paper=None) -> ModelSpec:
+  kwargs = dict(blocks=blocks, growth_rate=growth_rate, activation=activation)
+  return ModelSpec(
+      DenseSuperResolution, kwargs, 'super_resolution', (24, 24, 3), description, paper
   )
 
 
+def _feed_forward(depth, activation, description, paper=None, **kwargs) -> ModelSpec:
+  kwargs = dict(depth=depth, features=64, activation=activation, **kwargs)
+  return ModelSpec(FeedForwardXNet, kwargs, 'denoising', (40, 40, 1), description, paper)
+
+
+# The networks of the paper (SVHN configs add dropout_rate=0.2 to the CIFAR ones).
 MODELS: Dict[str, ModelSpec] = {
-    # CIFAR-10 / SVHN (SVHN configs add dropout_rate=0.2).
-    'densenet_bc_k12_16': ModelSpec(
-        DenseNetClassifier,
-        _cifar((16, 16, 16), 'relu'),
-        'classification',
-        (32, 32, 3),
-        'DenseNet-BC (L=100, k=12), CIFAR form',
-        '0.8M',
+    'densenet_bc_k12_16': _cifar(
+        (16,) * 3, 'relu', 'DenseNet-BC (L=100, k=12), CIFAR form', '0.8M'
     ),
-    'densenet_bc_k12_26': ModelSpec(
-        DenseNetClassifier,
-        _cifar((26, 26, 26), 'relu'),
-        'classification',
-        (32, 32, 3),
-        'DenseNet-BC (L=160, k=12), CIFAR form',
-        '1.7M',
+    'densenet_bc_k12_26': _cifar(
+        (26,) * 3, 'relu', 'DenseNet-BC (L=160, k=12), CIFAR form', '1.7M'
     ),
-    'dxnet_k12_12': ModelSpec(
-        DenseNetClassifier,
-        _cifar((12, 12, 12), 'xunit'),
-        'classification',
-        (32, 32, 3),
-        'DxNet 12-12-12, k=12, CIFAR form',
-        '0.5M',
+    'dxnet_k12_12': _cifar((12,) * 3, 'xunit', 'DxNet 12-12-12, k=12, CIFAR form', '0.5M'),
+    'dxnet_k12_19': _cifar((19,) * 3, 'xunit', 'DxNet 19-19-19, k=12, CIFAR form', '1.0M'),
+    'densenet121': _imagenet((6, 12, 24, 16), 'relu', 'DenseNet-121 (torchvision layout)', '8.0M'),
+    'dxnet105': _imagenet(
+        (6, 12, 20, 12), 'xunit', 'DxNet-105: blocks 6-12-20-12, k=32, xUnit after the stem'
     ),
-    'dxnet_k12_19': ModelSpec(
-        DenseNetClassifier,
-        _cifar((19, 19, 19), 'xunit'),
-        'classification',
-        (32, 32, 3),
-        'DxNet 19-19-19, k=12, CIFAR form',
-        '1.0M',
+    'dxnet_denoise_444': _denoiser(
+        (4, 4, 4), 'xunit', 'DxNet 4-4-4, k=16, gray denoiser', '~139K (a quarter of DnCNN)'
     ),
-    # ImageNet.
-    'densenet121': ModelSpec(
-        DenseNetClassifier,
-        _imagenet((6, 12, 24, 16), 'relu'),
-        'classification',
-        (224, 224, 3),
-        'DenseNet-121 (torchvision layout)',
-        '8.0M',
+    'dxnet_denoise_666': _denoiser((6, 6, 6), 'xunit', 'DxNet 6-6-6, k=16, gray denoiser'),
+    'densenet_denoise_444': _denoiser((4, 4, 4), 'relu', 'DenseNet 4-4-4, k=16, gray denoiser'),
+    'densenet_denoise_555': _denoiser(
+        (5, 5, 5), 'relu', "DenseNet 5-5-5, k=16, gray denoiser (about DxNet 4-4-4's size)"
     ),
-    'dxnet105': ModelSpec(
-        DenseNetClassifier,
-        _imagenet((6, 12, 20, 12), 'xunit'),
-        'classification',
-        (224, 224, 3),
-        'DxNet-105: blocks 6-12-20-12, k=32, xUnit after the stem',
-        None,
+    'densenet_denoise_666': _denoiser((6, 6, 6), 'relu', 'DenseNet 6-6-6, k=16, gray denoiser'),
+    'dxnet_denoise_444_rgb': _denoiser(
+        (4, 4, 4), 'xunit', 'DxNet 4-4-4, k=16, color denoiser', channels=3
     ),
-    # Gaussian denoising (gray unless named _rgb).
-    'dxnet_denoise_444': ModelSpec(
-        DenseDenoiser,
-        dict(blocks=(4, 4, 4), activation='xunit'),
-        'denoising',
-        (40, 40, 1),
-        'DxNet 4-4-4, k=16, gray denoiser',
-        '~139K (a quarter of DnCNN)',
+    'dxnet16_sr': _sr(
+        (4, 4, 4, 6, 8, 8), 16, 'xunit', 'DxNet16 x4 SR: k=16, blocks 4-4-4-6-8-8', '0.86M'
     ),
-    'dxnet_denoise_666': ModelSpec(
-        DenseDenoiser,
-        dict(blocks=(6, 6, 6), activation='xunit'),
-        'denoising',
-        (40, 40, 1),
-        'DxNet 6-6-6, k=16, gray denoiser',
-        None,
-    ),
-    'densenet_denoise_444': ModelSpec(
-        DenseDenoiser,
-        dict(blocks=(4, 4, 4), activation='relu'),
-        'denoising',
-        (40, 40, 1),
-        'DenseNet 4-4-4, k=16, gray denoiser',
-        None,
-    ),
-    'densenet_denoise_555': ModelSpec(
-        DenseDenoiser,
-        dict(blocks=(5, 5, 5), activation='relu'),
-        'denoising',
-        (40, 40, 1),
-        'DenseNet 5-5-5, k=16, gray denoiser (about DxNet 4-4-4 size)',
-        None,
-    ),
-    'densenet_denoise_666': ModelSpec(
-        DenseDenoiser,
-        dict(blocks=(6, 6, 6), activation='relu'),
-        'denoising',
-        (40, 40, 1),
-        'DenseNet 6-6-6, k=16, gray denoiser',
-        None,
-    ),
-    'dxnet_denoise_444_rgb': ModelSpec(
-        DenseDenoiser,
-        dict(blocks=(4, 4, 4), activation='xunit'),
-        'denoising',
-        (40, 40, 3),
-        'DxNet 4-4-4, k=16, color denoiser',
-        None,
-    ),
-    # x4 super-resolution.
-    'dxnet16_sr': ModelSpec(
-        DenseSuperResolution,
-        dict(blocks=(4, 4, 4, 6, 8, 8), growth_rate=16, activation='xunit'),
-        'super_resolution',
-        (24, 24, 3),
-        'DxNet16 x4 SR: k=16, blocks 4-4-4-6-8-8',
-        '0.86M',
-    ),
-    'dxnet32_sr': ModelSpec(
-        DenseSuperResolution,
-        dict(blocks=(4, 6, 8), growth_rate=32, activation='xunit'),
-        'super_resolution',
-        (24, 24, 3),
-        'DxNet32 x4 SR: k=32, blocks 4-6-8',
-        None,
-    ),
-    'densenet16_sr': ModelSpec(
-        DenseSuperResolution,
-        dict(blocks=(4, 4, 4, 6, 8, 8), growth_rate=16, activation='relu'),
-        'super_resolution',
-        (24, 24, 3),
-        'DenseNet counterpart of DxNet16 (ReLU)',
-        None,
-    ),
-    'densenet32_sr': ModelSpec(
-        DenseSuperResolution,
-        dict(blocks=(4, 6, 8), growth_rate=32, activation='relu'),
-        'super_resolution',
-        (24, 24, 3),
-        'DenseNet counterpart of DxNet32 (ReLU)',
-        None,
-    ),
+    'dxnet32_sr': _sr((4, 6, 8), 32, 'xunit', 'DxNet32 x4 SR: k=32, blocks 4-6-8'),
+    'densenet16_sr': _sr((4, 4, 4, 6, 8, 8), 16, 'relu', 'DenseNet counterpart of DxNet16 (ReLU)'),
+    'densenet32_sr': _sr((4, 6, 8), 32, 'relu', 'DenseNet counterpart of DxNet32 (ReLU)'),
     # Feed-forward nets of the xUnit-design comparison (Fig. 4) and DnCNN.
-    'dncnn': ModelSpec(
-        FeedForwardXNet,
-        dict(depth=17, features=64, activation='relu'),
-        'denoising',
-        (40, 40, 1),
-        'DnCNN-S: 17 Conv+BN+ReLU layers, 64 channels',
-        '556K',
+    'dncnn': _feed_forward(17, 'relu', 'DnCNN-S: 17 Conv+BN+ReLU layers, 64 channels', '556K'),
+    'xdncnn': _feed_forward(
+        9, 'xunit', 'Conv+BN+xUnit (DxNet design), 9 layers', xunit_design='dxnet'
     ),
-    'xdncnn': ModelSpec(
-        FeedForwardXNet,
-        dict(depth=9, features=64, activation='xunit', xunit_design='dxnet'),
-        'denoising',
-        (40, 40, 1),
-        'Conv+BN+xUnit (DxNet design), 9 layers',
-        None,
-    ),
-    'xdncnn_gaussian': ModelSpec(
-        FeedForwardXNet,
-        dict(depth=9, features=64, activation='xunit', xunit_design='gaussian'),
-        'denoising',
-        (40, 40, 1),
+    'xdncnn_gaussian': _feed_forward(
+        9,
+        'xunit',
         'Conv+BN+xUnit (original 2018 Gaussian design), 9 layers',
-        None,
+        xunit_design='gaussian',
     ),
 }
 

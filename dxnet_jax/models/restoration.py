@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 
 from dxnet_jax.layers import Parts
-from dxnet_jax.models.densenet import DenseTrunk, validate_dense_spec
+from dxnet_jax.models.densenet import trunk_of
 
 
-class DenseDenoiser(nn.Module):
-  """DxNet / DenseNet Gaussian denoiser with residual learning; returns the clean estimate."""
+class DenseRestorationNet(nn.Module):
+  """What the dense restoration nets share: a Conv3x3 stem (+ xUnit in a DxNet) and a dense
+  trunk without pooling, k=16, a 2k bottleneck."""
 
   parts: Parts
   blocks: Sequence[int] = (4, 4, 4)
@@ -43,35 +44,23 @@ class DenseDenoiser(nn.Module):
   activation: str = 'xunit'
   remat: Union[bool, str] = False
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    validate_dense_spec(
-        self.blocks, self.growth_rate, self.compression, self.activation, self.remat
-    )
-    parts = self.parts
-    y = parts.conv(self.stem_features, (3, 3), use_bias=True, name='stem_conv')(
-        x.astype(parts.dtype)
-    )
+  def stem_and_trunk(self, x, parts: Parts, train: bool):
+    y = parts.conv(self.stem_features, (3, 3), use_bias=True, name='stem_conv')(x)
     if self.activation == 'xunit':
       y = parts.xunit(name='stem_xunit')(y, train)
-    y = DenseTrunk(
-        self.blocks,
-        self.growth_rate,
-        parts,
-        compression=self.compression,
-        bottleneck_width=self.bottleneck_width,
-        xunit=self.activation == 'xunit',
-        pool=False,
-        remat=self.remat,
-        name='trunk',
-    )(y, train)
+    return trunk_of(self, parts, pool=False)(y, train)
+
+
+class DenseDenoiser(DenseRestorationNet):
+  """DxNet / DenseNet Gaussian denoiser with residual learning; returns the clean estimate."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    parts = self.parts
+    y = self.stem_and_trunk(x.astype(parts.dtype), parts, train)
     y = parts.norm_relu(use_running_average=not train, name='final_bn')(y)
     noise = parts.conv(
-        x.shape[-1],
-        (3, 3),
-        use_bias=True,
-        kernel_init=nn.initializers.zeros,
-        name='output_conv',
+        x.shape[-1], (3, 3), use_bias=True, kernel_init=nn.initializers.zeros, name='output_conv'
     )(y)
     return x - noise.astype(x.dtype)
 
@@ -85,50 +74,26 @@ def pixel_shuffle(x, factor: int):
   return x.reshape(n, h * factor, w * factor, out)
 
 
-class DenseSuperResolution(nn.Module):
+class DenseSuperResolution(DenseRestorationNet):
   """x`scale` super-resolution DxNet / DenseNet without BatchNorm, with a narrow tail."""
 
-  parts: Parts
   blocks: Sequence[int] = (4, 4, 4, 6, 8, 8)
-  growth_rate: int = 16
   scale: int = 4
-  stem_features: int = 64
   tail_features: int = 64
-  compression: float = 0.5
-  bottleneck_width: int = 2
-  activation: str = 'xunit'
-  remat: Union[bool, str] = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.scale not in (2, 4, 8):
       raise ValueError(f'scale must be 2, 4 or 8 (stages of x2 pixel shuffle), got {self.scale}.')
-    validate_dense_spec(
-        self.blocks, self.growth_rate, self.compression, self.activation, self.remat
-    )
     parts = self.parts.without_norm()
     n, h, w, channels = x.shape
-    y = parts.conv(self.stem_features, (3, 3), name='stem_conv')(x.astype(parts.dtype))
-    if self.activation == 'xunit':
-      y = parts.xunit(name='stem_xunit')(y, train)
-    y = DenseTrunk(
-        self.blocks,
-        self.growth_rate,
-        parts,
-        compression=self.compression,
-        bottleneck_width=self.bottleneck_width,
-        xunit=self.activation == 'xunit',
-        pool=False,
-        remat=self.remat,
-        name='trunk',
-    )(y, train)
+    y = self.stem_and_trunk(x.astype(parts.dtype), parts, train)
     y = parts.conv(self.tail_features, (3, 3), name='tail_conv')(nn.relu(y))
     for stage in range(self.scale.bit_length() - 1):
       y = parts.conv(4 * self.tail_features, (3, 3), name=f'upsample{stage}')(y)
       y = nn.relu(pixel_shuffle(y, 2))
-    residual = parts.conv(channels, (3, 3), kernel_init=nn.initializers.zeros, name='output_conv')(
-        y
-    )
+    zeros = nn.initializers.zeros
+    residual = parts.conv(channels, (3, 3), kernel_init=zeros, name='output_conv')(y)
     upscaled = jax.image.resize(x, (n, h * self.scale, w * self.scale, channels), 'bicubic')
     return upscaled + residual.astype(x.dtype)
 
