@@ -136,7 +136,7 @@ def test_vmap_and_half_precision_inputs():
       x.astype(jnp.bfloat16), _random((3, 3, 1, 4), 2).astype(jnp.bfloat16)
   )
   assert y.dtype == jnp.bfloat16
-  with pytest.raises(ValueError, match='takes'):
+  with pytest.raises(ValueError, match='inputs, got int32'):
     native_conv.conv2d_native(x.astype(jnp.int32), kernel.astype(jnp.int32))
   with pytest.raises(ValueError, match='filter widths'):
     native_conv.depthwise_conv2d_native(x, jnp.ones((3, 13, 1, 4)))

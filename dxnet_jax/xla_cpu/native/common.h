@@ -1,6 +1,6 @@
 // Shared by the native kernels: the CPU's vector type, and work split over XLA's thread pool.
-#ifndef DXNET_JAX_OPS_NATIVE_COMMON_H_
-#define DXNET_JAX_OPS_NATIVE_COMMON_H_
+#ifndef DXNET_JAX_XLA_CPU_NATIVE_COMMON_H_
+#define DXNET_JAX_XLA_CPU_NATIVE_COMMON_H_
 
 #include <algorithm>
 #include <atomic>
@@ -93,6 +93,25 @@ inline int64_t RowsPerTask(int64_t rows, int64_t threads) {
   return std::max<int64_t>(1, rows / (8 * std::max<int64_t>(1, threads)));
 }
 
+// The handlers' signatures: a convolution (input, filter -> output) and its kernel gradient
+// (input, output gradient, a zero array of the kernel's shape -> kernel gradient), float32.
+inline auto ConvolutionBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
+
+inline auto KernelGradBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
+
 }  // namespace dxnet_native
 
-#endif  // DXNET_JAX_OPS_NATIVE_COMMON_H_
+#endif  // DXNET_JAX_XLA_CPU_NATIVE_COMMON_H_

@@ -241,16 +241,6 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DxnetDepthwiseConv2d, DepthwiseImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
+                              dxnet_native::ConvolutionBinding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DxnetDepthwiseConv2dKernelGrad, DepthwiseKernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              dxnet_native::KernelGradBinding());
