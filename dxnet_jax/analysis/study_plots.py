@@ -333,6 +333,7 @@ def sharpness_figure(table: Table):
       mean, std = _mean_std(seeds)
       ax.errorbar([x], [mean], yerr=[std], fmt='D', ms=6, capsize=4, color=colors[label])
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha='right')
+    ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_title(SHARPNESS_VALUES[column])
     ax.grid(alpha=0.3, axis='y')
   ax = axes[-1]
