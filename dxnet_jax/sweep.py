@@ -37,8 +37,18 @@ Fields
                'best_validation'       the best validation value (the task's metric) and
                'best_validation_step'  the step that reached it;
                'parameters', 'steps'   parameter count and steps trained.
+               'NAME/KEY'              the value KEY of the analysis NAME (below).
   compare    (optional) (A, B) label pairs: the summary printed at the end adds the paired
              differences B - A over the seeds (`dxnet_jax.analysis.stats`).
+  analyses   (optional) steps run on every trained workdir once its training finished (or was
+             found finished), in order, e.g. the minima sharpness of each trained model:
+               dict(name='sharpness', module='dxnet_jax.analysis.sharpness',
+                    args=('--sigmas=0.001,0.002,0.004', '--probes=16'), results='sharpness.json')
+             The sweep runs `python -m MODULE ARGS --workdir=WORKDIR --out=WORKDIR/NAME.partial`
+             (an empty folder) and, when it exits 0, renames that folder to WORKDIR/NAME.
+             `results` is the JSON file there that holds the analysis' values: an object, or a
+             list of one object (as the analysis CLIs write for one workdir). `name` is a name
+             of letters, digits and _.+=-.
 
 Before anything starts, every run's config is loaded with its overrides exactly as main parses
 them: a missing config file, an unknown field or a value main cannot parse is an error.
@@ -50,13 +60,21 @@ Under --root
   results.json      one row per finished run in grid order, rewritten atomically after each run;
                     its content does not depend on interruptions or worker count. The JSON rows
                     add workdir, config, overrides and, for failed runs, the log's tail.
-  timing.json       wall time and attempts per run (kept out of the table)
+  LABEL-seedSEED/NAME/
+                    an analysis' output, with sweep-analysis.json (the module and args that made
+                    it) and NAME.log beside it (the analysis' output, appended by each attempt)
+  timing.json       wall time and attempts per run and per analysis (kept out of the table)
 
 Rerunning the same command resumes the sweep: runs with a results.json are skipped, the others
 rerun main in their workdir, which resumes from its latest checkpoint (failed runs are retried).
+Analyses whose output folder exists are skipped; the others (re)start from scratch. So another
+study with the same runs and --root reuses their trainings: e.g. configs/studies/sharpness.py
+adds the sharpness analysis to the runs of configs/studies/denoise_params.py, and its table
+holds all of that study's columns and the sharpness ones. A run is done when its training and
+every analysis are; a failed analysis fails its run (its row keeps the training's columns).
 A workdir whose config.json is not the study's config for that run is an error (give the run
-another label or use another --root), as is one still locked by a training process that outlived
-an earlier sweep.
+another label or use another --root), as is an analysis folder made with other args or not by
+the sweep, and a workdir still locked by a training or analysis that outlived an earlier sweep.
 
 SIGINT / SIGTERM stop the sweep: the running trainings get SIGTERM, save their state and exit;
 a second signal kills them. Exit status: 0 when every run is done, 1 when some run failed, 2 for
@@ -82,6 +100,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,8 +113,9 @@ import ml_collections
 
 from dxnet_jax import config_files
 
-STUDY_FIELDS = ('runs', 'seeds', 'overrides', 'metrics', 'compare')
+STUDY_FIELDS = ('runs', 'seeds', 'overrides', 'metrics', 'compare', 'analyses')
 RUN_FIELDS = ('label', 'config', 'overrides')
+ANALYSIS_FIELDS = ('name', 'module', 'args', 'results')
 LABEL_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+=-]*\Z')
 EVAL_METRICS = ('psnr', 'ssim')
 RESULT_METRICS = {
@@ -108,6 +128,8 @@ TABLE_KEYS = ('label', 'seed', 'status')
 DONE, FAILED = 'done', 'failed'
 
 LOG_NAME = 'train.log'
+ANALYSIS_RECORD = 'sweep-analysis.json'
+PARTIAL = '.partial'
 RUN_LOCK = '.sweep-run.lock'
 ROOT_LOCK = '.sweep.lock'
 TAIL_LINES = 40
@@ -150,6 +172,28 @@ class Run:
     return flags + [f'--config.seed={self.seed}']
 
 
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """A step run on each trained workdir: `python -m MODULE ARGS --workdir=W --out=W/NAME`."""
+
+  name: str
+  module: str
+  args: Tuple[str, ...]
+  results: str  # the JSON file of its values, in its output folder
+
+  def settings(self) -> Dict[str, Any]:
+    """What its output depends on besides the workdir; kept beside the output and compared."""
+    return {'module': self.module, 'args': list(self.args)}
+
+  def output(self, workdir: str) -> str:
+    return os.path.join(workdir, self.name)
+
+  def command(self, workdir: str) -> List[str]:
+    """Writes into the output folder's `.partial` twin, renamed into place once it succeeded."""
+    out = self.output(workdir) + PARTIAL
+    return [sys.executable, '-m', self.module, *self.args, f'--workdir={workdir}', f'--out={out}']
+
+
 @dataclasses.dataclass
 class Study:
   """A checked study: its runs in grid order and the table's metric columns."""
@@ -159,6 +203,7 @@ class Study:
   columns: List[str]
   compare: List[Tuple[str, str]]
   configs: Dict[str, Dict[str, Any]]  # run name -> the config main saves as config.json
+  analyses: List[Analysis] = dataclasses.field(default_factory=list)
 
 
 def flag_value(value: Any) -> str:
@@ -207,6 +252,7 @@ def load_study(spec: str) -> Study:
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):
     raise StudyError(f'study file {path!r} not found (from {os.getcwd()}).')
+  config_files.put_root_on_path(path)  # study files import configs.* like training configs
   try:
     module = _load_module(path, 'dxnet_sweep_study')
   except Exception as e:  # pylint: disable=broad-except
@@ -247,9 +293,10 @@ def load_study(spec: str) -> Study:
   clashes = {name: sorted(paths) for name, paths in eval_sets.items() if len(paths) > 1}
   if clashes:
     raise StudyError(f'{spec}: different eval sets share a column name: {clashes}.')
-  columns = _columns(fields['metrics'], list(eval_sets), spec)
+  analyses = _check_analyses(fields.get('analyses') or (), spec)
+  columns = _columns(fields['metrics'], list(eval_sets), [a.name for a in analyses], spec)
   compare = _check_compare(fields.get('compare') or (), [g[0] for g in groups], spec)
-  return Study(spec, runs, columns, compare, configs)
+  return Study(spec, runs, columns, compare, configs, analyses)
 
 
 def _last_frames(error: BaseException) -> str:
@@ -307,6 +354,59 @@ def _check_compare(compare: Any, labels: List[str], spec: str) -> List[Tuple[str
   return pairs
 
 
+def _check_analyses(analyses: Any, spec: str) -> List[Analysis]:
+  if isinstance(analyses, (str, collections.abc.Mapping)) or not isinstance(
+      analyses, collections.abc.Sequence
+  ):
+    raise StudyError(
+        f'{spec}: study.analyses must be a list of dict(name=..., module=..., args=(...), '
+        f'results=...), got {analyses!r}.'
+    )
+  checked = []
+  for i, entry in enumerate(analyses):
+    what = f'{spec}: study.analyses[{i}]'
+    entry = _as_dict(entry, what)
+    unknown = sorted(set(entry) - set(ANALYSIS_FIELDS))
+    missing = [f for f in ANALYSIS_FIELDS if f not in entry and f != 'args']
+    if unknown or missing:
+      raise StudyError(
+          f'{what}: unknown keys {unknown}, missing keys {missing}; an analysis has '
+          f'{list(ANALYSIS_FIELDS)}.'
+      )
+    name, module, results = entry['name'], entry['module'], entry['results']
+    if not isinstance(name, str) or not LABEL_PATTERN.match(name):
+      raise StudyError(
+          f'{what}: name {name!r} must be a name of letters, digits and _.+=- (it names the '
+          'output folder in each workdir).'
+      )
+    taken = [*EVAL_METRICS, *RESULT_METRICS, os.path.splitext(LOG_NAME)[0]]
+    if name in taken or name in [a.name for a in checked]:
+      raise StudyError(
+          f'{what}: name {name!r} is taken by a metric, the training log or another analysis.'
+      )
+    if not isinstance(module, str) or not _module_exists(module):
+      raise StudyError(f'{what}: module {module!r} is not importable here.')
+    args = entry.get('args') or ()
+    if isinstance(args, str) or not all(isinstance(a, str) for a in args):
+      raise StudyError(f'{what}: args must be a tuple of strings, got {args!r}.')
+    for arg in args:
+      if arg.lstrip('-').split('=', 1)[0] in ('workdir', 'out'):
+        raise StudyError(f'{what}: arg {arg!r}: the sweep sets --workdir and --out.')
+    if not isinstance(results, str) or not results or os.path.isabs(results) or '..' in results:
+      raise StudyError(
+          f'{what}: results must name a JSON file in the output folder, got {results!r}.'
+      )
+    checked.append(Analysis(name, module, tuple(args), results))
+  return checked
+
+
+def _module_exists(module: str) -> bool:
+  try:
+    return importlib.util.find_spec(module) is not None
+  except (ImportError, ValueError):
+    return False
+
+
 def _eval_sets(config) -> List[str]:
   """The eval sets whose protocol rows main writes into results.json."""
   if config.task == 'classification' or not config.get('final_eval'):
@@ -318,15 +418,22 @@ def _set_name(eval_set: str) -> str:
   return os.path.basename(os.path.normpath(eval_set))
 
 
-def _columns(metrics: Any, eval_sets: List[str], spec: str) -> List[str]:
+def _columns(metrics: Any, eval_sets: List[str], analyses: List[str], spec: str) -> List[str]:
   """The metric columns, with 'psnr' / 'ssim' expanded to one column per eval set."""
   if isinstance(metrics, str) or not isinstance(metrics, collections.abc.Sequence):
     raise StudyError(f'{spec}: study.metrics must be a tuple of names, got {metrics!r}.')
   known = list(RESULT_METRICS) + list(EVAL_METRICS) + [f'{m}/SET' for m in EVAL_METRICS]
+  known += [f'{name}/KEY' for name in analyses]
   columns = []
   for metric in metrics:
     kind, _, eval_set = str(metric).partition('/')
     if metric in RESULT_METRICS:
+      columns.append(metric)
+    elif kind in analyses:
+      if not eval_set:
+        raise StudyError(
+            f"{spec}: metric {metric!r} names an analysis; name one of its values, '{kind}/KEY'."
+        )
       columns.append(metric)
     elif kind in EVAL_METRICS:
       if not eval_sets:
@@ -463,6 +570,68 @@ def metric_value(results: Dict[str, Any], column: str, run_name: str) -> Any:
   return None
 
 
+def _read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def analysis_values(folder: str, analysis: Analysis) -> Dict[str, Any]:
+  """The values an analysis wrote into `folder`; StudyError when they are missing."""
+  path = os.path.join(folder, analysis.results)
+  values = _read_json(path)
+  if isinstance(values, list) and len(values) == 1:
+    values = values[0]
+  if not isinstance(values, dict):
+    raise StudyError(
+        f'{path} is missing or holds no JSON object of values: check study.analyses '
+        f'{analysis.name!r} results.'
+    )
+  return values
+
+
+def read_analysis(workdir: str, analysis: Analysis) -> Optional[Dict[str, Any]]:
+  """The values of the workdir's finished analysis, or None when it has not finished.
+
+  An output folder the sweep did not make, or made with other settings, is a StudyError: it is
+  neither reused nor replaced.
+  """
+  out = analysis.output(workdir)
+  if not os.path.exists(out):
+    return None
+  record = _read_json(os.path.join(out, ANALYSIS_RECORD))
+  if record is None:
+    raise StudyError(
+        f'{out} was not made by the sweep (no {ANALYSIS_RECORD}): move it away or give the '
+        f'analysis {analysis.name!r} another name.'
+    )
+  if record != analysis.settings():
+    raise StudyError(
+        f'{out} was made with other settings ({_config_difference(record, analysis.settings())}):'
+        ' move it away to redo it, give the analysis another name, or use another --root.'
+    )
+  return analysis_values(out, analysis)
+
+
+def missing_values(study: Study, analysis: Analysis, values: Dict[str, Any]) -> List[str]:
+  """The study's columns of `analysis` whose keys `values` lacks."""
+  return [
+      column
+      for column in study.columns
+      if column.partition('/')[0] == analysis.name and column.partition('/')[2] not in values
+  ]
+
+
+def _missing_message(study: Study, analysis: Analysis, workdir: str, values: Dict[str, Any]):
+  path = os.path.join(analysis.output(workdir), analysis.results)
+  return (
+      f'study.metrics asks for {missing_values(study, analysis, values)}, which {path} lacks '
+      f'(it has {sorted(values)}): fix study.metrics.'
+  )
+
+
 def _atomic_write(path: str, text: str):
   with open(path + '.tmp', 'w') as f:
     f.write(text)
@@ -478,10 +647,14 @@ def table_rows(study: Study, outcomes: Dict[str, Dict[str, Any]]) -> List[Dict[s
       continue
     row = {'label': run.label, 'seed': run.seed, 'status': outcome['status']}
     results = outcome.get('results')
-    row['metrics'] = {
-        column: metric_value(results, column, run.name) if results else None
-        for column in study.columns
-    }
+    analyses = outcome.get('analyses') or {}
+    row['metrics'] = {}
+    for column in study.columns:
+      name, _, key = column.partition('/')
+      if name in analyses:
+        row['metrics'][column] = analyses[name].get(key)
+      else:
+        row['metrics'][column] = metric_value(results, column, run.name) if results else None
     row.update(workdir=run.name, config=run.config, overrides=dict(run.overrides))
     if outcome['status'] == FAILED:
       row['error'] = outcome['error']
@@ -529,9 +702,17 @@ def _lock_holder(path: str) -> str:
     return 'unknown'
 
 
-def _write_pid(fd: int, pid: int):
+def _write_pid(fd: int, pid: int, analysis: str = ''):
   os.ftruncate(fd, 0)
-  os.pwrite(fd, f'{pid}\n'.encode(), 0)
+  os.pwrite(fd, f'{pid} {analysis}'.strip().encode() + b'\n', 0)
+
+
+def _lock_user(path: str) -> str:
+  """Who holds a run's lock: 'being trained by process N' or 'being analysed (NAME) by ...'."""
+  pid, _, analysis = _lock_holder(path).partition(' ')
+  if analysis:
+    return f'being analysed ({analysis}) by process {pid}'
+  return f'being trained by process {pid}'
 
 
 def _flat(config: Any, prefix: str = '') -> Dict[str, Any]:
@@ -560,8 +741,8 @@ def check_workdirs(study: Study, root: str):
       fd = _try_lock(lock)
       if fd is None:
         problems.append(
-            f'{workdir} is being trained by process {_lock_holder(lock)} (left by an earlier '
-            'sweep?): wait for it to end or stop it, then rerun.'
+            f'{workdir} is {_lock_user(lock)} (left by an earlier sweep?): wait for it to end '
+            'or stop it, then rerun.'
         )
         continue
       os.close(fd)
@@ -580,8 +761,23 @@ def check_workdirs(study: Study, root: str):
           f'{workdir} was trained with another config ({_config_difference(saved, wanted)}): '
           'restore the study, give the run a new label, or use another --root.'
       )
+    problems += _analysis_problems(study, workdir)
   if problems:
     raise StudyError('\n'.join(problems))
+
+
+def _analysis_problems(study: Study, workdir: str) -> List[str]:
+  """Finished analyses of `workdir` that this study cannot reuse."""
+  problems = []
+  for analysis in study.analyses:
+    try:
+      values = read_analysis(workdir, analysis)
+    except StudyError as e:
+      problems.append(str(e))
+      continue
+    if values is not None and missing_values(study, analysis, values):
+      problems.append(_missing_message(study, analysis, workdir, values))
+  return problems
 
 
 # ------------------------------------------------------------------------------------- the sweep
@@ -614,16 +810,23 @@ def _log_tail(path: str, offset: int) -> str:
   return '\n'.join(text.splitlines()[-TAIL_LINES:])
 
 
+# A run's steps: None is its training, an Analysis one of its analyses.
+Step = Optional[Analysis]
+
+
 @dataclasses.dataclass
 class _Active:
   run: Run
+  step: Step
+  todo: List[Step]  # the run's steps after this one
   proc: subprocess.Popen
   started: float
+  log_path: str
   log_offset: int
 
 
 class Sweep:
-  """Runs a study's grid under `root`, `workers` trainings at a time."""
+  """Runs a study's grid under `root`, `workers` runs at a time (each its steps in order)."""
 
   def __init__(
       self,
@@ -635,8 +838,9 @@ class Sweep:
     self.study, self.root, self.workers = study, root, workers
     self.main_flags = list(main_flags)
     self.outcomes: Dict[str, Dict[str, Any]] = {}
+    self.progress: Dict[str, Dict[str, Any]] = {}  # run name -> results and analyses so far
     self.active: List[_Active] = []
-    self.pending: List[Run] = []
+    self.pending: List[Tuple[Run, List[Step]]] = []
     self.signals: List[int] = []
     self.terminated = self.killed = False
     self.timing_path = os.path.join(root, 'timing.json')
@@ -651,10 +855,15 @@ class Sweep:
     except (OSError, ValueError, KeyError, TypeError):
       return {}
 
-  def _record_attempt(self, run: Run, seconds: float, returncode: int):
-    entry = self.timing.setdefault(run.name, {'attempts': 0, 'wall_s': 0.0})
-    entry['attempts'] += 1
-    entry['wall_s'] = round(entry['wall_s'] + seconds, 3)
+  def _timing_entry(self, run: Run, step: Step) -> Dict[str, Any]:
+    """A run's attempts: its training's at the top level, each analysis' under its name."""
+    entry = self.timing.setdefault(run.name, {})
+    return entry if step is None else entry.setdefault(step.name, {})
+
+  def _record_attempt(self, run: Run, step: Step, seconds: float, returncode: int):
+    entry = self._timing_entry(run, step)
+    entry['attempts'] = entry.get('attempts', 0) + 1
+    entry['wall_s'] = round(entry.get('wall_s', 0.0) + seconds, 3)
     entry['last_exit'] = returncode
     _atomic_write(self.timing_path, json.dumps({'runs': self.timing}, indent=1) + '\n')
 
@@ -664,19 +873,29 @@ class Sweep:
   def _count(self, status: str) -> int:
     return sum(o['status'] == status for o in self.outcomes.values())
 
+  def _mean_wall(self, step: Step) -> Optional[float]:
+    """Mean wall time of a step over the done runs that timed it; None before any."""
+    walls = []
+    for name, outcome in self.outcomes.items():
+      entry = self.timing.get(name, {})
+      entry = entry if step is None else entry.get(step.name, {})
+      if outcome['status'] == DONE and 'wall_s' in entry:
+        walls.append(entry['wall_s'])
+    return sum(walls) / len(walls) if walls else None
+
   def _eta(self) -> str:
-    pending = len(self.pending)
-    walls = [
-        self.timing[name]['wall_s']
-        for name, o in self.outcomes.items()
-        if o['status'] == DONE and name in self.timing
-    ]
-    if not walls or not (pending or self.active):
+    """Time left from the mean time of each step; '' while some step has no measurement."""
+    if not (self.pending or self.active):
       return ''
-    mean = sum(walls) / len(walls)
     now = time.monotonic()
-    left = mean * pending + sum(max(mean - (now - a.started), 0.0) for a in self.active)
-    return f', ETA {_duration(left / min(self.workers, pending + len(self.active)))}'
+    queued = [step for _, steps in self.pending for step in steps]
+    queued += [step for active in self.active for step in active.todo]
+    means = [self._mean_wall(step) for step in queued]
+    running = [(self._mean_wall(a.step), now - a.started) for a in self.active]
+    if None in means or any(mean is None for mean, _ in running):
+      return ''
+    left = sum(means) + sum(max(mean - elapsed, 0.0) for mean, elapsed in running)
+    return f', ETA {_duration(left / min(self.workers, len(self.pending) + len(self.active)))}'
 
   def _say(self, message: str):
     total = len(self.study.runs)
@@ -695,8 +914,10 @@ class Sweep:
       env['XLA_PYTHON_CLIENT_MEM_FRACTION'] = f'{min(0.75, 0.9 / self.workers):.3f}'
     return env
 
-  def command(self, run: Run) -> List[str]:
+  def command(self, run: Run, step: Step = None) -> List[str]:
     workdir = os.path.join(self.root, run.name)
+    if step is not None:
+      return step.command(workdir)
     return [
         sys.executable,
         '-m',
@@ -706,17 +927,27 @@ class Sweep:
         *self.main_flags,
     ]
 
-  def _start(self, run: Run):
+  def _start(self, run: Run, steps: List[Step]):
+    """Starts the first of a run's steps; the others follow it in the same worker."""
+    step, todo = steps[0], steps[1:]
     workdir = os.path.join(self.root, run.name)
     os.makedirs(workdir, exist_ok=True)
     lock = os.path.join(workdir, RUN_LOCK)
     fd = _try_lock(lock)
     if fd is None:
-      self._fail(run, f'{workdir} is locked by process {_lock_holder(lock)}', '')
+      self._fail(run, f'{workdir} is {_lock_user(lock)}', '')
       return
     try:
-      command = self.command(run)
-      log_path = os.path.join(workdir, LOG_NAME)
+      if step is None:
+        log_path = os.path.join(workdir, LOG_NAME)
+      else:
+        log_path = step.output(workdir) + '.log'
+        if os.path.exists(step.output(workdir)):
+          self._fail(run, f'{step.output(workdir)} exists: give the analysis another name', '')
+          return
+        shutil.rmtree(step.output(workdir) + PARTIAL, ignore_errors=True)  # an attempt's remains
+        os.makedirs(step.output(workdir) + PARTIAL)
+      command = self.command(run, step)
       with open(log_path, 'ab') as log:
         offset = log.tell()
         log.write(f'==== {time.strftime("%Y-%m-%d %H:%M:%S")} {shlex.join(command)}\n'.encode())
@@ -730,15 +961,15 @@ class Sweep:
             # Its own process group: a terminal's Ctrl-C reaches the sweep only, which stops
             # the trainings with SIGTERM (they save and exit) rather than interrupting them.
             start_new_session=True,
-            # The training holds the workdir's lock for as long as it lives.
+            # The process holds the workdir's lock for as long as it lives.
             pass_fds=(fd,),
         )
-      _write_pid(fd, proc.pid)
+      _write_pid(fd, proc.pid, '' if step is None else step.name)
     finally:
       os.close(fd)
     self.outcomes.pop(run.name, None)
-    self.active.append(_Active(run, proc, time.monotonic(), offset))
-    self._say(f'started {run.name}')
+    self.active.append(_Active(run, step, todo, proc, time.monotonic(), log_path, offset))
+    self._say(f'started {run.name}' + ('' if step is None else f' {step.name}'))
 
   def _signal_all(self, signum: int):
     for active in self.active:
@@ -748,40 +979,79 @@ class Sweep:
         pass
 
   def _fail(self, run: Run, reason: str, tail: str):
-    self.outcomes[run.name] = {'status': FAILED, 'error': f'{reason}\n{tail}'.rstrip()}
+    self.outcomes[run.name] = {
+        **self.progress.get(run.name, {}),
+        'status': FAILED,
+        'error': f'{reason}\n{tail}'.rstrip(),
+    }
     self._write_table()
     shown = '\n'.join(tail.splitlines()[-12:])
     self._say(f'FAILED {run.name}: {reason}\n{shown}')
 
-  def _finish(self, active: _Active, returncode: int):
-    run, seconds = active.run, time.monotonic() - active.started
+  def _collect(self, run: Run, step: Step) -> Optional[str]:
+    """Records a step that exited 0: None, or why its output is not usable."""
     workdir = os.path.join(self.root, run.name)
-    self._record_attempt(run, seconds, returncode)
-    results = read_results(workdir) if returncode == 0 else None
-    if results is not None:
-      self.outcomes[run.name] = {'status': DONE, 'results': results}
+    progress = self.progress.setdefault(run.name, {'results': None, 'analyses': {}})
+    if step is None:
+      progress['results'] = read_results(workdir)
+      return None if progress['results'] is not None else 'exited 0 without a results.json'
+    partial = step.output(workdir) + PARTIAL
+    try:
+      values = analysis_values(partial, step)
+    except StudyError as e:
+      return str(e)
+    _atomic_write(os.path.join(partial, ANALYSIS_RECORD), json.dumps(step.settings()) + '\n')
+    os.replace(partial, step.output(workdir))
+    progress['analyses'][step.name] = values
+    if missing_values(self.study, step, values):
+      return _missing_message(self.study, step, workdir, values)
+    return None
+
+  def _finish(self, active: _Active, returncode: int):
+    run, step, seconds = active.run, active.step, time.monotonic() - active.started
+    self._record_attempt(run, step, seconds, returncode)
+    what = '' if step is None else f'{step.name} analysis: '
+    problem = self._collect(run, step) if returncode == 0 else _exit_reason(returncode)
+    if problem and self.signals:
+      self._say(f'{run.name}: {what}{problem}')
+    elif problem:
+      tail = _log_tail(active.log_path, active.log_offset)
+      self._fail(run, f'{what}{problem} (log: {active.log_path})', tail)
+    elif not active.todo:
+      self.outcomes[run.name] = {'status': DONE, **self.progress[run.name]}
       self._write_table()
       self._say(f'{run.name} done in {_duration(seconds)}')
-    elif self.signals:
-      self._say(f'{run.name}: {_exit_reason(returncode)}')
     else:
-      reason = _exit_reason(returncode) if returncode else 'exited 0 without a results.json'
-      tail = _log_tail(os.path.join(workdir, LOG_NAME), active.log_offset)
-      self._fail(run, f'{reason} (log: {os.path.join(workdir, LOG_NAME)})', tail)
+      self._say(f'{run.name}: {what or "training "}done in {_duration(seconds)}')
+      if not self.signals:
+        self._start(run, active.todo)
 
   # -- the loop
 
   def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
     self.signals.append(signum)
 
+  def _steps_left(self, run: Run) -> List[Step]:
+    """The run's unfinished steps; records what its finished ones produced."""
+    workdir = os.path.join(self.root, run.name)
+    results = read_results(workdir)
+    analyses = {a.name: read_analysis(workdir, a) for a in self.study.analyses}
+    self.progress[run.name] = {
+        'results': results,
+        'analyses': {name: values for name, values in analyses.items() if values is not None},
+    }
+    steps = [None] if results is None else []
+    return steps + [a for a in self.study.analyses if analyses[a.name] is None]
+
   def run(self) -> int:
     """Runs every unfinished run; returns the exit status (see the module docstring)."""
     self.timing = self._read_timing()
     for run in self.study.runs:
-      results = read_results(os.path.join(self.root, run.name))
-      if results is not None:
-        self.outcomes[run.name] = {'status': DONE, 'results': results}
-    self.pending = [run for run in self.study.runs if run.name not in self.outcomes]
+      steps = self._steps_left(run)
+      if steps:
+        self.pending.append((run, steps))
+      else:
+        self.outcomes[run.name] = {'status': DONE, **self.progress[run.name]}
     self._write_table()
     self._say(
         f'{self.study.spec}: {len(self.study.runs)} runs under {self.root}, '
@@ -794,7 +1064,7 @@ class Sweep:
     try:
       self._loop()
     except BaseException:
-      self._signal_all(signal.SIGTERM)  # an error of the sweep itself leaves no training behind
+      self._signal_all(signal.SIGTERM)  # an error of the sweep itself leaves no process behind
       for active in self.active:
         active.proc.wait()
       raise
@@ -816,7 +1086,7 @@ class Sweep:
         self.killed = True
         self._signal_all(signal.SIGKILL)
       while self.pending and len(self.active) < self.workers:
-        self._start(self.pending.pop(0))
+        self._start(*self.pending.pop(0))
       for active in list(self.active):
         returncode = active.proc.poll()
         if returncode is not None:
@@ -887,8 +1157,13 @@ def _lock_root(root: str) -> int:
 
 def _print_commands(study: Study, sweep_runner: Sweep):
   for run in study.runs:
-    state = 'done' if read_results(os.path.join(sweep_runner.root, run.name)) else 'to run'
+    workdir = os.path.join(sweep_runner.root, run.name)
+    state = 'done' if read_results(workdir) else 'to run'
     print(f'{run.name} ({state}): {shlex.join(sweep_runner.command(run))}')
+    for analysis in study.analyses:
+      state = 'done' if read_analysis(workdir, analysis) is not None else 'to run'
+      command = shlex.join(sweep_runner.command(run, analysis))
+      print(f'{run.name} {analysis.name} ({state}): {command}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

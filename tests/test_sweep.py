@@ -5,6 +5,11 @@ random eval images) is swept by `python -m dxnet_jax.sweep` as the user would ru
 without interruption, and once killed at random points (SIGKILL of the sweep and its trainings,
 SIGTERM of the sweep) and rerun until done, which must end with the same table. Study errors,
 stale workdirs and the table itself are checked in-process on fake workdirs (no training).
+
+Analyses: the minima-sharpness CLI (2 probes, 2 realizations, 3 sigmas) runs on copies of the
+swept workdirs, once through and once killed during the analysis step and rerun, to the same
+table; the step's bookkeeping (reuse, settings, failures) is checked in-process with a toy
+analysis module that writes its values without JAX.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -532,3 +538,322 @@ def test_markdown_summary():
       '| b | 3.25 ± 1.768 (2) |',
   ]
   assert lines[-1] == '| b - a | psnr | 1.25 | 0.3536 | 2 | b higher |'
+
+
+# ------------------------------------------------------------------------------- analyses
+
+SHARPNESS_STUDY = """\
+import os
+
+import ml_collections
+
+TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny.py')
+
+
+def get_config(arg=''):
+  study = ml_collections.ConfigDict()
+  study.seeds = (0, 1)
+  study.runs = [dict(label='sigma25', config=TINY)]
+  study.overrides = {'log_every_steps': 2, 'optim': {'nesterov': True}}
+  study.analyses = [
+      dict(
+          name='sharpness',
+          module='dxnet_jax.analysis.sharpness',
+          args=('--sigmas=0.01,0.02,0.04', '--probes=2', '--realizations=2', '--batch-size=2'),
+          results='sharpness.json',
+      )
+  ]
+  study.metrics = ('psnr', 'sharpness/trace_hutchinson', 'sharpness/trace_fit')
+  return study
+"""
+
+SHARPNESS_COLUMNS = ['label', 'seed', 'status', 'psnr/eval']
+SHARPNESS_COLUMNS += ['sharpness/trace_hutchinson', 'sharpness/trace_fit']
+
+
+def trained_copy(reference: Path, root: Path) -> Path:
+  """The reference sweep's workdirs under a new root, as another study of them finds them."""
+  root.mkdir(parents=True)
+  for workdir in reference.glob('*-seed*'):
+    shutil.copytree(workdir, root / workdir.name)
+  return root
+
+
+def log_starts(path: Path) -> int:
+  return path.read_text().count('==== ') if path.exists() else 0
+
+
+@pytest.fixture(scope='module')
+def analysed(toy, reference, tmp_path_factory) -> Path:
+  """The sharpness study swept on copies of the reference's trained workdirs."""
+  (toy / 'sharpness_study.py').write_text(SHARPNESS_STUDY)
+  root = trained_copy(reference, tmp_path_factory.mktemp('analysed') / 'sweep')
+  assert run_sweep(str(toy / 'sharpness_study.py'), root) == 0, sweep_log(root)
+  return root
+
+
+@pytest.mark.slow
+def test_sharpness_analysis_of_trained_workdirs(analysed):
+  rows, table = read_table(analysed)
+  assert rows[0] == SHARPNESS_COLUMNS
+  assert [r[:3] for r in rows[1:]] == [['sigma25', '0', 'done'], ['sigma25', '1', 'done']]
+  for row in table['rows']:
+    workdir = analysed / row['workdir']
+    assert log_starts(workdir / sweep.LOG_NAME) == 1  # trained once, by the reference sweep
+    (measured,) = json.loads((workdir / 'sharpness' / 'sharpness.json').read_text())
+    assert measured['sigmas'] == pytest.approx([0.01, 0.02, 0.04])
+    assert (measured['probes'], measured['realizations']) == (2, 2)
+    assert row['metrics']['sharpness/trace_hutchinson'] == measured['trace_hutchinson']
+    assert row['metrics']['sharpness/trace_fit'] == measured['trace_fit']
+    assert (workdir / 'sharpness' / 'sharpness.png').exists()
+    record = json.loads((workdir / 'sharpness' / sweep.ANALYSIS_RECORD).read_text())
+    assert record['module'] == 'dxnet_jax.analysis.sharpness' and '--probes=2' in record['args']
+    assert not (workdir / 'sharpness.partial').exists()
+  timing = json.loads((analysed / 'timing.json').read_text())['runs']
+  assert timing['sigma25-seed0']['sharpness']['attempts'] == 1
+  assert '| sigma25 | ' in sweep_log(analysed)  # the summary, sharpness columns included
+
+
+@pytest.mark.slow
+def test_sweep_killed_during_an_analysis_resumes_to_the_same_table(toy, reference, analysed):
+  study = str(toy / 'sharpness_study.py')
+  root = trained_copy(reference, analysed.parent / 'killed')
+  proc = start_sweep(study, root)
+  started = wait_until(lambda: any(root.glob('*/sharpness.partial')), proc)
+  time.sleep(random.Random(1).uniform(0, 3))
+  assert started and proc.poll() is None, 'the sweep finished before it was killed'
+  kill_tree(proc)
+  assert not all((root / f'sigma25-seed{s}' / 'sharpness').exists() for s in (0, 1))
+  assert run_sweep(study, root) == 0, sweep_log(root)
+  assert (root / 'results.csv').read_text() == (analysed / 'results.csv').read_text()
+  assert read_table(root)[1]['rows'] == read_table(analysed)[1]['rows']
+  assert log_starts(root / 'sigma25-seed0' / 'sharpness.log') == 2  # the killed one, redone
+  assert log_starts(root / 'sigma25-seed0' / sweep.LOG_NAME) == 1
+
+
+TOY_ANALYSIS = """\
+import argparse
+import json
+import os
+import sys
+
+parser = argparse.ArgumentParser()
+parser.add_argument('--workdir')
+parser.add_argument('--out')
+parser.add_argument('--scale', type=float, default=1.0)
+parser.add_argument('--fail', action='store_true')
+parser.add_argument('--no-values', action='store_true')
+args = parser.parse_args()
+if args.fail:
+  sys.exit('the toy analysis fails on purpose')
+with open(os.path.join(args.workdir, 'results.json')) as f:
+  steps = json.load(f)['steps']
+with open(os.path.join(args.out, 'notes.txt'), 'w') as f:
+  f.write('measured\\n')
+if not args.no_values:
+  with open(os.path.join(args.out, 'values.json'), 'w') as f:
+    json.dump([{'scaled_steps': args.scale * steps, 'curve': [1, 2]}], f)
+"""
+
+
+@pytest.fixture
+def toy_analysis(toy, monkeypatch):
+  """`toy_analysis`, importable here and in the processes the sweep starts."""
+  modules = toy / 'modules'
+  modules.mkdir(exist_ok=True)
+  (modules / 'toy_analysis.py').write_text(TOY_ANALYSIS)
+  monkeypatch.syspath_prepend(str(modules))
+  paths = [str(modules), str(REPO), os.environ.get('PYTHONPATH', '')]
+  monkeypatch.setenv('PYTHONPATH', os.pathsep.join(p for p in paths if p))
+  return modules
+
+
+def analysis_study(toy: Path, *args: str, metrics=("'toy/scaled_steps'",)) -> str:
+  return write_study(
+      toy,
+      "dict(seeds=(0, 1), runs=[dict(label='sigma25', config=TINY)], "
+      f"metrics=('psnr', {', '.join(metrics)}), analyses=[dict(name='toy', "
+      f"module='toy_analysis', args={args!r}, results='values.json')])",
+  )
+
+
+def finished_runs(study_path: str, root: Path) -> sweep.Study:
+  study = sweep.load_study(study_path)
+  for i, run in enumerate(study.runs):
+    fake_finished_run(root, study, run, psnr=20.0 + i)
+  return study
+
+
+def test_analysis_runs_once_per_finished_workdir(toy, toy_analysis, tmp_path, capsys):
+  study_path, root = analysis_study(toy, '--scale=2'), tmp_path / 'root'
+  finished_runs(study_path, root)
+  assert sweep.main([study_path, '--root', str(root)]) == 0
+  rows, table = read_table(root)
+  assert rows == [
+      ['label', 'seed', 'status', 'psnr/eval', 'toy/scaled_steps'],
+      ['sigma25', '0', 'done', '20.0', '12.0'],
+      ['sigma25', '1', 'done', '21.0', '12.0'],
+  ]
+  out = capsys.readouterr()
+  assert '| sigma25 | 20.5 ± 0.7071 (2) | 12 ± 0 (2) |' in out.out
+  assert 'started sigma25-seed0 toy' in out.err and '0 already finished' in out.err
+  workdir = root / 'sigma25-seed1'
+  assert (workdir / 'toy' / 'notes.txt').read_text() == 'measured\n'
+  assert json.loads((workdir / 'toy' / sweep.ANALYSIS_RECORD).read_text()) == {
+      'module': 'toy_analysis',
+      'args': ['--scale=2'],
+  }
+  assert not (workdir / 'toy.partial').exists() and not (workdir / sweep.LOG_NAME).exists()
+  assert log_starts(workdir / 'toy.log') == 1
+  timing = json.loads((root / 'timing.json').read_text())['runs']
+  assert timing['sigma25-seed1']['toy']['attempts'] == 1
+
+  # Done analyses are reused; the same study finds nothing to do.
+  before = (root / 'results.csv').read_text()
+  assert sweep.main([study_path, '--root', str(root)]) == 0
+  assert '2 already finished' in capsys.readouterr().err
+  assert (root / 'results.csv').read_text() == before and log_starts(workdir / 'toy.log') == 1
+
+  # Other args, or a value the analysis does not write, are errors that leave the outputs be.
+  for study_path, message in (
+      (analysis_study(toy, '--scale=3'), "was made with other settings (args: ['--scale=2'] ->"),
+      (
+          analysis_study(toy, '--scale=2', metrics=("'toy/nope'",)),
+          "study.metrics asks for ['toy/nope'], which",
+      ),
+  ):
+    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert (root / 'results.csv').read_text() == before and log_starts(workdir / 'toy.log') == 1
+
+
+def test_dry_run_lists_the_analyses(toy, toy_analysis, tmp_path, capsys):
+  study_path, root = analysis_study(toy), tmp_path / 'root'
+  finished_runs(study_path, root)
+  assert sweep.main([study_path, '--root', str(root), '--dry-run']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 4 and lines[0].startswith('sigma25-seed0 (done): ')
+  workdir = root / 'sigma25-seed0'
+  assert lines[1].startswith('sigma25-seed0 toy (to run): ')
+  assert lines[1].endswith(f"-m toy_analysis --workdir={workdir} --out={workdir / 'toy.partial'}")
+  assert not (workdir / 'toy.partial').exists()
+
+
+def test_failed_analysis_fails_its_run_and_is_retried(toy, toy_analysis, tmp_path, capsys):
+  root = tmp_path / 'root'
+  finished_runs(analysis_study(toy), root)
+  assert sweep.main([analysis_study(toy, '--fail'), '--root', str(root)]) == sweep.EXIT_FAILED
+  rows, table = read_table(root)
+  assert rows[1:] == [
+      ['sigma25', '0', 'failed', '20.0', ''],
+      ['sigma25', '1', 'failed', '21.0', ''],
+  ]
+  error = table['rows'][0]['error']
+  assert error.startswith('toy analysis: exit status 1 (log: ') and 'on purpose' in error
+  assert 'FAILED sigma25-seed0: toy analysis' in capsys.readouterr().err
+  workdir = root / 'sigma25-seed0'
+  assert not (workdir / 'toy').exists() and (workdir / 'toy.partial').is_dir()
+
+  # Exit status 0 without the values file is a failure too, and leaves no output in place.
+  assert sweep.main([analysis_study(toy, '--no-values'), '--root', str(root)]) == 1
+  error = read_table(root)[1]['rows'][0]['error']
+  assert 'values.json is missing or holds no JSON object of values' in error
+  assert not (workdir / 'toy').exists()
+
+  # The retry starts afresh from an empty folder and completes the runs.
+  assert sweep.main([analysis_study(toy), '--root', str(root)]) == 0
+  assert [r[2:] for r in read_table(root)[0][1:]] == [
+      ['done', '20.0', '6.0'],
+      ['done', '21.0', '6.0'],
+  ]
+  assert log_starts(workdir / 'toy.log') == 3
+  assert sorted(p.name for p in (workdir / 'toy').iterdir()) == [
+      'notes.txt',
+      sweep.ANALYSIS_RECORD,
+      'values.json',
+  ]
+
+
+def test_analysis_folder_not_made_by_the_sweep_is_an_error(toy, toy_analysis, tmp_path, capsys):
+  study_path, root = analysis_study(toy), tmp_path / 'root'
+  finished_runs(study_path, root)
+  (root / 'sigma25-seed1' / 'toy').mkdir()
+  (root / 'sigma25-seed1' / 'toy' / 'mine.txt').write_text('keep me')
+  assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
+  assert f'sigma25-seed1/toy was not made by the sweep (no {sweep.ANALYSIS_RECORD})' in (
+      capsys.readouterr().err
+  )
+  assert (root / 'sigma25-seed1' / 'toy' / 'mine.txt').read_text() == 'keep me'
+  assert not (root / 'results.csv').exists()
+
+
+def test_workdir_locked_by_an_analysis_is_an_error(toy, toy_analysis, tmp_path, capsys):
+  study_path, root = analysis_study(toy), tmp_path / 'root'
+  finished_runs(study_path, root)
+  with open(root / 'sigma25-seed0' / sweep.RUN_LOCK, 'w') as lock:
+    lock.write('4242 toy\n')
+    lock.flush()
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
+    assert 'sigma25-seed0 is being analysed (toy) by process 4242' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'analyses, metrics, message',
+    [
+        ("[dict(name='toy', module='toy_analysis')]", "'steps'", "missing keys ['results']"),
+        (
+            "[dict(name='toy', module='no_such_module', results='v.json')]",
+            "'steps'",
+            "module 'no_such_module' is not importable",
+        ),
+        (
+            "[dict(name='psnr', module='toy_analysis', results='v.json')]",
+            "'steps'",
+            "name 'psnr' is taken",
+        ),
+        (
+            "[dict(name='train', module='toy_analysis', results='v.json')]",
+            "'steps'",
+            "name 'train' is taken by a metric, the training log",
+        ),
+        (
+            "[dict(name='toy', module='toy_analysis', args=('--out=x',), results='v.json')]",
+            "'steps'",
+            'the sweep sets --workdir and --out',
+        ),
+        (
+            "[dict(name='toy', module='toy_analysis', results='../v.json')]",
+            "'steps'",
+            'results must name a JSON file in the output folder',
+        ),
+        (
+            "[dict(name='toy', module='toy_analysis', results='v.json')]",
+            "'toy'",
+            "metric 'toy' names an analysis; name one of its values, 'toy/KEY'",
+        ),
+        ('[]', "'toy/x'", "unknown metric 'toy/x'"),
+    ],
+)
+def test_bad_analyses_are_errors(toy, toy_analysis, analyses, metrics, message):
+  study = write_study(
+      toy,
+      f"dict(runs=[dict(label='a', config=TINY)], seeds=(0,), metrics=({metrics},), "
+      f'analyses={analyses})',
+  )
+  with pytest.raises(sweep.StudyError) as error:
+    sweep.load_study(study)
+  assert message in str(error.value)
+
+
+def test_sharpness_study_measures_the_runs_of_denoise_params():
+  """configs/studies/sharpness.py shares denoise_params.py's workdirs under one --root."""
+  params = sweep.load_study(str(REPO / 'configs' / 'studies' / 'denoise_params.py'))
+  sharp = sweep.load_study(str(REPO / 'configs' / 'studies' / 'sharpness.py'))
+  assert sharp.runs == params.runs and sharp.configs == params.configs
+  assert sharp.columns[: len(params.columns)] == params.columns
+  assert 'sharpness/trace_hutchinson' in sharp.columns
+  assert sharp.compare == params.compare
+  (analysis,) = sharp.analyses
+  assert (analysis.name, analysis.module) == ('sharpness', 'dxnet_jax.analysis.sharpness')
+  assert sum(arg.startswith('--sigmas=') for arg in analysis.args) == 1  # one grid for all
