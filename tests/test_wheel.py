@@ -39,6 +39,7 @@ CORE_MODULES = (
     'dxnet_jax.analysis.paper_points',
     'dxnet_jax.analysis.sharpness',
     'dxnet_jax.analysis.stats',
+    'dxnet_jax.analysis.study_plots',
     'dxnet_jax.config_files',
     'dxnet_jax.data',
     'dxnet_jax.data.augment',
