@@ -95,7 +95,7 @@ def _gradient_reach(model, variables, channels: int, scale: int, length: int) ->
   rng = np.random.default_rng(0)
   shapes = [(1, length, MEASURE_ROWS, channels), (1, MEASURE_ROWS, length, channels)]
   with jax.enable_x64(True):
-    exact = model.clone(**_exact_overrides(model))
+    exact = _exact_model(model)
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
     canvases = [jnp.asarray(rng.random(shape)) for shape in shapes]
     apply = lambda v, x: exact.apply(v, x, train=False)
@@ -109,16 +109,22 @@ def _gradient_reach(model, variables, channels: int, scale: int, length: int) ->
   return reach
 
 
-def _exact_overrides(model) -> dict:
-  """Module fields that make the measurement exact: float64, direct depthwise convolution."""
+def _exact_model(model):
+  """`model` built from plain flax parts computing in float64: no custom calls (which have no
+  gradient), and the direct depthwise convolution."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  overrides = {}
-  if hasattr(model, 'dtype'):
-    overrides['dtype'] = jnp.float64
-  if hasattr(model, 'depthwise_impl'):
-    overrides['depthwise_impl'] = 'xla'
-  return overrides
+  from dxnet_jax import layers  # pylint: disable=g-import-not-at-top
+
+  parts = getattr(model, 'parts', None)
+  if parts is None:
+    return model
+  xunit = parts.xunit
+  design = next(name for name, cls in layers.XUNIT_DESIGNS.items() if xunit.func is cls)
+  exact = layers.flax_parts(
+      dtype=jnp.float64, xunit_design=design, xunit_kernel=xunit.keywords['kernel_size']
+  )
+  return model.clone(parts=exact if parts.normalizes else exact.without_norm())
 
 
 def _centre_gradients(nets, scale, variables, canvases):

@@ -266,5 +266,5 @@ def test_help_shows_examples(module):
       text=True,
       check=True,
   ).stdout
-  assert 'examples:' in out and f'python -m dxnet_jax.{module} --model' in out
+  assert 'examples:' in out and f'dxnet-{module} --model' in out
   assert '--overwrite' in out and '--tile' in out and 'Exit status' in out

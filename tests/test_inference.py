@@ -26,7 +26,7 @@ def _randomized(variables, seed):
 def denoiser():
   """A two-layer DxNet denoiser: BatchNorm in inference mode, xUnits with FFT depthwise."""
   model = models.create(
-      'dxnet_denoise_444', blocks=(1, 1), growth_rate=4, stem_features=8, depthwise_impl='fft'
+      'dxnet_denoise_444', blocks=(1, 1), growth_rate=4, stem_features=8, kernels='gpu'
   )
   variables = models.init_variables(model, (1, 16, 16, 1))
   return model, _randomized(variables, 0)

@@ -201,6 +201,7 @@ class DenseNetBackbone(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     parts = self.parts
+    trunk = trunk_of(self, parts, dropout_rate=self.dropout_rate)  # checks the description
     x = x.astype(parts.dtype)
     stem_features = self.stem_features or 2 * self.growth_rate
     if self.stem == 'cifar':
@@ -214,7 +215,7 @@ class DenseNetBackbone(nn.Module):
     stem_xunit = self.activation == 'xunit' if self.stem_xunit is None else self.stem_xunit
     if stem_xunit:
       x = parts.xunit(name='stem_xunit')(x, train)
-    x = trunk_of(self, parts, dropout_rate=self.dropout_rate)(x, train)
+    x = trunk(x, train)
     return parts.norm_relu(use_running_average=not train, name='final_bn')(x)
 
 

@@ -45,10 +45,11 @@ class DenseRestorationNet(nn.Module):
   remat: Union[bool, str] = False
 
   def stem_and_trunk(self, x, parts: Parts, train: bool):
+    trunk = trunk_of(self, parts, pool=False)  # checks the description
     y = parts.conv(self.stem_features, (3, 3), use_bias=True, name='stem_conv')(x)
     if self.activation == 'xunit':
       y = parts.xunit(name='stem_xunit')(y, train)
-    return trunk_of(self, parts, pool=False)(y, train)
+    return trunk(y, train)
 
 
 class DenseDenoiser(DenseRestorationNet):

@@ -155,7 +155,7 @@ def form(kernel_shape, dtype=jnp.float32):
 
 def test_native_on_another_backend_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  with pytest.raises(ValueError, match='runs on the CPU only'):
+  with pytest.raises(ValueError, match='run on the CPU only'):
     native_conv.conv2d_native(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2)))
   assert not native_conv.preferred((3, 3, 48, 12), jnp.float32)
 
