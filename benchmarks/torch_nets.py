@@ -115,24 +115,34 @@ class DenseNetClassifier(nn.Module):
     return self.head(self.features(x).mean((2, 3)))
 
 
+def restoration_trunk(channels, blocks, growth_rate, xunit, xunit_kernel, batch_norm):
+  """The restoration nets' 64-channel stem (+xUnit) and dense trunk with 2k bottlenecks, no
+  pooling; returns (module, channels)."""
+  stem = [conv(channels, 64, 3, bias=True)]
+  if xunit:
+    stem.append(XUnit(64, xunit_kernel, batch_norm=batch_norm))
+  trunk, c = dense_trunk(
+      64,
+      blocks,
+      growth_rate,
+      bottleneck_width=2,
+      xunit=xunit,
+      xunit_kernel=xunit_kernel,
+      batch_norm=batch_norm,
+      pool=False,
+  )
+  return nn.Sequential(*stem, trunk), c
+
+
 class DenseDenoiser(nn.Module):
   """Residual-learning dense denoiser: 64-channel stem (+xUnit), 2k bottleneck, no pooling."""
 
   def __init__(self, channels=1, blocks=(4, 4, 4), growth_rate=16, xunit=True, xunit_kernel=9):
     super().__init__()
-    layers = [conv(channels, 64, 3, bias=True)]
-    if xunit:
-      layers.append(XUnit(64, xunit_kernel))
-    trunk, c = dense_trunk(
-        64,
-        blocks,
-        growth_rate,
-        bottleneck_width=2,
-        xunit=xunit,
-        xunit_kernel=xunit_kernel,
-        pool=False,
+    trunk, c = restoration_trunk(
+        channels, blocks, growth_rate, xunit, xunit_kernel, batch_norm=True
     )
-    layers += [trunk, nn.BatchNorm2d(c), nn.ReLU(inplace=True), conv(c, channels, 3, bias=True)]
+    layers = [trunk, nn.BatchNorm2d(c), nn.ReLU(inplace=True), conv(c, channels, 3, bias=True)]
     self.noise = nn.Sequential(*layers)
 
   def forward(self, x):
@@ -154,20 +164,10 @@ class DenseSuperResolution(nn.Module):
   ):
     super().__init__()
     self.scale = scale
-    layers = [conv(channels, 64, 3, bias=True)]
-    if xunit:
-      layers.append(XUnit(64, xunit_kernel, batch_norm=False))
-    trunk, c = dense_trunk(
-        64,
-        blocks,
-        growth_rate,
-        bottleneck_width=2,
-        xunit=xunit,
-        xunit_kernel=xunit_kernel,
-        batch_norm=False,
-        pool=False,
+    trunk, c = restoration_trunk(
+        channels, blocks, growth_rate, xunit, xunit_kernel, batch_norm=False
     )
-    layers += [trunk, nn.ReLU(), conv(c, tail, 3, bias=True)]
+    layers = [trunk, nn.ReLU(), conv(c, tail, 3, bias=True)]
     for _ in range(scale.bit_length() - 1):
       layers += [conv(tail, 4 * tail, 3, bias=True), nn.PixelShuffle(2), nn.ReLU()]
     layers.append(conv(tail, channels, 3, bias=True))

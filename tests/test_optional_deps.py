@@ -29,9 +29,7 @@ FEATURES = {
     'imagenet pipeline': ('imagenet._tf()', 'tfds'),
     'bundled photos': ("embedded.load('skimage:test', 1)", 'quickstart'),
     'cam overlay': ('cam.overlay(np.zeros((4, 4)), np.zeros((4, 4)))', 'plots'),
-    'cam figure': ('cam._pyplot()', 'plots'),
-    'budget plot': ('budget_plots._pyplot()', 'plots'),
-    'sharpness plot': ('sharpness._pyplot()', 'plots'),
+    'figures': ('figures.pyplot()', 'plots'),
     'notebook runner': ("notebook.execute('tour.ipynb')", 'test'),
 }
 
@@ -46,7 +44,7 @@ for module in json.loads(sys.argv[2]):
   except Exception as error:
     failed[module] = repr(error)
 import numpy as np
-from dxnet_jax.analysis import budget_plots, cam, notebook, sharpness
+from dxnet_jax.analysis import cam, figures, notebook
 from dxnet_jax.data import embedded, imagenet, restoration, sources
 messages = {}
 for feature, call in json.loads(sys.argv[3]).items():

@@ -35,6 +35,7 @@ CORE_MODULES = (
     'dxnet_jax.analysis',
     'dxnet_jax.analysis.budget_plots',
     'dxnet_jax.analysis.cam',
+    'dxnet_jax.analysis.figures',
     'dxnet_jax.analysis.notebook',
     'dxnet_jax.analysis.paper_points',
     'dxnet_jax.analysis.sharpness',

@@ -35,6 +35,7 @@ import os
 from typing import Iterable, Sequence
 
 from dxnet_jax import _optional
+from dxnet_jax.analysis import figures
 from dxnet_jax.analysis import paper_points
 
 METRICS = {'accuracy': 'accuracy (%)', 'error': 'error (%)', 'psnr': 'PSNR (dB)'}
@@ -180,11 +181,6 @@ def records_from_workdir(workdir: str) -> list[dict]:
   return records
 
 
-def _pyplot():
-  # No backend is forced here: notebooks keep their inline backend; the CLI selects Agg.
-  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
-
-
 def _as_accuracy(record: dict) -> dict:
   """Error rates become accuracies (100 - error) so that both share one panel."""
   if record['metric'] != 'error':
@@ -288,7 +284,7 @@ def budget_figure(
   if not groups:
     raise ValueError('nothing to plot: no records for the chosen data sets')
   colors = family_colors(records)
-  plt = _pyplot()
+  plt = figures.pyplot()
   n = len(groups)
   cols = min(n, 3)
   rows = math.ceil(n / cols)
@@ -310,12 +306,8 @@ def plot_budget(
     dpi: int = 100,
 ) -> str:
   """`budget_figure` written to a PNG; returns its path."""
-  plt = _pyplot()
   fig = budget_figure(records, include_paper=include_paper, datasets=datasets)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
-  return path
+  return figures.save(fig, path, dpi)
 
 
 def main(argv: Sequence[str] | None = None) -> str:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dxnet_jax import _optional
+from dxnet_jax.analysis import figures
 
 
 @dataclasses.dataclass
@@ -125,11 +126,6 @@ def overlay(
   return np.clip((1 - alpha) * np.clip(image, 0, 1) + alpha * colored, 0, 1)
 
 
-def _pyplot():
-  # No backend is forced here: notebooks keep their inline backend; the CLI selects Agg.
-  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
-
-
 def cam_figure(
     images: np.ndarray,
     results: Mapping[str, Cams],
@@ -146,7 +142,7 @@ def cam_figure(
   images = np.asarray(images, np.float32)
   n, height, width = images.shape[:3]
   names = list(results)
-  plt = _pyplot()
+  plt = figures.pyplot()
   cols = 1 + len(names)
   fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.1 * n), squeeze=False)
 
@@ -190,7 +186,6 @@ def plot_cams(
     dpi: int = 100,
 ) -> str:
   """`cam_figure` written to a PNG; returns its path."""
-  plt = _pyplot()
   fig = cam_figure(
       images,
       results,
@@ -199,10 +194,7 @@ def plot_cams(
       image_titles=image_titles,
       alpha=alpha,
   )
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
-  return path
+  return figures.save(fig, path, dpi)
 
 
 def save_overlays(

@@ -112,32 +112,17 @@ POINTS: list[dict] = [
     _point('Bicubic', None, 'psnr', 25.99, 'set14_x4', 'Bicubic', 'standard bicubic x4 baseline'),
     _point('Bicubic', None, 'psnr', 25.96, 'bsd100_x4', 'Bicubic', 'standard bicubic x4 baseline'),
     # DxNet16 (k16, blocks 4-4-4-6-8-8): 0.86M parameters in the DxNet paper; PSNRs not sourced.
-    _point(
-        'DxNet16',
-        860_000,
-        'psnr',
-        None,
-        'set5_x4',
-        'DxNet',
-        'DxNet paper: 0.86M parameters; PSNR not sourced here',
-    ),
-    _point(
-        'DxNet16',
-        860_000,
-        'psnr',
-        None,
-        'set14_x4',
-        'DxNet',
-        'DxNet paper: 0.86M parameters; PSNR not sourced here',
-    ),
-    _point(
-        'DxNet16',
-        860_000,
-        'psnr',
-        None,
-        'bsd100_x4',
-        'DxNet',
-        'DxNet paper: 0.86M parameters; PSNR not sourced here',
+    *(
+        _point(
+            'DxNet16',
+            860_000,
+            'psnr',
+            None,
+            dataset,
+            'DxNet',
+            'DxNet paper: 0.86M parameters; PSNR not sourced here',
+        )
+        for dataset in ('set5_x4', 'set14_x4', 'bsd100_x4')
     ),
 ]
 

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dxnet_jax import _optional
+from dxnet_jax.analysis import figures
 
 Params = Any
 Batch = Mapping[str, Any]
@@ -537,11 +538,6 @@ def measure_sharpness(
 # Plots.
 
 
-def _pyplot():
-  # No backend is forced here: notebooks keep their inline backend; the CLIs select Agg.
-  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
-
-
 def plot_loss_vs_sigma(ax, results: Sequence[SharpnessResult]) -> None:
   """Mean perturbed loss against sigma (error bars: standard error) with the fitted curve."""
   for i, res in enumerate(results):
@@ -594,7 +590,7 @@ def plot_quadratics(
 
 def sharpness_figure(results: Sequence[SharpnessResult]):
   """A matplotlib figure with both panels side by side (loss vs sigma, the quadratics)."""
-  plt = _pyplot()
+  plt = figures.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   plot_loss_vs_sigma(axes[0], results)
   plot_quadratics(axes[1], results)
@@ -604,12 +600,8 @@ def sharpness_figure(results: Sequence[SharpnessResult]):
 
 def plot_sharpness(results: Sequence[SharpnessResult], path: str, *, dpi: int = 100) -> str:
   """`sharpness_figure` written to a PNG; returns the path."""
-  plt = _pyplot()
   fig = sharpness_figure(results)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
-  return path
+  return figures.save(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from dxnet_jax import _optional
+from dxnet_jax.analysis import figures
 from dxnet_jax.analysis import stats
 
 KINDS = ('params', 'designs', 'sharpness')
@@ -132,7 +133,7 @@ def _family_colors(families: Sequence[str]) -> Dict[str, str]:
 
 def label_colors(labels: Sequence[str]) -> Dict[str, Any]:
   """A colour per label: shades of its family's colour map, darker for later labels."""
-  plt = _pyplot()
+  plt = figures.pyplot()
   by_family: Dict[str, List[str]] = {}
   for label in labels:
     by_family.setdefault(family(label), []).append(label)
@@ -163,19 +164,23 @@ def _seeds(ax, x: float, ys: Sequence[float], spread: float, color, label: str):
   ax.scatter(xs, ys, s=14, color=color, alpha=SEED_ALPHA, lw=0, gid=f'seeds:{label}', zorder=2)
 
 
-def _pyplot():
-  # No backend is forced here: notebooks keep their inline backend; the CLI selects Agg.
-  return _optional.require('matplotlib.pyplot', 'plots', 'plotting')
-
-
 def _panels(count: int, width: float = 5.0, height: float = 4.0):
-  plt = _pyplot()
+  plt = figures.pyplot()
   fig, axes = plt.subplots(1, count, figsize=(width * count, height), squeeze=False)
   return fig, list(axes.flat)
 
 
 def _set_title(column: str) -> str:
   return column.partition('/')[2]
+
+
+def _psnr_axes(ax, column: str, xlabel: str):
+  """Title (the eval set of `column`), axis labels, grid and legend of a PSNR panel."""
+  ax.set_title(_set_title(column))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('PSNR (dB)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
 
 
 # ------------------------------------------------------------------------------------- params
@@ -210,11 +215,7 @@ def params_figure(table: Table):
       for xi, yi, label in zip(x, y, model_labels):
         text = label[len(name) + 1 :] or label
         ax.annotate(text, (xi, yi), fontsize=7, xytext=(4, -10), textcoords='offset points')
-    ax.set_title(_set_title(column))
-    ax.set_xlabel('parameters (thousands)')
-    ax.set_ylabel('PSNR (dB)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _psnr_axes(ax, column, 'parameters (thousands)')
   fig.tight_layout()
   return fig
 
@@ -268,11 +269,7 @@ def designs_figure(table: Table):
             label=design_name(design),
         )
     ax.set_xticks(depths)
-    ax.set_title(_set_title(column))
-    ax.set_xlabel('depth (convolution layers)')
-    ax.set_ylabel('PSNR (dB)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _psnr_axes(ax, column, 'depth (convolution layers)')
   fig.tight_layout()
   return fig
 
@@ -365,12 +362,8 @@ def study_figure(table: Table, kind: str):
 
 def plot_study(table: Table, kind: str, path: str, *, dpi: int = 120) -> str:
   """`study_figure` written to a PNG; returns its path."""
-  plt = _pyplot()
   fig = study_figure(table, kind)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
-  return path
+  return figures.save(fig, path, dpi)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
