@@ -332,6 +332,7 @@ def test_jit_pmap_and_single_device_reach_the_same_parameters_and_batch_stats(pr
           os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
       ).strip(),
       JAX_PLATFORMS='cpu',
+      PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])),
   )
   out = subprocess.run(
       [sys.executable, str(script), str(project / 'tiny.py')],
