@@ -449,7 +449,7 @@ def test_finished_runs_are_skipped_and_tabled(toy, tmp_path, capsys):
   assert rows[4][3] == repr(20.0 + 1)  # floats round-trip exactly
   assert [r['metrics']['psnr/eval'] for r in table['rows']] == [20.0 + i / 3 for i in range(4)]
   out = capsys.readouterr()
-  assert '4 already finished' in out.err and '| sigma25 | 20.17 ± 0.2357 (2) |' in out.out
+  assert '4 already finished' in out.err and '| sigma25 | 20.17 ± 0.24 (2) |' in out.out
   assert not any(root.glob(f'*/{sweep.LOG_NAME}'))  # nothing started
   # The stats CLI reads the same table.
   results = str(root / 'results.json')
@@ -534,10 +534,30 @@ def test_markdown_summary():
   assert lines[:4] == [
       '| label | psnr: mean ± std (n) |',
       '|---|---|',
-      '| a | 2 ± 1.414 (2) |',
-      '| b | 3.25 ± 1.768 (2) |',
+      '| a | 2.0 ± 1.4 (2) |',
+      '| b | 3.2 ± 1.8 (2) |',
   ]
-  assert lines[-1] == '| b - a | psnr | 1.25 | 0.3536 | 2 | b higher |'
+  assert lines[-1] == '| b - a | psnr | +1.25 | 0.35 | 2 | b higher |'
+
+
+def test_timing_summary_counts_trainings_and_analyses(tmp_path, capsys):
+  runs = {
+      'a-seed0': {'attempts': 2, 'wall_s': 3000.0, 'sharpness': {'attempts': 1, 'wall_s': 120.0}},
+      'a-seed1': {'attempts': 1, 'wall_s': 1800.0, 'sharpness': {'attempts': 1, 'wall_s': 60.0}},
+  }
+  (tmp_path / 'timing.json').write_text(json.dumps({'runs': runs}))
+  assert stats.timing_summary(str(tmp_path / 'timing.json')).splitlines() == [
+      '- training: 2 runs, 1 h 20 min in all, 40.0 min per run (3 attempts)',
+      '- sharpness: 2 runs, 3 min in all, 1.5 min per run (2 attempts)',
+  ]
+  rows = _rows([('a', 0, 1.0), ('a', 1, 3.0)])
+  (tmp_path / 'results.json').write_text(json.dumps({'rows': rows}))
+  assert stats.main([str(tmp_path / 'results.json'), '--timing']) == 0
+  assert '- training: 2 runs, 1 h 20 min in all' in capsys.readouterr().out
+  (tmp_path / 'timing.json').unlink()
+  with pytest.raises(SystemExit):
+    stats.main([str(tmp_path / 'results.json'), '--timing'])
+  assert 'timing.json, which is missing' in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- analyses
@@ -695,7 +715,7 @@ def test_analysis_runs_once_per_finished_workdir(toy, toy_analysis, tmp_path, ca
       ['sigma25', '1', 'done', '21.0', '12.0'],
   ]
   out = capsys.readouterr()
-  assert '| sigma25 | 20.5 ± 0.7071 (2) | 12 ± 0 (2) |' in out.out
+  assert '| sigma25 | 20.50 ± 0.71 (2) | 12 ± 0 (2) |' in out.out
   assert 'started sigma25-seed0 toy' in out.err and '0 already finished' in out.err
   workdir = root / 'sigma25-seed1'
   assert (workdir / 'toy' / 'notes.txt').read_text() == 'measured\n'

@@ -10,8 +10,11 @@ only rows with status 'done' and a value for the metric count.
   is zero; otherwise B is 'higher' or 'lower'. With fewer than two shared seeds there is no std
   and the verdict is 'too few seeds'.
 - `markdown_summary`: both as markdown tables; `print_summary` prints them.
+- `timing_summary`: the wall time of the trainings and of each analysis, from the sweep's
+  timing.json beside the table.
 
-CLI: `python -m dxnet_jax.analysis.stats ROOT/results.json [--metric M ...] [--compare A B ...]`.
+CLI: `python -m dxnet_jax.analysis.stats ROOT/results.json [--metric M ...] [--compare A B ...]
+[--timing]`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 TOO_FEW = 'too few seeds'
@@ -108,6 +112,21 @@ def format_number(x: Optional[float]) -> str:
   return f'{x:.4g}'
 
 
+def decimals_for(std: Optional[float]) -> Optional[int]:
+  """Decimals that show `std` to two significant digits; None when it has none (0, nan)."""
+  if std is None or not math.isfinite(std) or std == 0:
+    return None
+  return max(0, 1 - math.floor(math.log10(abs(std))))
+
+
+def format_mean_std(mean: float, std: float) -> str:
+  """`mean ± std`, both to the decimals of std's second significant digit."""
+  places = decimals_for(std)
+  if places is None:
+    return f'{format_number(mean)} ± {format_number(std) if math.isnan(std) else 0}'
+  return f'{mean:,.{places}f} ± {std:.{places}f}'
+
+
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
   """A GitHub-flavoured markdown table."""
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
@@ -123,7 +142,7 @@ def summary_table(rows: Sequence[Dict[str, Any]], metrics: Sequence[str]) -> str
     cells = [label]
     for metric in metrics:
       s = stats[label, metric]
-      cells.append(f"{format_number(s['mean'])} ± {format_number(s['std'])} ({s['n']})")
+      cells.append(f"{format_mean_std(s['mean'], s['std'])} ({s['n']})")
     body.append(cells)
   return markdown_table(['label', *(f'{m}: mean ± std (n)' for m in metrics)], body)
 
@@ -136,12 +155,13 @@ def differences_table(
   for label_a, label_b in pairs:
     for metric in metrics:
       d = paired_difference(rows, metric, label_a, label_b)
+      places = decimals_for(d['std'])
       body.append(
           [
               f'{label_b} - {label_a}',
               metric,
-              format_number(d['mean']),
-              format_number(d['std']),
+              format_number(d['mean']) if places is None else f"{d['mean']:+.{places}f}",
+              format_number(d['std']) if places is None else f"{d['std']:.{places}f}",
               str(d['n']),
               d['verdict'],
           ]
@@ -171,6 +191,34 @@ def print_summary(
   print(markdown_summary(rows, metrics, pairs))
 
 
+def _minutes(seconds: float) -> str:
+  minutes = round(seconds / 60)
+  return f'{minutes // 60} h {minutes % 60:02d} min' if minutes >= 60 else f'{minutes} min'
+
+
+def timing_summary(path: str) -> str:
+  """A markdown list, an item per step (the training, then each analysis) of a sweep's
+  timing.json: the number of runs, their wall time in all and per run, and the attempts."""
+  with open(path) as f:
+    runs = json.load(f)['runs']
+  steps: Dict[str, List[Dict[str, Any]]] = {}
+  for entry in runs.values():
+    if 'wall_s' in entry:
+      steps.setdefault('training', []).append(entry)
+    for name, value in entry.items():
+      if isinstance(value, dict) and 'wall_s' in value:
+        steps.setdefault(name, []).append(value)
+  lines = []
+  for name, entries in steps.items():
+    total = math.fsum(e['wall_s'] for e in entries)
+    attempts = sum(e.get('attempts', 1) for e in entries)
+    lines.append(
+        f'- {name}: {len(entries)} runs, {_minutes(total)} in all, '
+        f'{total / len(entries) / 60:.1f} min per run ({attempts} attempts)'
+    )
+  return '\n'.join(lines)
+
+
 def _metric_columns(rows: Sequence[Dict[str, Any]]) -> List[str]:
   return list(dict.fromkeys(k for row in rows for k in row['metrics']))
 
@@ -190,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       metavar=('A', 'B'),
       help='print the paired difference B - A (repeatable)',
   )
+  parser.add_argument(
+      '--timing', action='store_true', help="add the wall times from the table's timing.json"
+  )
   args = parser.parse_args(argv)
   rows = load_rows(args.results)
   metrics = args.metric or _metric_columns(rows)
@@ -201,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   if unknown:
     parser.error(f'--compare names labels not in the table: {unknown}; labels: {sorted(labels)}')
   print_summary(rows, metrics, [tuple(pair) for pair in args.compare])
+  if args.timing:
+    timing = os.path.join(os.path.dirname(args.results), 'timing.json')
+    if not os.path.exists(timing):
+      parser.error(f'--timing reads {timing}, which is missing: copy it beside the table.')
+    print('\nWall time (timing.json):\n')
+    print(timing_summary(timing))
   return 0
 
 
