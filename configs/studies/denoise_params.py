@@ -5,8 +5,9 @@ scored on BSD68 and Set12 with the benchmark protocol. DenseNet 5-5-5 has about 
 parameters (147K vs 140K), so `compare` pairs each DxNet with the DenseNet of its depth and of
 its size.
 
-Budget (the default): configs/denoise.py's recipe cut to 1,000 Adam steps of batch 16 (lr 1e-3,
-/ 5 at 80%), about 8 minutes per run on a 2-core CPU; 15 runs.
+Budget (the default): configs/denoise.py's recipe cut to 400 Adam steps of batch 16 (lr 1e-3,
+/ 5 at 80%); the 15 runs took 2 h 11 min on a 2-core CPU shared with another sweep
+(docs/results.md).
 'paper': the paper's budget for the same grid (50 epochs of 6,400 steps of batch 32).
 
   python -m dxnet_jax.sweep configs/studies/denoise_params.py --root runs/studies/denoise_params
@@ -22,7 +23,7 @@ def get_config(arg=''):
   recipe = '' if arg.paper else ',budget'
   return common.study(
       [dict(label=m, config=f'configs/denoise.py:{m}{recipe}') for m in MODELS],
-      budget_steps=1000,
+      budget_steps=400,
       paper=arg.paper,
       metrics=('psnr', 'ssim', 'best_validation', 'parameters', 'steps'),
       compare=[

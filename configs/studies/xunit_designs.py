@@ -4,8 +4,8 @@ Feed-forward gray denoisers (configs/xunit_designs.py) of 3, 5 and 7 layers of 3
 each convolution but the last followed by BatchNorm and ReLU, the DxNet xUnit, or the original
 (2018) Gaussian xUnit; three seeds each, equal steps, sigma 50, scored on BSD68 and Set12.
 
-Budget (the default): 1,000 Adam steps of batch 16 (lr 1e-3, / 5 at 80%), about 4 minutes per
-run on a 2-core CPU; 27 runs. 'paper': 64 channels and the full denoising recipe (50 epochs of
+Budget (the default): 400 Adam steps of batch 16 (lr 1e-3, / 5 at 80%); the 27 runs took 36
+minutes on a 2-core CPU shared with another sweep (docs/results.md). 'paper': 64 channels and the full denoising recipe (50 epochs of
 6,400 steps of batch 32).
 
   python -m dxnet_jax.sweep configs/studies/xunit_designs.py --root runs/studies/xunit_designs
@@ -27,7 +27,7 @@ def get_config(arg=''):
   ]
   return common.study(
       runs,
-      budget_steps=1000,
+      budget_steps=400,
       paper=arg.paper,
       metrics=('psnr', 'ssim', 'parameters', 'steps'),
       compare=[(f'relu_{d}', f'{x}_{d}') for d in DEPTHS for x in ('dxnet', 'gaussian')],
