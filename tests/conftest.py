@@ -36,6 +36,9 @@ if _CACHE_OWNER and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 
   os.environ['DXNET_TEST_JAX_CACHE'] = tempfile.mkdtemp(prefix='dxnet-test-jax-cache-')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = os.environ['DXNET_TEST_JAX_CACHE']
+  # dxnet_jax leaves a JAX_COMPILATION_CACHE_DIR as it is; a subprocess started without one
+  # falls back to $DXNET_JAX_CACHE, which stays inside the run's folder, never the user's.
+  os.environ.setdefault('DXNET_JAX_CACHE', os.environ['DXNET_TEST_JAX_CACHE'])
   # The native XLA:CPU kernels (ops/native_build.py) are built there too, once per run, rather
   # than into the user's ~/.cache.
   os.environ.setdefault(

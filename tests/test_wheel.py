@@ -41,6 +41,8 @@ CORE_MODULES = (
     'dxnet_jax.analysis.sharpness',
     'dxnet_jax.analysis.stats',
     'dxnet_jax.analysis.study_plots',
+    'dxnet_jax.cli',
+    'dxnet_jax.compilation_cache',
     'dxnet_jax.config_files',
     'dxnet_jax.data',
     'dxnet_jax.data.augment',
