@@ -12,7 +12,8 @@ list` names them), the task, sigma, scale, channels, noise seed and default sets
 run's config. The model sees one whole image at a time (jit compiles once per image shape).
 Protocols are in `dxnet_jax.metrics`: denoising outputs are clipped and rounded to 8 bits;
 SR is scored on Y with the border shaved. The `noisy` baseline reports the noisy input both as it
-is (unclipped float) and clipped + rounded like any output.
+is (unclipped float) and clipped + rounded like any output. A bad option, set or model is one
+line and exit status 2 (`--verbose` shows the traceback).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from dxnet_jax import cli
 from dxnet_jax import kernels
 from dxnet_jax import metrics
 from dxnet_jax.data import degrade
 from dxnet_jax.data import eval_sets
 
+PROG = 'dxnet-evaluate'
 PredictFn = Callable[[np.ndarray], np.ndarray]  # float32 [h, w, C] -> float [H, W, C]
 Protocol = Callable[[np.ndarray, np.ndarray], dict]  # (output, uint8 target) -> scores
 
@@ -115,8 +118,8 @@ def format_table(rows: Sequence[dict], caption: str = '') -> str:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m dxnet_jax.evaluate',
+  parser = cli.ArgumentParser(
+      prog=PROG,
       description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter,
   )
@@ -249,7 +252,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
 def main(argv: Sequence[str] | None = None) -> int:
   kernels.prepare_process()
   args = _parse(argv)
-  rows, caption = run(args)
+  try:
+    rows, caption = run(args)
+  except (ValueError, FileNotFoundError) as e:
+    return cli.report(PROG, e, argv)
   if args.json:
     if not args.per_image:
       rows = [

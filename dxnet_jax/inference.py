@@ -47,6 +47,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from dxnet_jax import cli
 from dxnet_jax import image_files
 from dxnet_jax.data import images as images_lib
 
@@ -485,7 +486,7 @@ Exit status: 0 every input written or skipped, 1 some input failed, 2 bad comman
 def command_parser(prog: str, doc: str, model_help: str, tile: int, tile_help: str):
   """The options every inference command takes: --model, --out, --tile, --overwrite, inputs;
   `COMMAND_NOTES` close its help."""
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog=prog,
       description=doc,
       epilog=COMMAND_NOTES,
@@ -515,5 +516,4 @@ def command_main(parser, run, argv=None) -> int:
   try:
     return run(args)
   except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.report(parser.prog, e, argv)

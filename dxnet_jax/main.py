@@ -9,6 +9,8 @@ A config file is Python with `get_config()` (the repository's configs/ folder ho
 experiments; `file.py:ARG` passes ARG to it). Any config field can be overridden on the command
 line (`--config.FIELD=VALUE`). The workdir receives checkpoints, metrics.jsonl, results.json and,
 with the `tensorboard` extra, TensorBoard events; rerunning resumes from its latest checkpoint.
+A bad flag, config, override or data folder is one line and exit status 2 (`--verbose` shows the
+traceback).
 """
 
 import logging as std_logging
@@ -19,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dxnet_jax import cli
 from dxnet_jax import config_files
 from dxnet_jax import distributed
 from dxnet_jax import kernels
@@ -43,7 +46,11 @@ flags.DEFINE_integer(
     'cores).',
     lower_bound=1,
 )
+flags.DEFINE_bool('verbose', False, cli.VERBOSE_HELP[0].upper() + cli.VERBOSE_HELP[1:] + '.')
 flags.mark_flags_as_required(['config', 'workdir'])
+PROG = 'dxnet-train'
+# What parsing a bad command line raises: a flag, the config file, its argument or an override.
+USER_ERRORS = (flags.Error, OSError, app.UsageError)
 
 
 def _quiet_libraries(record) -> bool:
@@ -51,9 +58,22 @@ def _quiet_libraries(record) -> bool:
   return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def parse_flags(argv):
+  """absl's flag parsing with the config file loaded here, its errors one line (`cli`)."""
+  with cli.user_errors(PROG, USER_ERRORS, argv):
+    rest = FLAGS(argv)
+    if len(rest) > 1:
+      raise app.UsageError(f'unexpected arguments {rest[1:]}')
+    try:
+      FLAGS.config.keys()  # a file that failed to load stands in for the config until used
+    except OSError as e:  # its cause's last line names the file and the problem
+      cause = str(e.__cause__ or e).strip().splitlines()[-1].strip()
+      raise OSError(f'--config: {cause}') from e
+  return rest
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # parse_flags took every argument
   logging.get_absl_handler().addFilter(_quiet_libraries)
   kernels.prepare_process(FLAGS.config.model.get('kernels', 'auto'))  # before JAX starts
   import jax  # pylint: disable=g-import-not-at-top
@@ -63,6 +83,7 @@ def main(argv):
     jax.config.update('jax_num_cpu_devices', FLAGS.cpu_devices)
   distributed.initialize()
   # Imported after initialisation: nothing may touch the JAX backend before it.
+  from dxnet_jax.train import checks  # pylint: disable=g-import-not-at-top
   from dxnet_jax.train import loop  # pylint: disable=g-import-not-at-top
 
   logging.info(
@@ -81,7 +102,8 @@ def main(argv):
         jax.default_backend(),
     )
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    with cli.user_errors(PROG, (checks.ConfigError, FileNotFoundError)):
+      loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except loop.Preempted as e:
     logging.warning('%s', e)
     sys.exit(PREEMPTED_EXIT_CODE)
@@ -98,9 +120,9 @@ def run():
   for flag in FLAGS.get_key_flags_for_module(__name__):
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   config_files.put_roots_on_path(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':
   config_files.put_roots_on_path(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
