@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from dxnet_jax import compilation_cache
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -74,6 +76,7 @@ def test_import_enables_the_cache_unless_the_user_chose(tmp_path):
   )
 
 
+@pytest.mark.slow  # two processes compile a net with each of two settings
 def test_entries_are_never_shared_between_kernels_settings(tmp_path):
   env = {compilation_cache.ENV_VAR: str(tmp_path)}
   first = _python(_COMPILE, env, 'xla', 'cpu')
