@@ -111,8 +111,10 @@ def load(name: str, kernels: str = 'auto'):
   info = manifest(name)
   config = ml_collections.ConfigDict(info['config'])
   model = models.create(config.model.to_dict(), kernels=kernels)
-  shape = (1,) + tuple(config.input_shape)
-  target = models.init_variables(model, shape, abstract=True)
+  # The expected shapes, traced without running init; every kernels setting builds the same
+  # tree, and the plain 'xla' parts trace fastest.
+  shapes_of = models.create(config.model.to_dict(), kernels='xla')
+  target = models.init_variables(shapes_of, (1,) + tuple(config.input_shape), abstract=True)
   target = {k: dict(v) for k, v in target.items() if k in ('params', 'batch_stats')}
   blob = (folder / WEIGHTS).read_bytes()
   try:
