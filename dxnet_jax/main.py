@@ -46,7 +46,7 @@ flags.DEFINE_integer(
     'cores).',
     lower_bound=1,
 )
-flags.DEFINE_bool('verbose', False, cli.VERBOSE_HELP[0].upper() + cli.VERBOSE_HELP[1:] + '.')
+flags.DEFINE_bool('verbose', False, cli.VERBOSE_HELP)
 flags.mark_flags_as_required(['config', 'workdir'])
 PROG = 'dxnet-train'
 # What parsing a bad command line raises: a flag, the config file, its argument or an override.
