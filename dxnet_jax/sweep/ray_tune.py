@@ -21,7 +21,7 @@ from dxnet_jax.sweep import steps
 from dxnet_jax.sweep import table
 from dxnet_jax.sweep.study import Study
 
-# Offline and quiet: no usage reports, Tune's old console output.
+# Offline and quiet: no usage reports; Tune's classic console output, which verbose=0 silences.
 RAY_ENV = {
     'RAY_USAGE_STATS_ENABLED': '0',
     'RAY_AIR_NEW_OUTPUT': '0',
@@ -183,11 +183,12 @@ def run(root: str, jobs: Dict[str, steps.Job], progress: Progress) -> Optional[i
           failure_config=tune.FailureConfig(max_failures=RETRIES),
       ),
   )
-  previous = signal.signal(signal.SIGTERM, on_sigterm)
+  previous = signal.signal(signal.SIGTERM, on_sigterm), signal.getsignal(signal.SIGINT)
   try:
     tuner.fit()
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  finally:  # Tune leaves its SIGINT handler behind
+    signal.signal(signal.SIGTERM, previous[0])
+    signal.signal(signal.SIGINT, previous[1])
   if progress.todo:  # trials left unfinished: Tune was interrupted
     return signals[0] if signals else signal.SIGINT
   return None
