@@ -814,6 +814,7 @@ def finished_runs(study_path: str, root: Path) -> sweep.Study:
   return study
 
 
+@pytest.mark.slow  # a Ray start and Tune trials
 def test_analysis_runs_once_per_finished_workdir(local_ray, toy, toy_analysis, tmp_path, capsys):
   study_path, root = analysis_study(toy, '--scale=2'), tmp_path / 'root'
   finished_runs(study_path, root)
@@ -869,6 +870,7 @@ def test_dry_run_lists_the_analyses(toy, toy_analysis, tmp_path, capsys):
   assert not (workdir / 'toy.partial').exists()
 
 
+@pytest.mark.slow  # a Ray start and Tune trials
 def test_failed_analysis_fails_its_run_and_is_retried(
     local_ray, toy, toy_analysis, tmp_path, capsys
 ):
