@@ -102,10 +102,9 @@ state and exit. Exit status: 0 when every run is done, 1 when some run failed, 2
 or command line, 128 + the signal number when stopped by a signal.
 """
 
-from dxnet_jax.sweep.cli import main
+from dxnet_jax.sweep.cli import EXIT_FAILED, EXIT_USAGE, main
 from dxnet_jax.sweep.study import Analysis, LOG_NAME, Run, Study, StudyError, load_study
 from dxnet_jax.sweep.table import ANALYSIS_RECORD, TABLE_KEYS
-from dxnet_jax.sweep.cli import EXIT_FAILED, EXIT_USAGE
 
 __all__ = [
     'ANALYSIS_RECORD',
