@@ -1,10 +1,12 @@
-"""dxnet_jax.sweep and dxnet_jax.analysis.stats.
+"""dxnet_jax.sweep (on Ray Tune) and dxnet_jax.analysis.stats.
 
 A toy study (a tiny gray denoiser at growth rate 4 and 8, two seeds, 6 steps, scored on two
 random eval images) is swept by `python -m dxnet_jax.sweep` as the user would run it: once
-without interruption, and once killed at random points (SIGKILL of the sweep and its trainings,
-SIGTERM of the sweep) and rerun until done, which must end with the same table. Study errors,
-stale workdirs and the table itself are checked in-process on fake workdirs (no training).
+without interruption on a local Ray, once killed at random points (SIGKILL of the sweep, its
+Ray and its trainings; SIGTERM of the sweep) and rerun until done, and once on a two-node Ray
+cluster started in a network namespace of its own; each must end with the same table. Study
+errors, stale workdirs and the table itself are checked in-process on fake workdirs (no
+training), on one Ray shared by the module's in-process sweeps.
 
 Analyses: the minima-sharpness CLI (2 probes, 2 realizations, 3 sigmas) runs on copies of the
 swept workdirs, once through and once killed during the analysis step and rerun, to the same
@@ -15,7 +17,6 @@ analysis module that writes its values without JAX.
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,7 +129,25 @@ def start_sweep(study: str, root: Path, *flags: str) -> subprocess.Popen:
   return subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=log)
 
 
-def run_sweep(study: str, root: Path, *flags: str, timeout: float = 240) -> int:
+@pytest.fixture(scope='module')
+def local_ray():
+  """One local Ray for the module's in-process sweeps (the sweep uses a Ray it finds joined)."""
+  ray = pytest.importorskip('ray')
+  temp_dir = tempfile.mkdtemp(prefix='ray')  # short: Ray's socket paths live under it
+  ray.init(
+      address='local',
+      num_cpus=2,
+      include_dashboard=False,
+      log_to_driver=False,
+      object_store_memory=80 * 1024**2,
+      _temp_dir=temp_dir,
+  )
+  yield ray
+  ray.shutdown()
+  shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def run_sweep(study: str, root: Path, *flags: str, timeout: float = 600) -> int:
   proc = start_sweep(study, root, *flags)
   try:
     return proc.wait(timeout=timeout)
@@ -140,19 +160,32 @@ def sweep_log(root: Path) -> str:
   return (root.parent / f'{root.name}.log').read_text()
 
 
-def children(pid: int) -> list[int]:
-  """Live child processes of `pid` (from /proc)."""
-  found = []
+def _processes() -> dict[int, tuple[int, str]]:
+  """pid -> (parent pid, command line) of the live processes (from /proc)."""
+  found = {}
   for entry in os.listdir('/proc'):
     if entry.isdigit():
       try:
-        stat = Path(f'/proc/{entry}/stat').read_text()
+        fields = Path(f'/proc/{entry}/stat').read_text().rsplit(')', 1)[1].split()
+        command = Path(f'/proc/{entry}/cmdline').read_bytes().replace(b'\0', b' ').decode()
       except OSError:
         continue
-      fields = stat.rsplit(')', 1)[1].split()
-      if int(fields[1]) == pid and fields[0] != 'Z':
-        found.append(int(entry))
+      if fields[0] != 'Z':
+        found[int(entry)] = (int(fields[1]), command)
   return found
+
+
+def descendants(pid: int) -> list[int]:
+  """Live processes below `pid`: the sweep's Ray, its workers and their trainings."""
+  processes, found = _processes(), [pid]
+  for parent in found:
+    found += [p for p, (ppid, _) in processes.items() if ppid == parent and p not in found]
+  return found[1:]
+
+
+def trainings(root: Path) -> list[int]:
+  """Live trainings and analyses of workdirs under `root`."""
+  return [p for p, (_, command) in _processes().items() if f'--workdir={root}/' in command]
 
 
 def alive(pid: int) -> bool:
@@ -170,17 +203,18 @@ def wait_gone(pids, timeout: float = 60):
 
 
 def kill_tree(proc: subprocess.Popen):
-  """SIGKILL of the sweep and of the trainings it started (each in its own process group)."""
+  """SIGKILL of the sweep, its Ray and the trainings (as a machine's crash would end them)."""
   os.kill(proc.pid, signal.SIGSTOP)  # no new training starts while we look
-  trainings = children(proc.pid)
-  for pid in trainings:
+  below = descendants(proc.pid)
+  for pid in below:
+    os.kill(pid, signal.SIGSTOP)
+  for pid in [proc.pid, *below]:
     try:
-      os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
       os.kill(pid, signal.SIGKILL)
-  proc.kill()
+    except ProcessLookupError:
+      pass
   proc.wait()
-  wait_gone(trainings)
+  wait_gone(below)
 
 
 def checkpoints(root: Path) -> set[tuple[str, str]]:
@@ -215,9 +249,9 @@ def read_table(root: Path):
 
 @pytest.fixture(scope='module')
 def reference(toy, tmp_path_factory) -> Path:
-  """The toy study swept without interruption, two trainings at a time."""
+  """The toy study swept without interruption on a local Ray, two trainings at a time."""
   root = tmp_path_factory.mktemp('reference') / 'sweep'
-  assert run_sweep(str(toy / 'study.py'), root, '--workers', '2') == 0, sweep_log(root)
+  assert run_sweep(str(toy / 'study.py'), root, '--cpus-per-run', '1') == 0, sweep_log(root)
   return root
 
 
@@ -273,7 +307,7 @@ def test_killed_sweep_resumes_to_the_same_table(toy, reference, tmp_path):
   # training, its final evaluation, the results' writing or the next run's start.
   for i, (how, within) in enumerate([('TERM', 0.5), ('KILL', 3.0)]):
     before = checkpoints(root)
-    proc = start_sweep(study, root, '--workers', str(1 + i % 2))
+    proc = start_sweep(study, root, '--cpus-per-run', str(2 - i % 2))
     reached = wait_until(lambda: checkpoints(root) - before, proc)
     time.sleep(rng.uniform(0, within))
     if not reached or proc.poll() is not None:
@@ -282,12 +316,11 @@ def test_killed_sweep_resumes_to_the_same_table(toy, reference, tmp_path):
     if how == 'KILL':
       kill_tree(proc)
     else:
-      trainings = children(proc.pid)
       proc.send_signal(signal.SIGTERM)
       assert proc.wait(timeout=120) == 128 + signal.SIGTERM, sweep_log(root)
-      wait_gone(trainings, timeout=5)  # the sweep waited for its trainings to save and exit
+      wait_gone(trainings(root), timeout=30)  # Ray stopped the trainings: they saved and exit
   assert kills == ['TERM', 'KILL'], 'the sweep finished before it was killed'
-  assert run_sweep(study, root, '--workers', '2') == 0, sweep_log(root)
+  assert run_sweep(study, root) == 0, sweep_log(root)
 
   assert (root / 'results.csv').read_text() == (reference / 'results.csv').read_text()
   assert read_table(root)[1] == read_table(reference)[1]
@@ -304,7 +337,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(toy, tmp_path):
       "dict(label='sigma25', config=TINY)])",
   )
   root = tmp_path / 'failing'
-  assert run_sweep(study, root, '--workers', '2') == sweep.EXIT_FAILED, sweep_log(root)
+  assert run_sweep(study, root) == sweep.EXIT_FAILED, sweep_log(root)
   rows, table = read_table(root)
   assert [r[:3] for r in rows[1:]] == [['broken', '0', 'failed'], ['sigma25', '0', 'done']]
   broken = table['rows'][0]
@@ -313,6 +346,93 @@ def test_a_failing_run_is_reported_and_the_others_finish(toy, tmp_path):
   assert rows[1][3:] == ['', '']
   log = sweep_log(root)
   assert 'FAILED broken-seed0' in log and '1/2 done, 0 running, 1 failed' in log
+
+
+CLUSTER_STUDY = STUDY.replace(
+    "dict(label='sigma25', config=TINY),",
+    "dict(label='sigma25', config=TINY, resources={'head_node': 1}),",
+).replace(
+    "overrides={'checkpoint_keep': 2})",
+    "overrides={'checkpoint_keep': 2},\n           resources={'second_node': 1})",
+)
+
+# Run as the init process of new network and PID namespaces: loopback is the only interface, so
+# Ray's nodes advertise and listen on 127.0.0.1 alone, and every process of the cluster ends
+# with the script.
+CLUSTER_SCRIPT = """\
+import json
+import subprocess
+import sys
+
+from ray.cluster_utils import Cluster
+
+study, root, nodes_file, temp_dir = sys.argv[1:]
+ray_args = dict(object_store_memory=80 * 1024**2, temp_dir=temp_dir)
+cluster = Cluster(
+    initialize_head=True,
+    head_node_args=dict(num_cpus=1, resources={'head_node': 1}, include_dashboard=False, **ray_args),
+)
+cluster.add_node(num_cpus=1, resources={'second_node': 1}, **ray_args)
+cluster.wait_for_nodes()
+nodes = {node.node_id: node.node_ip_address for node in cluster.list_all_nodes()}
+with open(nodes_file, 'w') as f:
+  json.dump(nodes, f)
+command = [sys.executable, '-m', 'dxnet_jax.sweep', study, '--root', root]
+sys.exit(subprocess.call(command + ['--address', cluster.address]))
+"""
+
+
+def namespaces_available() -> str:
+  """'' when this process may create network and PID namespaces, else why not."""
+  try:
+    done = subprocess.run(
+        ['unshare', '--net', '--pid', '--fork', '--mount-proc', 'ip', 'link', 'set', 'lo', 'up'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+  except (OSError, subprocess.TimeoutExpired) as e:
+    return str(e)
+  return done.stderr.strip() or f'exit {done.returncode}' if done.returncode else ''
+
+
+@pytest.mark.slow
+def test_two_node_cluster_runs_the_study_to_the_same_table(toy, reference, tmp_path):
+  """A head and a second node, each with a resource some runs ask for, on loopback only."""
+  pytest.importorskip('ray')
+  reason = namespaces_available()
+  if reason:
+    print(f'no network namespace ({reason}): the two-node test is skipped')
+    pytest.skip(f'network namespaces unavailable: {reason}')
+  (toy / 'cluster_study.py').write_text(CLUSTER_STUDY)
+  (tmp_path / 'cluster.py').write_text(CLUSTER_SCRIPT)
+  root, nodes_file = tmp_path / 'cluster', tmp_path / 'nodes.json'
+  env = dict(_env(), RAY_AUTH_MODE='disabled', RAY_USAGE_STATS_ENABLED='0')
+  command = ['unshare', '--net', '--pid', '--fork', '--mount-proc', 'sh', '-c']
+  command += ['ip link set lo up && exec "$0" "$@"', sys.executable, str(tmp_path / 'cluster.py')]
+  temp_dir = tempfile.mkdtemp(prefix='ray')  # short: Ray's socket paths live under it
+  command += [str(toy / 'cluster_study.py'), str(root), str(nodes_file), temp_dir]
+  try:
+    with open(tmp_path / 'cluster.log', 'w') as log:
+      done = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=log, timeout=900)
+  finally:
+    shutil.rmtree(temp_dir, ignore_errors=True)
+  assert done.returncode == 0, (tmp_path / 'cluster.log').read_text()
+
+  nodes = json.loads(nodes_file.read_text())
+  assert len(nodes) == 2 and set(nodes.values()) == {'127.0.0.1'}
+  ran_on = {}
+  for workdir in root.glob('*-seed*'):
+    (header,) = [
+        l for l in (workdir / sweep.LOG_NAME).read_text().splitlines() if l.startswith('==== ')
+    ]
+    ran_on[workdir.name] = header.split(' on node ')[1].split()[0]
+  assert sorted(ran_on) == ['sigma15-seed0', 'sigma15-seed1', 'sigma25-seed0', 'sigma25-seed1']
+  head, second = (ran_on[f'{label}-seed0'] for label in ('sigma25', 'sigma15'))
+  assert head != second and {ran_on['sigma25-seed1'], ran_on['sigma15-seed1']} == {head, second}
+  assert {node[:12] for node in nodes} == {head, second}
+  assert (root / 'results.csv').read_text() == (reference / 'results.csv').read_text()
+  assert read_table(root)[1]['rows'] == read_table(reference)[1]['rows']
 
 
 # ------------------------------------------------------------------------------ fast tests
@@ -410,7 +530,7 @@ def test_missing_study_file_and_bad_command_line(tmp_path, toy, capsys):
   assert sweep.main([str(tmp_path / 'nope.py'), '--root', str(tmp_path)]) == sweep.EXIT_USAGE
   assert 'nope.py' in capsys.readouterr().err
   study = str(toy / 'study.py')
-  assert sweep.main([study, '--root', str(tmp_path), '--workers', '0']) == sweep.EXIT_USAGE
+  assert sweep.main([study, '--root', str(tmp_path), '--cpus-per-run', '0']) == sweep.EXIT_USAGE
   assert sweep.main([study, '--root', str(tmp_path), '--main-flag=--config.seed=3']) == 2
   assert 'put config changes into the study' in capsys.readouterr().err
 
@@ -477,20 +597,10 @@ def test_workdir_of_another_config_is_an_error(toy, tmp_path, capsys):
   assert not (root / 'results.csv').exists()
 
 
-def test_locked_workdir_and_root_are_errors(toy, tmp_path, capsys):
-  study_path = str(toy / 'study.py')
-  root = tmp_path / 'root'
-  (root / 'sigma15-seed1').mkdir(parents=True)
-  with open(root / 'sigma15-seed1' / sweep.RUN_LOCK, 'w') as lock:
-    lock.write('4242\n')
-    lock.flush()
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
-    assert 'being trained by process 4242' in capsys.readouterr().err
-  with open(root / sweep.ROOT_LOCK, 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
-    assert 'another sweep' in capsys.readouterr().err
+def test_without_ray_the_message_names_the_extra(toy, tmp_path, monkeypatch, capsys):
+  monkeypatch.setitem(sys.modules, 'ray', None)  # as if Ray were not installed
+  assert sweep.main([str(toy / 'study.py'), '--root', str(tmp_path / 'root')]) == 2
+  assert 'pip install "dxnet_jax[sweep]"' in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- stats
@@ -704,7 +814,8 @@ def finished_runs(study_path: str, root: Path) -> sweep.Study:
   return study
 
 
-def test_analysis_runs_once_per_finished_workdir(toy, toy_analysis, tmp_path, capsys):
+@pytest.mark.slow  # a Ray start and Tune trials
+def test_analysis_runs_once_per_finished_workdir(local_ray, toy, toy_analysis, tmp_path, capsys):
   study_path, root = analysis_study(toy, '--scale=2'), tmp_path / 'root'
   finished_runs(study_path, root)
   assert sweep.main([study_path, '--root', str(root)]) == 0
@@ -716,7 +827,7 @@ def test_analysis_runs_once_per_finished_workdir(toy, toy_analysis, tmp_path, ca
   ]
   out = capsys.readouterr()
   assert '| sigma25 | 20.50 ± 0.71 (2) | 12 ± 0 (2) |' in out.out
-  assert 'started sigma25-seed0 toy' in out.err and '0 already finished' in out.err
+  assert 'started sigma25-seed0' in out.err and '0 already finished' in out.err
   workdir = root / 'sigma25-seed1'
   assert (workdir / 'toy' / 'notes.txt').read_text() == 'measured\n'
   assert json.loads((workdir / 'toy' / sweep.ANALYSIS_RECORD).read_text()) == {
@@ -759,7 +870,10 @@ def test_dry_run_lists_the_analyses(toy, toy_analysis, tmp_path, capsys):
   assert not (workdir / 'toy.partial').exists()
 
 
-def test_failed_analysis_fails_its_run_and_is_retried(toy, toy_analysis, tmp_path, capsys):
+@pytest.mark.slow  # a Ray start and Tune trials
+def test_failed_analysis_fails_its_run_and_is_retried(
+    local_ray, toy, toy_analysis, tmp_path, capsys
+):
   root = tmp_path / 'root'
   finished_runs(analysis_study(toy), root)
   assert sweep.main([analysis_study(toy, '--fail'), '--root', str(root)]) == sweep.EXIT_FAILED
@@ -805,17 +919,6 @@ def test_analysis_folder_not_made_by_the_sweep_is_an_error(toy, toy_analysis, tm
   )
   assert (root / 'sigma25-seed1' / 'toy' / 'mine.txt').read_text() == 'keep me'
   assert not (root / 'results.csv').exists()
-
-
-def test_workdir_locked_by_an_analysis_is_an_error(toy, toy_analysis, tmp_path, capsys):
-  study_path, root = analysis_study(toy), tmp_path / 'root'
-  finished_runs(study_path, root)
-  with open(root / 'sigma25-seed0' / sweep.RUN_LOCK, 'w') as lock:
-    lock.write('4242 toy\n')
-    lock.flush()
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert sweep.main([study_path, '--root', str(root)]) == sweep.EXIT_USAGE
-    assert 'sigma25-seed0 is being analysed (toy) by process 4242' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -877,3 +980,14 @@ def test_sharpness_study_measures_the_runs_of_denoise_params():
   (analysis,) = sharp.analyses
   assert (analysis.name, analysis.module) == ('sharpness', 'dxnet_jax.analysis.sharpness')
   assert sum(arg.startswith('--sigmas=') for arg in analysis.args) == 1  # one grid for all
+  assert analysis.args[0] == '--sigmas=0.0005,0.001,0.0015,0.002,0.003,0.004'
+
+
+def test_analysis_values_become_its_flags():
+  values = {'sigmas': (0.001, 0.5), 'fit_max_sigma': 2e-3, 'probes': 4, 'plot': True, 'x': False}
+  assert sweep.study.command_flags({**values, 'y': None}) == (
+      '--sigmas=0.001,0.5',
+      '--fit-max-sigma=0.002',
+      '--probes=4',
+      '--plot',
+  )

@@ -73,6 +73,11 @@ CORE_MODULES = (
     'dxnet_jax.models.restoration',
     'dxnet_jax.pretrained',
     'dxnet_jax.sweep',
+    'dxnet_jax.sweep.cli',
+    'dxnet_jax.sweep.ray_tune',
+    'dxnet_jax.sweep.steps',
+    'dxnet_jax.sweep.study',
+    'dxnet_jax.sweep.table',
     'dxnet_jax.train',
     'dxnet_jax.train.checkpoint',
     'dxnet_jax.train.checks',
@@ -113,7 +118,7 @@ def get_config():
   return config
 """
 # Packages that only extras install.
-OPTIONAL = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'matplotlib', 'skimage')
+OPTIONAL = ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'matplotlib', 'skimage', 'ray')
 # How pip says that it could not reach the index (the only failure that skips).
 NETWORK_ERRORS = (
     'NewConnectionError',

@@ -1,1 +1,1 @@
-"""Multi-seed studies for `python -m dxnet_jax.sweep` (see dxnet_jax/sweep.py for the format)."""
+"""Multi-seed studies for `dxnet-sweep` (the format: `dxnet-sweep --help`, dxnet_jax/sweep/__init__.py)."""

@@ -43,13 +43,13 @@ def get_config(arg=''):
       dict(
           name='sharpness',
           module='dxnet_jax.analysis.sharpness',
-          args=(
-              '--sigmas=' + ','.join(f'{s:g}' for s in SIGMAS),
-              f'--probes={PROBES}',
-              f'--realizations={REALIZATIONS}',
-              f'--fit-max-sigma={FIT_MAX_SIGMA:g}',
-              '--batch-size=4',
-              '--max-batches=0',
+          args=dict(
+              sigmas=SIGMAS,
+              probes=PROBES,
+              realizations=REALIZATIONS,
+              fit_max_sigma=FIT_MAX_SIGMA,
+              batch_size=4,
+              max_batches=0,
           ),
           results='sharpness.json',
       )
