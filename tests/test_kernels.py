@@ -63,7 +63,8 @@ def test_xla_and_cpu_kernels_give_the_same_outputs_gradients_and_statistics(name
   )
   expected = jax.jit(lambda v, x: _results(xla, v, x))(variables, x)
   actual = jax.jit(lambda v, x: _results(cpu, v, x))(variables, x)
-  for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
     scale = max(float(jnp.max(jnp.abs(b))), 1e-3)
     np.testing.assert_allclose(a / scale, b / scale, atol=2e-5, rtol=0)
 
@@ -117,7 +118,9 @@ def test_the_cpu_dense_block_computes_what_the_plain_block_computes():
 
       return jax.jit(jax.value_and_grad(loss))(variables['params'])
 
-    for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(plain))):
+    got, want = grads(ours), grads(plain)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
       np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 

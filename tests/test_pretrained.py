@@ -169,8 +169,10 @@ def test_load_reads_float16_and_float32_files_as_float32(tmp_path, monkeypatch):
   monkeypatch.setenv(pretrained.ENV_VAR, str(tmp_path))
   _, variables, _ = pretrained.load('float32')
   assert {x.dtype for x in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+  assert jax.tree.structure(variables) == jax.tree.structure(shipped)
   assert all(
-      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(shipped))
+      np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(shipped), strict=True)
   )
   with pytest.raises(ValueError, match=r"holds \['float64'\] arrays"):
     pretrained.load('float64')
