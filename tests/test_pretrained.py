@@ -121,7 +121,8 @@ def test_denoiser_beats_the_noisy_input_on_a_real_crop():
   noisy = clean / 255.0 + rng.standard_normal(clean.shape) * config.data.sigma / 255.0
   out = model.apply(variables, noisy[None].astype(np.float32), train=False)[0]
   noisy_psnr = metrics.psnr(metrics.to_uint8(noisy), clean)
-  assert metrics.psnr(metrics.to_uint8(out), clean) > noisy_psnr + 2.0
+  # Measured: 16.47 -> 26.50 dB (+10.0 dB); a 1 dB margin.
+  assert metrics.psnr(metrics.to_uint8(out), clean) > noisy_psnr + 9.0
 
 
 def test_sr_output_is_four_times_larger():
