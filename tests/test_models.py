@@ -141,8 +141,34 @@ def _apply(model, variables, x, **kwargs):
   return jax.jit(lambda v, x: model.apply(v, x, **kwargs))(variables, x)
 
 
-# Each case compiles two tiny training steps (~50 s on 2 cores): one net per case, chosen so the
-# two modes between them meet an xUnit, dropout, and a net without BatchNorm.
+@functools.lru_cache(maxsize=None)
+def _plain_model(name):
+  """One module object per name: jit's cache knows a static module by identity of its parts."""
+  return _tiny_model(name)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_and_grads(model, variables, x):
+  """Training-mode loss, statistics and parameter gradients: one compile per (model, shapes), so
+  the cases that share a plain net share its step."""
+
+  def loss(params):
+    out, updates = model.apply(
+        {**variables, 'params': params},
+        x,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.key(3)},
+    )
+    return jnp.mean(jnp.square(out)), updates
+
+  return jax.value_and_grad(loss, has_aux=True)(variables['params'])
+
+
+# Each case compiles two tiny training steps (~50 s on 2 cores; the plain dxnet_k12_12's is
+# shared): one net per case, chosen so the two modes between them meet an xUnit, dropout, and a
+# net without BatchNorm.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'name,remat',
     [
@@ -162,24 +188,12 @@ def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(name, 
   spec = models.MODELS[name]
   shape = (2, 8, 8, spec.input_shape[-1])
   x = jax.random.uniform(jax.random.key(1), shape)
-  plain, rematted = _tiny_model(name), _tiny_model(name, remat=remat)
+  plain, rematted = _plain_model(name), _tiny_model(name, remat=remat)
   v_plain = init_variables(plain, shape)
   v_remat = init_variables(rematted, shape)
   assert jax.tree.structure(v_plain) == jax.tree.structure(v_remat)
-
-  def loss(params, model):
-    out, updates = model.apply(
-        {**v_plain, 'params': params},
-        x,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': jax.random.key(3)},
-    )
-    return jnp.mean(jnp.square(out)), updates
-
-  step = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
-  (l0, u0), g0 = step(v_plain['params'], plain)
-  (l1, u1), g1 = step(v_plain['params'], rematted)
+  (l0, u0), g0 = _loss_and_grads(plain, v_plain, x)
+  (l1, u1), g1 = _loss_and_grads(rematted, v_plain, x)
   np.testing.assert_allclose(l0, l1, rtol=1e-5)
   assert jax.tree.structure(u0) == jax.tree.structure(u1)
   assert jax.tree.structure(g0) == jax.tree.structure(g1)
