@@ -110,6 +110,7 @@ def test_auto_picks_by_backend_and_bad_settings_are_clear_errors():
     models.create('dxnet_denoise_444', depthwise_impl='fft')
 
 
+@pytest.mark.slow  # three remat modes, two training steps each: ~50 s on 2 cores
 def test_the_cpu_dense_block_computes_what_the_plain_block_computes():
   """Shared statistics, gradients summed once and ordered recomputation change nothing else."""
   parts = kernels.make_parts('cpu')
