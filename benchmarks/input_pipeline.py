@@ -1,6 +1,6 @@
 """Images/s of the input pipelines on this machine (single thread, no prefetch).
 
-  python benchmarks/input_pipeline.py [--batches 100]
+  python benchmarks/input_pipeline.py [--batches 100] [--pipelines 0,1,2,3,4]
 
 Rows: the CIFAR-10 training pipeline from the shared folder (pad-crop, flip, normalise,
 cutout), the SR x4 patch pipeline (T91 + BSD200, dihedral augmentation) and the denoising patch
@@ -62,11 +62,16 @@ def main():
   kernels.prepare_process()
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--batches', type=int, default=100)
+  parser.add_argument(
+      '--pipelines',
+      default=','.join(map(str, range(len(PIPELINES)))),
+      help='comma-separated row numbers (0: CIFAR-10, ...; default: all)',
+  )
   args = parser.parse_args()
   warnings.simplefilter('ignore', images.DataWarning)  # e.g. T91 images below 128 px
   header = ('pipeline', 'batch', 'inputs', 'load s', 'ms/batch', 'images/s')
   rows = []
-  for label, task, batch_size, overrides in PIPELINES:
+  for label, task, batch_size, overrides in (PIPELINES[int(i)] for i in args.pipelines.split(',')):
     r = measure(task, batch_size, overrides, args.batches)
     rows.append(
         (

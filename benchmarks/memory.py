@@ -1,6 +1,7 @@
 """Peak training-step memory from XLA's compiled memory analysis, with and without remat.
 
-    python -m benchmarks.memory [--nets densenet_bc_k12_16,dxnet_k12_12] [--batch 64] [--time]
+    python -m benchmarks.memory [--nets densenet_bc_k12_16,dxnet_k12_12] [--batch 64]
+        [--image 32,32,3] [--time] [--settings 0,1]
 
 For each net and setting the full training step (benchmarks/steps.py) is compiled and XLA's
 `memory_analysis()` read: peak = temp + argument + output bytes (donated arguments alias outputs,
@@ -51,6 +52,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--nets', default='densenet_bc_k12_16,dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--image', default='32,32,3', help='H,W,C of one input image')
   parser.add_argument('--time', action='store_true')
   parser.add_argument('--reps', type=int, default=3)
   parser.add_argument(
@@ -60,7 +62,7 @@ def main():
   print(f'# training-step memory (XLA memory analysis), batch {args.batch}; {timing.machine()}')
   rows = []
   for name in args.nets.split(','):
-    work = steps.Workload(name, args.batch, (32, 32, 3))
+    work = steps.Workload(name, args.batch, tuple(map(int, args.image.split(','))))
     results, runs = [], {}
     chosen = _settings()
     if args.settings:

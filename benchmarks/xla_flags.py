@@ -1,6 +1,6 @@
 """Training-step time under XLA:CPU compiler options, each compiled separately, timed in one run.
 
-    python -m benchmarks.xla_flags [--net dxnet_k12_12] [--batch 64] [--reps 3]
+    python -m benchmarks.xla_flags [--net dxnet_k12_12] [--batch 64] [--image 32,32,3] [--reps 3]
 
 Each candidate is the same training step (benchmarks/steps.py) compiled with one set of XLA
 `compiler_options`; candidates that XLA rejects are reported, not fatal. Prints step time, the
@@ -53,11 +53,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--net', default='dxnet_k12_12')
   parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--image', default='32,32,3', help='H,W,C of one input image')
   parser.add_argument('--reps', type=int, default=3)
   parser.add_argument('--candidates', default=','.join(CANDIDATES))
   args = parser.parse_args()
   print(f'# {args.net} training step, batch {args.batch}; {timing.machine()}')
-  work = steps.Workload(args.net, args.batch, (32, 32, 3))
+  work = steps.Workload(args.net, args.batch, tuple(map(int, args.image.split(','))))
   runs, losses, rejected = {}, {}, {}
   for name in args.candidates.split(','):
     try:

@@ -24,8 +24,7 @@ SR = 'sr_dxnet16_x4_budget'
 
 
 def _shipped(name):
-  if name not in pretrained.available():
-    pytest.skip(f'{name} is not shipped here')
+  assert name in pretrained.available(), f'{name} is not shipped'  # the package ships it
   return name
 
 
@@ -55,7 +54,8 @@ def test_denoise_writes_pngs_and_beats_the_noisy_input(images, tmp_path, capsys)
   noisy, out = map(
       float, re.search(r'noisy ([\d.]+) dB -> denoised ([\d.]+) dB', captured.out).groups()
   )
-  assert out > noisy + 2.0
+  # Measured: 16.51 -> 27.02 dB (+10.5 dB; DnCNN gains ~13 dB at sigma 50 on Set12); 1 dB margin.
+  assert out > noisy + 9.5, (noisy, out)
   assert re.search(r'\[1/1\] .*gray.png -> .*gray_denoised.png \([\d.]+ s\)', captured.err)
   for suffix in ('denoised', 'noisy'):
     image = Image.open(tmp_path / f'gray_{suffix}.png')
@@ -182,7 +182,8 @@ def test_upscale_x4_and_downscale_report(images, tmp_path, capsys):
   bicubic, model = map(
       float, re.search(r'bicubic ([\d.]+) dB, model ([\d.]+) dB', capsys.readouterr().out).groups()
   )
-  assert model > bicubic - 1.0 and np.isfinite(model)
+  # Measured: bicubic 34.09 dB, model 36.70 dB (+2.6 dB); a 0.6 dB margin.
+  assert model > bicubic + 2.0, (bicubic, model)
   assert Image.open(tmp_path / 'hr_x4.png').size == (64, 64)
   assert Image.open(tmp_path / 'hr_lr.png').size == (16, 16)
 

@@ -112,6 +112,38 @@ def _check_config_field(config, key):
     node = node[part]
 
 
+def _is_option(flag: str, help_text: str) -> bool:
+  """Whether `--flag` is a whole option name in a --help text (argparse's `--seed SEED`, absl's
+  `--seed:` and `--[no]remat` for `--remat` and `--noremat`), not the start of a longer one."""
+  names = [flag[2:]]
+  if flag.startswith('--no'):
+    names.append(f'[no]{flag[4:]}')
+  else:
+    names.append(f'[no]{flag[2:]}')
+  return any(re.search(rf'(?<![\w-])--{re.escape(name)}(?![\w-])', help_text) for name in names)
+
+
+def test_flags_match_whole_option_names():
+  help_text = 'usage: x [--seeds SEEDS] [--out-dir DIR]\n  --[no]remat: recompute\n  --json: print'
+  for flag in ('--seeds', '--out-dir', '--remat', '--noremat', '--json'):
+    assert _is_option(flag, help_text), flag
+  for flag in ('--seed', '--out', '--rem', '--nojson', '--js'):
+    assert not _is_option(flag, help_text), flag
+
+
+def test_ci_runs_the_test_command_of_the_readme():
+  """.ci/run runs exactly README's test command, and it lists every skip with its reason."""
+  readme = (REPO / 'README.md').read_text()
+  (command,) = re.findall(r'```bash\n(.*pytest.*)\n```', readme)
+  ci = [
+      line
+      for line in (REPO / '.ci' / 'run').read_text().splitlines()
+      if line.strip() and not line.startswith(('#', 'set ', 'cd '))
+  ]
+  assert ci == [command]
+  assert '-rs' in shlex.split(command)
+
+
 def test_readme_commands_name_existing_modules_configs_and_flags():
   checked = 0
   for command in _readme_commands():
@@ -138,6 +170,6 @@ def test_readme_commands_name_existing_modules_configs_and_flags():
         assert config is not None, f'{command}: {flag} before --config'
         _check_config_field(config, flag[len('--config.') :])
       else:
-        assert flag in help_text, f'{command}: {flag} is not an option of {module}'
+        assert _is_option(flag, help_text), f'{command}: {flag} is not an option of {module}'
     checked += 1
   assert checked >= 5

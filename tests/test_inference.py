@@ -142,8 +142,7 @@ def test_gray_model_on_colour_and_colour_model_on_gray(denoiser, super_resolutio
 
 def test_shipped_denoiser_radius_and_tiles():
   name = 'denoise_dxnet_444_s50_h200'
-  if name not in pretrained.available():
-    pytest.skip(f'{name} is not shipped here')
+  assert name in pretrained.available()  # the package ships it (tests/test_pretrained.py)
   model, variables, _ = pretrained.load(name)
   # stem 1 + 4, twelve dense layers x (1 + 4), output conv 1.
   assert inference.receptive_field_radius(model, variables, 1) == 66

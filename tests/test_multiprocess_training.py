@@ -191,15 +191,21 @@ def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
 @pytest.mark.slow
 def test_load_for_inference_on_one_device(two_and_one, tmp_path):
   """`load_for_inference` (evaluate CLI, analysis) reads a checkpoint written by 2 processes
-  x 2 devices in a plain 1-device process."""
-  _, two, _, _ = two_and_one
+  x 2 devices in a plain 1-device process: the same parameters and statistics as the trainer's
+  own restore of it (the inspector), and a model that runs on them."""
+  _, two, _, logs = two_and_one
   script = (
-      'import sys, jax; from dxnet_jax.train import checkpoint as c; '
-      "m, v, cfg = c.load_for_inference(sys.argv[1], 'latest'); "
-      "print(sum(x.size for x in jax.tree.leaves(v['params'])))"
+      'import sys, jax, numpy as np; from dxnet_jax.train import checkpoint as c\n'
+      "m, v, cfg = c.load_for_inference(sys.argv[1], 'latest')\n"
+      'flat = {k + "/" + jax.tree_util.keystr(p): np.asarray(x) for k in v'
+      ' for p, x in jax.tree_util.tree_leaves_with_path(v[k])}\n'
+      'x = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(1, 16, 16, 1)\n'
+      'flat["output"] = np.asarray(m.apply(v, x, train=False))\n'
+      'np.savez(sys.argv[2], **flat)\n'
   )
+  out = tmp_path / 'loaded.npz'
   result = subprocess.run(
-      [sys.executable, '-c', script, str(two)],
+      [sys.executable, '-c', script, str(two), str(out)],
       cwd=mp.REPO,
       env=mp.process_env(1),
       capture_output=True,
@@ -207,7 +213,14 @@ def test_load_for_inference_on_one_device(two_and_one, tmp_path):
       timeout=180,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  assert int(result.stdout.split()[-1]) > 0
+  with np.load(out) as f:
+    loaded = {k: f[k] for k in f.files}
+  restored = inspect(two, tmp_path / 'restored.npz', logs)
+  expected = {k: v for k, v in restored.items() if k.startswith(('params/', 'batch_stats/'))}
+  assert expected and sorted(expected) == sorted(k for k in loaded if k != 'output')
+  for key, value in expected.items():
+    np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+  assert loaded['output'].shape == (1, 16, 16, 1) and np.all(np.isfinite(loaded['output']))
 
 
 @pytest.mark.slow

@@ -78,7 +78,9 @@ def test_row_chunks_give_the_same_values_and_gradients(shape, row_chunks):
   loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
   ours = jax.value_and_grad(loss(lambda x, k: pointwise_conv2d(x, k, row_chunks)), (0, 1))
   ref = jax.value_and_grad(loss(plain), (0, 1))
-  for a, b in zip(jax.tree.leaves(ours(x, kernel)), jax.tree.leaves(ref(x, kernel))):
+  got, want = ours(x, kernel), ref(x, kernel)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # sums over up to 18,432 rows
 
 
@@ -128,7 +130,9 @@ def test_conv_module_is_flax_conv_with_the_same_parameters(
   grads = lambda module: jax.jit(jax.value_and_grad(loss, (1, 2)), static_argnums=0)(
       module, params, x
   )
-  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(ref))):
+  got, want = grads(ours), grads(ref)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 

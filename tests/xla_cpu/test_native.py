@@ -197,7 +197,8 @@ def test_a_dxnet_trains_the_same_with_native_and_pure_jax_convolutions(monkeypat
   monkeypatch.setattr(native_conv, 'preferred', lambda *a: False)
   monkeypatch.setattr(native_conv, 'supports_depthwise', lambda *a: False)
   _, reference = value_and_grad(v)
-  for a, b in zip(jax.tree.leaves(native), jax.tree.leaves(reference)):
+  assert jax.tree.structure(native) == jax.tree.structure(reference)
+  for a, b in zip(jax.tree.leaves(native), jax.tree.leaves(reference), strict=True):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 

@@ -22,7 +22,8 @@ def _block(num_layers, growth_rate, remat=False, axis_name=None):
 
 
 def _assert_trees_close(a, b, rtol=1e-5):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     scale = float(jnp.max(jnp.abs(x))) + 1e-6
     assert float(jnp.max(jnp.abs(x - y))) <= rtol * scale
 
