@@ -73,6 +73,7 @@ CORE_MODULES = (
     'dxnet_jax.models.registry',
     'dxnet_jax.models.restoration',
     'dxnet_jax.pretrained',
+    'dxnet_jax.sharding',
     'dxnet_jax.sweep',
     'dxnet_jax.train',
     'dxnet_jax.train.checkpoint',
