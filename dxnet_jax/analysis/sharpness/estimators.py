@@ -177,6 +177,19 @@ def batch_weight(batch: Batch) -> float:
   return float(np.shape(first)[0]) if np.ndim(first) else 1.0
 
 
+def _nonempty_mask(params: Params, predicate: Predicate) -> Params:
+  mask = selection_mask(params, predicate)
+  if count_selected(params, mask) == 0:
+    raise ValueError('the predicate selects no parameters')
+  return mask
+
+
+def _keys(seed: int, count: int) -> jax.Array:
+  """Keys 0 .. count-1 folded into `seed`'s key: network r's noise whatever the chunking."""
+  base_key = jax.random.PRNGKey(seed)
+  return jax.vmap(lambda r: jax.random.fold_in(base_key, r))(jnp.arange(count))
+
+
 def _chunks(count: int, size: int) -> list[slice]:
   return [slice(c * size, (c + 1) * size) for c in range(count)]
 
@@ -233,13 +246,8 @@ def loss_sweep(
     raise ValueError('sigmas must be a non-empty 1-D sequence')
   if realizations < 1 or chunk_size < 1:
     raise ValueError('realizations and chunk_size must be positive')
-  batches = _as_batches(data)
-  mask = selection_mask(params, predicate)
-  if count_selected(params, mask) == 0:
-    raise ValueError('the predicate selects no parameters')
-
-  base_key = jax.random.PRNGKey(seed)
-  real_keys = jax.vmap(lambda r: jax.random.fold_in(base_key, r))(jnp.arange(realizations))
+  batches, mask = _as_batches(data), _nonempty_mask(params, predicate)
+  real_keys = _keys(seed, realizations)
   grid_sig = np.repeat(sigmas, realizations)  # [S*R]
   grid_key = jnp.tile(real_keys, (len(sigmas), 1))  # [S*R, 2]
   total = grid_sig.size
@@ -345,13 +353,9 @@ def hutchinson_trace(
   """
   if probes < 1:
     raise ValueError('probes must be positive')
-  batches = _as_batches(data)
-  mask = selection_mask(params, predicate)
-  if count_selected(params, mask) == 0:
-    raise ValueError('the predicate selects no parameters')
-  base_key = jax.random.PRNGKey(seed)
+  batches, mask = _as_batches(data), _nonempty_mask(params, predicate)
   n_chunks = math.ceil(probes / chunk_size)
-  keys = jax.vmap(lambda j: jax.random.fold_in(base_key, j))(jnp.arange(n_chunks * chunk_size))
+  keys = _keys(seed, n_chunks * chunk_size)
 
   def quad_form(p, batch, key):
     v = _random_tree(key, p, mask, 'rademacher')
