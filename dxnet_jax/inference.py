@@ -28,6 +28,13 @@ It measures 66 px for the DxNet 4-4-4 denoiser (5 for the stem conv and xUnit, 5
 layer, 1 for the output conv) and 178 LR px for DxNet16 x4 SR, the sums of their layers' kernel
 radii.
 
+Why measured rather than computed from the model description: the models are plain flax modules
+that declare no geometry, so any fully convolutional model of the registry tiles without a
+per-model formula (and tests/test_inference.py checks the measurement against the sums of kernel
+radii). A forward probe cannot replace the gradient: a NaN centre pixel would pass every ReLU,
+but the SR nets' bicubic skip (`jax.image.resize`) contracts with a dense weight matrix whose
+zeros carry a NaN to every output pixel.
+
 The file loop (`expand_inputs`, `run_files`) reads one file at a time, writes its outputs
 atomically, reports each file on stderr, and goes on past a file that fails.
 """
@@ -49,6 +56,7 @@ import numpy as np
 
 from dxnet_jax import cli
 from dxnet_jax import image_files
+from dxnet_jax import metrics
 from dxnet_jax.data import images as images_lib
 
 MEASURE_LENGTH = 512  # canvas length of the receptive-field measurement (doubled if reached)
@@ -320,14 +328,7 @@ def quantize(values: np.ndarray, dtype) -> np.ndarray:
   return np.floor(np.clip(values, 0.0, 1.0) * peak + 0.5).astype(dtype)
 
 
-def psnr(output: np.ndarray, reference: np.ndarray, peak: float, rows: int = 256) -> float:
-  """PSNR in dB of two equally shaped images, in strips of rows (no whole-image float copy)."""
-  squared = 0.0
-  for start in range(0, len(reference), rows):
-    diff = output[start : start + rows].astype(np.float64) - reference[start : start + rows]
-    squared += float(np.sum(diff * diff))
-  mse = squared / reference.size
-  return float('inf') if mse == 0 else float(10.0 * np.log10(peak**2 / mse))
+psnr = metrics.psnr  # the commands' name for it
 
 
 # --- the file loop of the commands ---------------------------------------------------------------

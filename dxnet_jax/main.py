@@ -42,8 +42,7 @@ flags.DEFINE_integer(
     None,
     'Split the host CPU into this many JAX devices and train data-parallel '
     'over them (CPU backend only): XLA:CPU leaves cores idle while it runs a sequential net op '
-    'by op, and two devices keep two cores busier (DxNet 12-12-12 step 0.88-0.93x on 2 '
-    'cores).',
+    'by op, and two devices keep two cores busier (measured in docs/performance.md).',
     lower_bound=1,
 )
 flags.DEFINE_bool('verbose', False, cli.VERBOSE_HELP)

@@ -61,9 +61,15 @@ def psnr_per_example(x, y, max_value: float = 1.0):
 # Evaluation (numpy, float64).
 
 
-def psnr(x, y, max_value: float = 255.0) -> float:
-  """PSNR in dB of two whole images; inf when they are equal."""
-  mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)
+def psnr(x, y, max_value: float = 255.0, rows: int = 256) -> float:
+  """PSNR in dB of two whole images; inf when they are equal. Computed in strips of `rows`
+  rows, so a large image needs no whole-image float64 copy."""
+  x, y = np.broadcast_arrays(np.atleast_1d(x), np.atleast_1d(y))
+  squared = 0.0
+  for start in range(0, len(y), rows):
+    diff = x[start : start + rows].astype(np.float64) - y[start : start + rows]
+    squared += float(np.sum(diff * diff))
+  mse = squared / y.size
   return float('inf') if mse == 0 else float(10.0 * np.log10(max_value**2 / mse))
 
 

@@ -11,22 +11,37 @@ socket with SO_REUSEPORT, so the kernel hands it to no other ``bind(('', 0))`` -
 an xdist worker, a second copy of the suite -- while process 0's coordination service (gRPC,
 which also binds with SO_REUSEPORT) can still listen on it. Picking a free port and closing it
 before process 0 binds would leave a window in which another run could pick the same one.
+
+Every command starts through this file (``python multiprocess_helpers.py ARGS``), which wraps
+``dxnet_jax.distributed.initialize`` with two things only tests need:
+
+* Fail fast: a process that raises an uncaught exception would wait at JAX's shutdown barrier
+  for ``shutdown_timeout`` seconds while its peers wait in a collective; the hook prints the
+  traceback and leaves with ``os._exit(1)``, so the others learn of it through the heartbeat.
+* Connected CPU collectives: XLA connects gloo for a group of devices the first time a program
+  runs a collective over it, and that rendezvous gives up after a fixed 30 s (jax 0.10). On a
+  loaded 2-core machine one process can compile 30 s later than another, so the processes meet
+  at a coordination-service barrier first and connect the two groups data-parallel programs
+  use: all devices, and each local device with its counterparts (orbax's barriers).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import runpy
 import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = str(Path(__file__).resolve())
 
 # How long the processes of a run wait for each other at start-up (DXNET_INIT_TIMEOUT): to
 # connect to the coordinator, and to connect the CPU collectives. Python and JAX start in seconds
@@ -73,7 +88,7 @@ def process_env(devices: int) -> dict[str, str]:
 
 def peer_death_reported(stderr: str) -> bool:
   """The survivor said why it stopped: JAX's coordination service reported the dead task, or
-  a collective lost its peer and dxnet_jax.distributed's fail-fast hook said so."""
+  a collective lost its peer and the fail-fast hook said so."""
   return 'detected fatal errors' in stderr or 'another process probably died' in stderr
 
 
@@ -272,7 +287,7 @@ def launch(
         'DXNET_HEARTBEAT_TIMEOUT': str(heartbeat_s),
     }
   settings.update(env or {})
-  command = [sys.executable, *args]
+  command = [sys.executable, LAUNCHER, *args]
   started = []
   try:
     for index in range(processes):
@@ -291,3 +306,106 @@ def launch(
     Run(name, started, devices, settings, port).kill()
     raise
   return Run(name, started, devices, settings, port)
+
+
+# --------------------------------------------------------------------------- process side
+
+# Substrings of the errors a collective raises when a peer process vanished (gloo on CPU, the
+# coordination service elsewhere), and of gloo's rendezvous timing out.
+_PEER_LOST_MARKERS = (
+    'Connection reset by peer',
+    'Connection closed by peer',
+    'Connection refused',
+    'Gloo',
+    'Socket closed',
+    'UNAVAILABLE',
+    'heartbeat',
+)
+_RENDEZVOUS_TIMEOUT_MARKERS = ('GetKeyValue() timed out', 'Deadline exceeded in wait()')
+
+
+def _failure_cause(text: str) -> str:
+  """What an uncaught exception's message says about the other processes, as a sentence."""
+  if 'Gloo context initialization failed' in text and any(
+      m in text for m in _RENDEZVOUS_TIMEOUT_MARKERS
+  ):
+    return (
+        " The other processes did not reach a collective within the 30 s of XLA's gloo "
+        'rendezvous: one of them is slow or died; see their logs.'
+    )
+  if any(m in text for m in _PEER_LOST_MARKERS):
+    return (
+        ' A cross-process collective lost its connection: another process probably died; '
+        'see its log.'
+    )
+  return ''
+
+
+def install_fail_fast() -> None:
+  """An uncaught exception prints its traceback and ends the process at once."""
+  import jax
+
+  where = f'process {jax.process_index()} of {jax.process_count()}'
+
+  def hook(exc_type, exc, tb):
+    try:
+      sys.stdout.flush()
+      traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+      print(
+          f'multiprocess_helpers: {where} failed with an uncaught {exc_type.__name__}.'
+          f'{_failure_cause(str(exc))} Exiting now (os._exit(1)).',
+          file=sys.stderr,
+          flush=True,
+      )
+    finally:
+      os._exit(1)
+
+  sys.excepthook = hook
+
+
+def connect_cpu_collectives(timeout_s: int = INIT_TIMEOUT_S) -> None:
+  """Connects gloo for the device groups of data-parallel programs while all processes wait."""
+  import jax
+  import numpy as np
+  from jax._src import distributed as jax_distributed  # the coordination client's barrier
+  from jax.experimental import multihost_utils
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  from dxnet_jax import sharding
+
+  mesh = sharding.data_mesh()
+  ones = sharding.global_batch_from_local(np.ones(jax.local_device_count(), np.float32), mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  count = jax.jit(lambda x: x.sum(), out_shardings=replicated).lower(ones).compile()
+  jax_distributed.global_state.client.wait_at_barrier('connect_cpu_collectives', timeout_s * 1000)
+  assert int(sharding.fetch(count(ones))) == jax.device_count()
+  multihost_utils.sync_global_devices('connect_cpu_collectives')
+
+
+def _wrap_initialize() -> None:
+  """`dxnet_jax.distributed.initialize`, followed in multi-process runs by the two steps above."""
+  from dxnet_jax import distributed
+
+  initialize = distributed.initialize
+
+  def wrapped(*args, **kwargs):
+    info = initialize(*args, **kwargs)
+    if info.is_multiprocess:
+      install_fail_fast()
+      connect_cpu_collectives(int(os.environ.get(distributed.ENV_INIT_TIMEOUT, INIT_TIMEOUT_S)))
+    return info
+
+  distributed.initialize = wrapped
+
+
+if __name__ == '__main__':
+  # python multiprocess_helpers.py (-m MODULE | SCRIPT) ARGS...: runs it as __main__.
+  sys.path.insert(0, str(REPO))
+  _wrap_initialize()
+  if sys.argv[1] == '-m':
+    sys.argv = [sys.argv[2], *sys.argv[3:]]
+    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+  else:
+    sys.argv = sys.argv[1:]
+    sys.path.insert(0, str(Path(sys.argv[0]).resolve().parent))
+    runpy.run_path(sys.argv[0], run_name='__main__')

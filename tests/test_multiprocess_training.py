@@ -264,6 +264,30 @@ def test_killed_process_stops_the_run_and_a_restart_resumes(setup, tmp_path):
   assert saved_steps(work)[-1] == last + 3
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_resumes(setup, tmp_path):
+  """JAX's preemption service carries one process's SIGTERM to the other: both save the same
+  step through orbax's reached_preemption and exit with 143; a restart resumes from it."""
+  config, logs = setup / 'tiny.py', tmp_path / 'logs'
+  work = tmp_path / 'preempted'
+  long_run = ['--config.num_steps=100000', '--config.checkpoint_every_steps=0']
+  with train(config, work, logs, processes=2, devices=2, tag='first', overrides=long_run) as run:
+    run.wait_until(lambda: bool(saved_steps(work)), 480, 'an epoch-end checkpoint exists')
+    os.kill(run[1].pid, signal.SIGTERM)
+    run.wait_exit(0, 240, 'process 1 got SIGTERM')
+    run.wait_exit(1, 60, 'process 1 got SIGTERM')
+  assert [p.returncode for p in run] == [143, 143], run.report('both exit as preempted')
+  stopped = [
+      int(p.stderr_text().split('Preempted (SIGTERM) at step ')[1].split(':')[0]) for p in run
+  ]
+  assert stopped[0] == stopped[1] == saved_steps(work)[-1]
+  overrides = [f'--config.num_steps={stopped[0] + 2}', '--config.checkpoint_every_steps=0']
+  with train(config, work, logs, processes=2, devices=2, tag='resume', overrides=overrides) as run:
+    run.wait(timeout=600)
+  assert f'from step {stopped[0]}' in (logs / 'resume.p0.err').read_text()
+  assert saved_steps(work)[-1] == stopped[0] + 2
+
+
 # --------------------------------------------------------------------------- inspector
 
 
@@ -274,6 +298,7 @@ def _inspect_main(workdir: str, out: str) -> None:
   from dxnet_jax import models
   from dxnet_jax.train import checkpoint as ckpt_lib
   from dxnet_jax.train import optim as optim_lib
+  from dxnet_jax.train import tasks
   from dxnet_jax.train.state import create_train_state
 
   config = ckpt_lib.load_config(workdir)
@@ -282,9 +307,9 @@ def _inspect_main(workdir: str, out: str) -> None:
   shape = (1,) + tuple(config.input_shape)
   abstract = jax.eval_shape(lambda: create_train_state(model, tx, shape, 0))
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  checkpoints = ckpt_lib.Checkpoints(workdir, async_save=False)
+  checkpoints = ckpt_lib.Checkpoints(workdir, tasks.get(config.task), async_save=False)
   state, _ = checkpoints.restore(
-      ckpt_lib.LATEST, ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: one, abstract))
+      ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: one, abstract))
   )
   checkpoints.close()
   flat = {'step': np.asarray(state.step)}

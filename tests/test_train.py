@@ -7,6 +7,7 @@ A tiny gray DxNet denoiser (1-1 trunk, k=4) on small random images keeps every r
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +17,17 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
+from dxnet_jax import models
 from dxnet_jax import train
 from dxnet_jax.train import checkpoint as ckpt_lib
 from dxnet_jax.train import checks
+from dxnet_jax.train import optim
+from dxnet_jax.train import tasks
+from dxnet_jax.train.state import create_train_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,18 +109,75 @@ def test_a_run_writes_its_outputs(reference):
   assert train_steps == list(range(1, 10))
   assert {'loss', 'psnr', 'learning_rate', 'images_per_second'} <= set(records[0])
   assert any(r['split'] == 'validation' for r in records)
-  # keep the last 3 latest checkpoints, and the best one separately
-  assert sorted(
-      int(p.name) for p in (workdir / 'checkpoints/latest').iterdir() if p.name.isdigit()
-  ) == [7, 8, 9]
-  assert len([p for p in (workdir / 'checkpoints/best').iterdir() if p.name.isdigit()]) == 1
-  assert results['steps'] == 9 and results['best_validation']['metric'] == 'psnr'
+  # One manager keeps the last 3 checkpoints and the best validated one.
+  best = results['best_validation']
+  assert results['steps'] == 9 and best['metric'] == 'psnr'
+  assert _saved_steps(workdir) == sorted({best['step'], 7, 8, 9})
+  assert not (workdir / 'checkpoints/best').exists()
+  psnrs = {r['step']: r['psnr'] for r in records if r['split'] == 'validation'}
+  assert (
+      best['value'] == pytest.approx(max(psnrs.values())) and psnrs[best['step']] == best['value']
+  )
 
 
 def test_stopping_and_resuming_matches_an_uninterrupted_run(project, reference, tmp_path):
   train.train_and_evaluate(tiny_config(project, num_steps=4), str(tmp_path))
   train.train_and_evaluate(tiny_config(project), str(tmp_path))
   assert_trees_equal(final_params(tmp_path), final_params(reference[0]))
+
+
+def _rewrite_in_the_two_manager_layout(project, workdir, latest, best_step, best_value):
+  """Rewrites `workdir`'s checkpoints as the trainer wrote them before one manager kept both:
+  `checkpoints/latest` (the `latest` steps, no orbax metrics) and `checkpoints/best` (one step,
+  its validation value in meta['best']), each an orbax manager of Composite(state, meta)."""
+  config = tiny_config(project)
+  model = models.create(config.model)
+  tx = optim.make_optimizer(config.optim, config.num_steps)
+  abstract = jax.eval_shape(lambda: create_train_state(model, tx, (1, 16, 16, 1), 0))
+  checkpoints = ckpt_lib.Checkpoints(str(workdir), tasks.get(config.task), async_save=False)
+  saved = {
+      step: checkpoints.restore(ckpt_lib.abstract_like(abstract), step)
+      for step in (*latest, best_step)
+  }
+  checkpoints.close()
+  shutil.rmtree(workdir / 'checkpoints')
+  record = {'metric': 'psnr', 'value': best_value, 'step': best_step, 'epoch': best_step // 3}
+  for which, steps, keep in (('latest', latest, 3), ('best', (best_step,), 1)):
+    manager = ocp.CheckpointManager(
+        workdir / 'checkpoints' / which,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        ),
+        item_names=('state', 'meta'),
+    )
+    for step in steps:
+      state, meta = saved[step]
+      meta = {**meta, 'best': record}
+      manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+          force=True,
+      )
+    manager.close()
+  return jax.tree.map(np.asarray, saved[best_step][0].variables())
+
+
+def test_a_workdir_of_the_two_manager_layout_resumes_and_keeps_its_best(
+    project, reference, tmp_path
+):
+  train.train_and_evaluate(tiny_config(project, num_steps=7, checkpoint_keep=10), str(tmp_path))
+  # A best checkpoint that the latest folder no longer holds, with a value no later epoch beats.
+  best = _rewrite_in_the_two_manager_layout(project, tmp_path, (5, 6, 7), 3, 99.0)
+  _, variables, _ = ckpt_lib.load_for_inference(str(tmp_path), which='best')
+  assert_trees_equal(jax.tree.map(np.asarray, variables), best, rtol=0, atol=0)
+
+  results = train.train_and_evaluate(tiny_config(project), str(tmp_path))
+  assert_trees_equal(final_params(tmp_path), final_params(reference[0]))
+  assert not (tmp_path / 'checkpoints/best').exists()
+  assert _saved_steps(tmp_path) == [3, 7, 8, 9]
+  assert results['best_validation'] == {'metric': 'psnr', 'value': 99.0, 'step': 3, 'epoch': 1}
+  _, variables, _ = ckpt_lib.load_for_inference(str(tmp_path), which='best')
+  assert_trees_equal(jax.tree.map(np.asarray, variables), best, rtol=0, atol=0)
 
 
 def _main(project, workdir, *flags):
@@ -179,22 +242,31 @@ def test_sigkill_at_random_points_then_restart_ends_like_an_uninterrupted_run(
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_then_the_run_resumes(project, reference, tmp_path):
-  proc = _main(project, tmp_path, '--config.checkpoint_every_steps=0')
+def test_sigterm_saves_and_exits_then_the_run_resumes_to_the_uninterrupted_result(
+    project, reference, tmp_path
+):
+  # 60 steps, so that the notice always lands mid-run; the reference runs the same 60 steps.
+  flags = ('--config.checkpoint_every_steps=0', '--config.num_steps=60')
+  uninterrupted = tmp_path / 'uninterrupted'
+  proc = _main(project, uninterrupted, *flags)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out[-3000:]
+  workdir = tmp_path / 'preempted'
+  proc = _main(project, workdir, *flags)
   # No periodic saves: wait for the first epoch-end save (step 3), then send SIGTERM.
-  _wait_for_checkpoint(proc, tmp_path, 0)
+  assert _wait_for_checkpoint(proc, workdir, 0) is not None
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0]
   assert proc.returncode == 143, out[-3000:]
-  assert 'SIGTERM at step' in out
-  stopped_at = _saved_steps(tmp_path)[-1]
-  assert 3 <= stopped_at
-  proc = _main(project, tmp_path, '--config.checkpoint_every_steps=0')
+  assert 'Preempted (SIGTERM) at step' in out
+  stopped_at = _saved_steps(workdir)[-1]
+  assert 3 <= stopped_at < 60
+  proc = _main(project, workdir, *flags)
   out = proc.communicate(timeout=300)[0]
   assert proc.returncode == 0, out[-3000:]
-  assert _saved_steps(tmp_path)[-1] == 9
-  if stopped_at < 9:
-    assert f'Resumed {tmp_path} from step {stopped_at}' in out
+  assert f'Resumed {workdir} from step {stopped_at}' in out
+  assert _saved_steps(workdir)[-1] == 60
+  assert_trees_equal(final_params(workdir), final_params(uninterrupted))
 
 
 @pytest.mark.slow
@@ -283,7 +355,7 @@ PARALLEL_SCRIPT = textwrap.dedent("""
     import os, sys
     import jax, numpy as np
     sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
-    from dxnet_jax import data as data_lib, distributed, models
+    from dxnet_jax import data as data_lib, models, sharding
     from dxnet_jax.train import optim, steps, tasks
     from dxnet_jax.train.state import create_train_state
     import importlib.util
@@ -303,7 +375,7 @@ PARALLEL_SCRIPT = textwrap.dedent("""
       if mode == 'pmap':
         model_config['bn_axis_name'] = steps.PMAP_AXIS
       model = models.create(model_config)
-      mesh = distributed.data_mesh(devices) if devices else None
+      mesh = sharding.data_mesh(devices) if devices else None
       runner = steps.Runner('pmap' if mode == 'pmap' else 'jit', task, lr_fn, mesh=mesh)
       state = runner.put_state(create_train_state(model, tx, (1, 16, 16, 1), 0))
       for batch, _ in zip(data.train.iterate(0), range(3)):

@@ -18,7 +18,7 @@ Fields
   parallelism          'jit' (global arrays over a mesh) or 'pmap'.
   log_every_steps      console / metrics.jsonl / TensorBoard interval.
   checkpoint_every_steps   periodic save interval (0: only at epoch ends); epoch ends always save.
-  checkpoint_keep      how many latest checkpoints to keep (the best one is kept separately).
+  checkpoint_keep      how many latest checkpoints to keep (the best validated one stays besides).
   eval_every_epochs    validation interval (the plateau rule and the best checkpoint use it).
   final_eval           restoration: score eval_sets with the benchmark protocol at the end.
   async_checkpoints    write checkpoints in the background.

@@ -4,20 +4,19 @@ steps -> metrics -> validation (plateau rule, best checkpoint) -> latest checkpo
 any step. The loop knows a task only through `dxnet_jax.train.tasks`.
 """
 
+import dataclasses
 import json
 import math
 import os
-import signal
-import threading
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import jax
-import numpy as np
 from absl import logging
 
 from dxnet_jax import data as data_lib
-from dxnet_jax import distributed
+from dxnet_jax import evaluate
 from dxnet_jax import models
+from dxnet_jax import sharding
 from dxnet_jax.train import checkpoint as ckpt_lib
 from dxnet_jax.train import optim as optim_lib
 from dxnet_jax.train import tasks as tasks_lib
@@ -28,32 +27,7 @@ from dxnet_jax.train.steps import PMAP_AXIS, Runner
 
 
 class Preempted(Exception):
-  """SIGTERM arrived; the state was saved and the run can be resumed."""
-
-
-class _StopFlag:
-  """Set by SIGTERM (TPU preemption, `kill`); the loop saves and exits at the next step."""
-
-  def __init__(self):
-    self.event = threading.Event()
-    self._previous = None
-
-  def install(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
-
-  def uninstall(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-  def agreed(self) -> bool:
-    """True when any process got the signal (all processes must stop at the same step)."""
-    flag = np.int32(self.event.is_set())
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-      flag = np.max(multihost_utils.process_allgather(flag))
-    return bool(flag)
+  """A preemption notice (SIGTERM) arrived; the state was saved and the run can be resumed."""
 
 
 def _model_config(config):
@@ -89,6 +63,19 @@ class _MetricMeans:
     return means
 
 
+@dataclasses.dataclass
+class _Run:
+  """What the loop's helpers share: the run's parts, built once by `train_and_evaluate`."""
+
+  config: Any
+  data: Any
+  task: tasks_lib.Task
+  runner: Runner
+  writer: writer_lib.MetricWriter
+  plateau: optim_lib.Plateau
+  is_main: bool
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the results."""
   checks.validate_config(config)
@@ -116,20 +103,21 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if is_main:
     os.makedirs(workdir, exist_ok=True)
   checkpoints = ckpt_lib.Checkpoints(
-      workdir, keep=config.checkpoint_keep, async_save=config.async_checkpoints
+      workdir, task, keep=config.checkpoint_keep, async_save=config.async_checkpoints
   )
   checkpoints.check_compatible(fingerprint, workdir)
+  target = ckpt_lib.abstract_like(state, runner.state_sharding(state))
+  checkpoints.adopt_legacy_best(target)
 
-  meta: Dict[str, Any] = {'best': None, 'epoch': 0}
+  meta: Dict[str, Any] = {'epoch': 0}
   if checkpoints.latest_step() is not None:
-    sharding = runner.state_sharding(state)
-    state, meta = checkpoints.restore(ckpt_lib.LATEST, ckpt_lib.abstract_like(state, sharding))
+    state, meta = checkpoints.restore(target)
     logging.info('Resumed %s from step %d (epoch %d).', workdir, int(state.step), meta['epoch'])
   plateau = optim_lib.Plateau.from_config(config.optim, meta.get('plateau'))
   if is_main:
     _save_config(config, workdir)
     logging.info(
-        '%s: %s, %s parameters, %d steps (%d epochs of %d), global batch %d on %d ' 'devices (%s).',
+        '%s: %s, %s parameters, %d steps (%d epochs of %d), global batch %d on %d devices (%s).',
         workdir,
         config.model.name,
         f'{models.count_params(state.params):,}',
@@ -144,24 +132,20 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   step = int(jax.device_get(state.step))
   state = runner.put_state(state)
   writer = writer_lib.MetricWriter(workdir, enabled=is_main)
+  run = _Run(config, data, task, runner, writer, plateau, is_main)
   progress = writer_lib.Progress(total_steps, steps_per_epoch, config.batch_size, is_main)
-  stop = _StopFlag()
-  stop.install()
 
-  def make_meta(epoch):
-    return {
+  def save(epoch, metrics=None):
+    if checkpoints.latest_step() == step:
+      return
+    meta = {
         'step': step,
         'epoch': epoch,
         'plateau': plateau.state_dict(),
-        'best': meta['best'],
         'fingerprint': fingerprint,
         'task': config.task,
     }
-
-  def save(which, epoch):
-    if checkpoints.latest_step(which) == step:
-      return
-    checkpoints.save(which, step, runner.get_state(state), make_meta(epoch))
+    checkpoints.save(step, runner.get_state(state), meta, metrics)
 
   train_means = _MetricMeans()
   batches = data.train.iterate(step)
@@ -175,45 +159,31 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       periodic = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
       logged = step % config.log_every_steps == 0
       if epoch_end or periodic or logged or step % config.nan_check_every_steps == 0:
-        scalars = {k: float(v) for k, v in distributed.fetch(metrics).items()}
+        scalars = {k: float(v) for k, v in sharding.fetch(metrics).items()}
         _check_finite(scalars, step, steps_per_epoch, checkpoints)
         train_means.add(scalars)
       if logged:
         means = train_means.pop()
         means['images_per_second'] = progress.report(step, means)
         writer.write(step, 'train', means)
+      values = None
       if epoch_end and (epoch % config.eval_every_epochs == 0 or step == total_steps):
-        _validate_epoch(
-            config,
-            data,
-            runner,
-            state,
-            task,
-            writer,
-            plateau,
-            meta,
-            step,
-            epoch,
-            lambda: save(ckpt_lib.BEST, epoch),
-            is_main,
-        )
+        values = _validate_epoch(run, state, step, epoch)
         state = state.replace(lr_scale=runner.put_scalar(plateau.scale))
       if epoch_end or periodic:
-        save(ckpt_lib.LATEST, epoch)
-      if stop.agreed():
-        save(ckpt_lib.LATEST, epoch)
+        save(epoch, values)
+      if checkpoints.reached_preemption(step):
+        save(epoch, values)
         checkpoints.wait()
         raise Preempted(
-            f'SIGTERM at step {step}: saved the state to '
-            f'{checkpoints.directories[ckpt_lib.LATEST]}; rerun the same command to '
-            'resume.'
+            f'Preempted (SIGTERM) at step {step}: saved the state to {checkpoints.directory}; '
+            'rerun the same command to resume.'
         )
     checkpoints.wait()
   finally:
-    stop.uninstall()
     writer.close()
 
-  results = _final_results(config, workdir, meta, step)
+  results = _final_results(config, workdir, checkpoints.best(), step, steps_per_epoch)
   checkpoints.close()
   return results
 
@@ -230,49 +200,47 @@ def _check_finite(scalars, step, steps_per_epoch, checkpoints):
       f'Training diverged at step {step} (epoch {step / steps_per_epoch:.2f}): {what}. Nothing '
       f'was saved after it; the last good checkpoint '
       f'({"step " + str(last) if last is not None else "none"}) is left in '
-      f'{checkpoints.directories[ckpt_lib.LATEST]}. Lower config.optim.learning_rate (or check '
+      f'{checkpoints.directory}. Lower config.optim.learning_rate (or check '
       'the data) and rerun with the same --workdir to resume from it.'
   )
 
 
-def _validate_epoch(
-    config, data, runner, state, task, writer, plateau, meta, step, epoch, save_best, is_main
-):
-  """Validation metrics, the plateau rule and the best checkpoint for one epoch end."""
-  batches = data.validation()
-  if batches is None:
-    return
-  sums = runner.evaluate(state, batches)
+def _validate_epoch(run: _Run, state, step: int, epoch: int) -> Optional[Dict[str, float]]:
+  """Validation metrics and the plateau rule at one epoch end; None without validation data."""
+  batches = run.data.validation()
+  sums = run.runner.evaluate(state, batches) if batches is not None else {}
   if not sums:
-    return
+    return None
   values = tasks_lib.finalize(sums)
-  if config.optim.schedule == 'plateau' and plateau.update(values['loss']) and is_main:
-    logging.info('Validation loss plateaued: LR scale now %g.', plateau.scale)
-  values['lr_scale'] = plateau.scale
-  writer.write(step, 'validation', values)
-  if is_main:
+  if run.config.optim.schedule == 'plateau' and run.plateau.update(values['loss']) and run.is_main:
+    logging.info('Validation loss plateaued: LR scale now %g.', run.plateau.scale)
+  run.writer.write(step, 'validation', {**values, 'lr_scale': run.plateau.scale})
+  if run.is_main:
     logging.info(
         'epoch %d validation: %s', epoch, ' '.join(f'{k} {v:.4g}' for k, v in values.items())
     )
-  metric = values[task.best_metric]
-  best = meta['best']
-  if best is None or (metric > best['value'] if task.higher_is_better else metric < best['value']):
-    meta['best'] = {'metric': task.best_metric, 'value': metric, 'step': step, 'epoch': epoch}
-    save_best()
+  return values
 
 
-def _final_results(config, workdir: str, meta, step: int) -> Dict[str, Any]:
+def _final_results(config, workdir: str, best, step: int, steps_per_epoch: int) -> Dict[str, Any]:
   """results.json: best validation metric and, for restoration, the benchmark protocol scores."""
+  task = tasks_lib.get(config.task)
+  best_validation = None
+  if best is not None:
+    best_validation = {
+        'metric': task.best_metric,
+        'value': best['metrics'][task.best_metric],
+        'step': best['step'],
+        'epoch': math.ceil(best['step'] / steps_per_epoch),
+    }
   results: Dict[str, Any] = {
       'model': config.model.name,
       'task': config.task,
       'steps': step,
-      'best_validation': meta['best'],
+      'best_validation': best_validation,
       'parameters': models.parameter_count(config.model.to_dict()),
   }
   if config.task != 'classification' and config.final_eval and config.data.eval_sets:
-    from dxnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-
     rows, caption = evaluate.evaluate_run(workdir, config)
     results['protocol'] = caption
     results['evaluation'] = [{k: v for k, v in r.items() if k != 'images'} for r in rows]

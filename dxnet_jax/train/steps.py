@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from dxnet_jax import sharding
 from dxnet_jax.train.state import TrainState
 from dxnet_jax.train.tasks import Task
 
@@ -78,9 +79,7 @@ class Runner:
       raise ValueError(f"parallelism must be 'jit' or 'pmap', got {mode!r}.")
     self.mode = mode
     if mode == 'jit':
-      from dxnet_jax import distributed  # pylint: disable=g-import-not-at-top
-
-      self.mesh = mesh if mesh is not None else distributed.data_mesh()
+      self.mesh = mesh if mesh is not None else sharding.data_mesh()
       self.replicated = NamedSharding(self.mesh, P())
       self.batch_sharding = NamedSharding(self.mesh, P('data'))
       self._train = jax.jit(functools.partial(train_step, task=task, lr_fn=lr_fn), donate_argnums=0)
@@ -120,9 +119,7 @@ class Runner:
   # Batches ----------------------------------------------------------------------------------
   def put_batch(self, batch):
     if self.mode == 'jit':
-      from dxnet_jax import distributed  # pylint: disable=g-import-not-at-top
-
-      return distributed.global_batch_from_local(batch, self.mesh)
+      return sharding.global_batch_from_local(batch, self.mesh)
     n = jax.local_device_count()
 
     def shard(x):
@@ -152,6 +149,4 @@ class Runner:
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
       return {}
-    from dxnet_jax import distributed  # pylint: disable=g-import-not-at-top
-
-    return {k: float(v) for k, v in distributed.fetch(totals).items()}
+    return {k: float(v) for k, v in sharding.fetch(totals).items()}

@@ -25,12 +25,13 @@ import ctypes
 import ctypes.util
 import importlib.metadata
 import importlib.util
-import logging
 import os
 import pkgutil
 import platform
 import sys
 from typing import Optional
+
+from absl import logging
 
 ENV_VAR = 'DXNET_HOST_MALLOC'
 

@@ -14,7 +14,6 @@ Without a C++ compiler, or with `DXNET_JAX_NATIVE=0`, `load()` returns None with
 import ctypes
 import functools
 import hashlib
-import logging
 import os
 import pathlib
 import shutil
@@ -23,6 +22,7 @@ import tempfile
 
 import jax
 import jaxlib
+from absl import logging
 
 SOURCES = pathlib.Path(__file__).parent / 'native'
 FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-w')

@@ -14,8 +14,10 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from dxnet_jax.analysis import sharpness
+from dxnet_jax.train import tasks
 
 SHAPES = {
     'conv1': {'kernel': (3, 3, 1, 2), 'bias': (2,)},
@@ -172,9 +174,8 @@ def test_quartic_fit_recovers_trace_beyond_quadratic_regime():
 def test_measure_sharpness_auto_sweep_and_plot(tmp_path):
   params, batches, loss_fn, a_mean, idx = _quadratic_problem(seed=3)
   true_trace = float(np.trace(a_mean[np.ix_(idx, idx)]))
-  res = sharpness.measure_sharpness(
-      loss_fn, params, batches, name='quadratic', realizations=64, probes=64, chunk_size=64
-  )
+  settings = sharpness.Settings(realizations=64, probes=64, chunk_size=64)
+  res = sharpness.measure_sharpness(loss_fn, params, batches, settings, name='quadratic')
   # The automatic sweep reaches a predicted loss increase of 0.05 (the default target).
   assert 0.5 * res.sigmas.max() ** 2 * res.hutchinson[0] == pytest.approx(0.05, rel=1e-6)
   assert res.num_perturbed == idx.size
@@ -185,11 +186,9 @@ def test_measure_sharpness_auto_sweep_and_plot(tmp_path):
       lambda p, b: 0.5 * loss_fn(p, b),
       params,
       batches,
+      sharpness.Settings(realizations=16, probes=16, chunk_size=16),
       name='flatter',
       sigmas=res.sigmas,
-      realizations=16,
-      probes=16,
-      chunk_size=16,
   )
   assert other.fit.trace == pytest.approx(0.5 * res.fit.trace, rel=0.2)
   path = sharpness.plot_sharpness([res, other], str(tmp_path / 's.png'))
@@ -203,7 +202,7 @@ def test_bad_inputs_fail_clearly():
   with pytest.raises(ValueError, match='no batches'):
     sharpness.hutchinson_trace(loss_fn, params, [])
   with pytest.raises(ValueError, match='give sigmas'):
-    sharpness.measure_sharpness(loss_fn, params, batches, probes=0)
+    sharpness.measure_sharpness(loss_fn, params, batches, sharpness.Settings(probes=0))
 
 
 def test_vmap_and_loop_evaluate_the_same_networks():
@@ -221,3 +220,24 @@ def test_vmap_and_loop_evaluate_the_same_networks():
   np.testing.assert_allclose(out['vmap'][1], out['loop'][1], rtol=1e-4)
   with pytest.raises(ValueError, match='vectorize'):
     sharpness.loss_sweep(loss_fn, params, batches, [0.1], vectorize='pmap')
+
+
+def test_the_command_measures_with_the_training_loss_of_the_task():
+  """The command's loss is the task's training loss (train/tasks.py), masked over the batch."""
+
+  class Net(nn.Module):
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      return nn.Dense(3)(x)
+
+  model = Net()
+  x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x)
+  labels = np.array([0, 2, 1, 1], np.int32)
+  mask = np.array([1, 1, 1, 0], np.float32)
+  batch = {'inputs': x, 'targets': labels, 'mask': mask}
+  task = tasks.get('classification')
+  loss = sharpness.task_loss_fn(model, variables, task)(variables['params'], batch)
+  per = task.per_example_loss(model.apply(variables, x), labels)
+  np.testing.assert_allclose(loss, np.sum(per * mask) / 3, rtol=1e-6)

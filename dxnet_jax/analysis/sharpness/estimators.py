@@ -1,4 +1,4 @@
-"""Minima sharpness (paper section 4.4, Figs. 9-10).
+"""Minima sharpness estimators (paper section 4.4, Figs. 9-10).
 
 The paper argues that DxNets converge to flatter minima than DenseNets: perturbing every convolution
 kernel with i.i.d. noise N(0, sigma^2) raises a DxNet's loss more slowly. A second-order Taylor
@@ -27,27 +27,17 @@ everything else that is not perturbed are closed over). A data set is a sequence
 data-set loss is the mean of the batch losses weighted by the number of valid rows (the sum of
 `batch['mask']` when present, otherwise the leading dimension), so a `loss_fn` that returns a
 masked per-example mean gives the exact per-example mean over the data set.
-
-CLI (trained checkpoints of the project's trainer):
-
-    python -m dxnet_jax.analysis.sharpness --workdir A [--workdir B ...] --out DIR
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from dxnet_jax import _optional
-from dxnet_jax.analysis import figures
 
 Params = Any
 Batch = Mapping[str, Any]
@@ -148,11 +138,9 @@ def default_vectorize(backend: str | None = None) -> str:
   """'loop' on CPU, 'vmap' elsewhere.
 
   Under `jax.vmap` over weights, every convolution becomes a grouped convolution
-  (`feature_group_count` = number of networks), which XLA runs very slowly on CPU: 16 perturbed
-  copies of a tiny DxNet on 64 images of 32x32 took 4.9 s with vmap and 0.6 s one after the
-  other on a shared 2-core CPU. (`lax.map` was no way out: a scan over Hessian-vector products
-  through the FFT depthwise convolution ran 10x slower than separate calls.) On GPU/TPU the
-  grouped convolution is native and vmap keeps a chunk in one kernel launch.
+  (`feature_group_count` = number of networks), which XLA runs slowly on CPU (measured in
+  docs/analysis.md); on GPU/TPU the grouped convolution is native and vmap keeps a chunk in one
+  kernel launch.
   """
   return 'loop' if (backend or jax.default_backend()) == 'cpu' else 'vmap'
 
@@ -189,6 +177,23 @@ def batch_weight(batch: Batch) -> float:
   return float(np.shape(first)[0]) if np.ndim(first) else 1.0
 
 
+def _nonempty_mask(params: Params, predicate: Predicate) -> Params:
+  mask = selection_mask(params, predicate)
+  if count_selected(params, mask) == 0:
+    raise ValueError('the predicate selects no parameters')
+  return mask
+
+
+def _keys(seed: int, count: int) -> jax.Array:
+  """Keys 0 .. count-1 folded into `seed`'s key: network r's noise whatever the chunking."""
+  base_key = jax.random.PRNGKey(seed)
+  return jax.vmap(lambda r: jax.random.fold_in(base_key, r))(jnp.arange(count))
+
+
+def _chunks(count: int, size: int) -> list[slice]:
+  return [slice(c * size, (c + 1) * size) for c in range(count)]
+
+
 def _as_batches(data: Iterable[Batch]) -> list[Batch]:
   batches = list(data)
   if not batches:
@@ -196,16 +201,21 @@ def _as_batches(data: Iterable[Batch]) -> list[Batch]:
   return batches
 
 
+def _weighted_mean(evaluate: Callable[[Batch], Any], batches: Sequence[Batch]) -> np.ndarray:
+  """Row-weighted mean over the batches of `evaluate(batch)` (a scalar or array per batch)."""
+  total, weight = 0.0, 0.0
+  for batch in batches:
+    w = batch_weight(batch)
+    if w > 0:
+      total = total + w * np.asarray(evaluate(batch), np.float64)
+      weight += w
+  return total / weight
+
+
 def dataset_loss(loss_fn: LossFn, params: Params, data: Iterable[Batch]) -> float:
   """Row-weighted mean of `loss_fn` over the batches."""
   f = jax.jit(loss_fn)
-  total, weight = 0.0, 0.0
-  for batch in _as_batches(data):
-    w = batch_weight(batch)
-    if w > 0:
-      total += w * float(f(params, batch))
-      weight += w
-  return total / weight
+  return float(_weighted_mean(lambda batch: f(params, batch), _as_batches(data)))
 
 
 def loss_sweep(
@@ -236,13 +246,8 @@ def loss_sweep(
     raise ValueError('sigmas must be a non-empty 1-D sequence')
   if realizations < 1 or chunk_size < 1:
     raise ValueError('realizations and chunk_size must be positive')
-  batches = _as_batches(data)
-  mask = selection_mask(params, predicate)
-  if count_selected(params, mask) == 0:
-    raise ValueError('the predicate selects no parameters')
-
-  base_key = jax.random.PRNGKey(seed)
-  real_keys = jax.vmap(lambda r: jax.random.fold_in(base_key, r))(jnp.arange(realizations))
+  batches, mask = _as_batches(data), _nonempty_mask(params, predicate)
+  real_keys = _keys(seed, realizations)
   grid_sig = np.repeat(sigmas, realizations)  # [S*R]
   grid_key = jnp.tile(real_keys, (len(sigmas), 1))  # [S*R, 2]
   total = grid_sig.size
@@ -260,20 +265,15 @@ def loss_sweep(
   chunk_fn = _over_networks(one, vectorize)
   base_fn = jax.jit(loss_fn)
 
-  sums = np.zeros(total + pad, np.float64)
-  base, weight = 0.0, 0.0
-  for batch in batches:
-    w = batch_weight(batch)
-    if w <= 0:
-      continue
-    weight += w
-    base += w * float(base_fn(params, batch))
-    for c in range(n_chunks):
-      sl = slice(c * chunk_size, (c + 1) * chunk_size)
-      vals = chunk_fn(params, batch, jnp.asarray(grid_sig[sl]), grid_key[sl])
-      sums[sl] += w * np.asarray(vals, np.float64)
-  losses = (sums[:total] / weight).reshape(len(sigmas), realizations)
-  return base / weight, losses
+  def evaluate(batch):
+    chunks = [
+        chunk_fn(params, batch, jnp.asarray(grid_sig[sl]), grid_key[sl])
+        for sl in _chunks(n_chunks, chunk_size)
+    ]
+    return np.concatenate([[base_fn(params, batch)], *map(np.asarray, chunks)])
+
+  means = _weighted_mean(evaluate, batches)
+  return float(means[0]), means[1 : total + 1].reshape(len(sigmas), realizations)
 
 
 @dataclasses.dataclass
@@ -353,13 +353,9 @@ def hutchinson_trace(
   """
   if probes < 1:
     raise ValueError('probes must be positive')
-  batches = _as_batches(data)
-  mask = selection_mask(params, predicate)
-  if count_selected(params, mask) == 0:
-    raise ValueError('the predicate selects no parameters')
-  base_key = jax.random.PRNGKey(seed)
+  batches, mask = _as_batches(data), _nonempty_mask(params, predicate)
   n_chunks = math.ceil(probes / chunk_size)
-  keys = jax.vmap(lambda j: jax.random.fold_in(base_key, j))(jnp.arange(n_chunks * chunk_size))
+  keys = _keys(seed, n_chunks * chunk_size)
 
   def quad_form(p, batch, key):
     v = _random_tree(key, p, mask, 'rademacher')
@@ -369,17 +365,10 @@ def hutchinson_trace(
     return sum(jax.tree.leaves(parts))
 
   chunk_fn = _over_networks(quad_form, vectorize)
-  sums = np.zeros(n_chunks * chunk_size, np.float64)
-  weight = 0.0
-  for batch in batches:
-    w = batch_weight(batch)
-    if w <= 0:
-      continue
-    weight += w
-    for c in range(n_chunks):
-      sl = slice(c * chunk_size, (c + 1) * chunk_size)
-      sums[sl] += w * np.asarray(chunk_fn(params, batch, keys[sl]), np.float64)
-  samples = sums[:probes] / weight
+  evaluate = lambda batch: np.concatenate(
+      [np.asarray(chunk_fn(params, batch, keys[sl])) for sl in _chunks(n_chunks, chunk_size)]
+  )
+  samples = _weighted_mean(evaluate, batches)[:probes]
   se = float(np.std(samples, ddof=1) / math.sqrt(probes)) if probes > 1 else float('nan')
   return float(samples.mean()), se, samples
 
@@ -444,10 +433,7 @@ def auto_sigmas(
 
   From sigma^2 / 2 * Tr(H) = target: sigma_max = sqrt(2 * target / Tr(H)). Used when no sweep is
   given, because a sensible range depends on the network's curvature by orders of magnitude.
-  The default target is small because the quadratic regime is narrow: on a tiny DenseNet
-  classifier a sweep sized for +0.5 raised the loss by 6.4 and its slope gave 12x the
-  Hutchinson trace, while sweeps sized for +0.02 to +0.1 agreed with it within the errors
-  (with the quartic term of `fit_trace`).
+  The default target is small because the quadratic regime is narrow (docs/analysis.md).
   """
   if not trace > 0:
     # Non-positive curvature estimate: fall back to a scale set by the parameter count.
@@ -456,65 +442,84 @@ def auto_sigmas(
   return np.linspace(s_max / num, s_max, num)
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How `measure_sharpness` measures: which leaves, the sweep, the fit and the probes.
+
+  `probes` > 0 adds Hutchinson's estimate; `fit_max_sigma` and `quartic` go to `fit_trace`;
+  `target_increase` sizes an automatic sweep (`auto_sigmas`); `vectorize` and `chunk_size` as in
+  `loss_sweep`.
+  """
+
+  realizations: int = 32
+  probes: int = 32
+  predicate: Predicate = conv_kernels
+  seed: int = 0
+  chunk_size: int = 8
+  antithetic: bool = True
+  fit_max_sigma: float | None = None
+  quartic: bool = False
+  target_increase: float = 0.05
+  vectorize: str = 'auto'
+
+
+def hutchinson_estimate(
+    loss_fn: LossFn, params: Params, data: Iterable[Batch], settings: Settings
+) -> tuple[float, float, int]:
+  """`(trace, stderr, probes)` of `hutchinson_trace` under `settings` (seeded apart from the
+  sweep's realizations)."""
+  trace, stderr, _ = hutchinson_trace(
+      loss_fn,
+      params,
+      data,
+      probes=settings.probes,
+      predicate=settings.predicate,
+      seed=settings.seed + 1,
+      chunk_size=settings.chunk_size,
+      vectorize=settings.vectorize,
+  )
+  return trace, stderr, settings.probes
+
+
 def measure_sharpness(
     loss_fn: LossFn,
     params: Params,
     data: Iterable[Batch],
+    settings: Settings = Settings(),
     *,
     name: str = 'model',
     sigmas: Sequence[float] | None = None,
-    realizations: int = 32,
-    probes: int = 32,
-    predicate: Predicate = conv_kernels,
-    seed: int = 0,
-    chunk_size: int = 8,
-    antithetic: bool = True,
-    fit_max_sigma: float | None = None,
-    quartic: bool = False,
-    target_increase: float = 0.05,
     hutchinson: tuple[float, float, int] | None = None,
-    vectorize: str = 'auto',
 ) -> SharpnessResult:
-  """Perturbation sweep + trace fit, and Hutchinson's estimate when `probes` > 0.
+  """Perturbation sweep + trace fit, and Hutchinson's estimate when `settings.probes` > 0.
 
   With `sigmas=None` the sweep is chosen from the Hutchinson trace (`auto_sigmas`), which then
-  needs `probes` > 0. A Hutchinson result computed earlier (`(trace, stderr, probes)`) can be
-  passed as `hutchinson` to skip recomputing it.
+  needs probes. A Hutchinson result computed earlier (`hutchinson_estimate`) can be passed as
+  `hutchinson` to skip recomputing it.
   """
   batches = _as_batches(data)
-  mask = selection_mask(params, predicate)
-  n = count_selected(params, mask)
-  hutch = hutchinson
-  if hutch is None and probes > 0:
-    tr, se, _ = hutchinson_trace(
-        loss_fn,
-        params,
-        batches,
-        probes=probes,
-        predicate=predicate,
-        seed=seed + 1,
-        chunk_size=chunk_size,
-        vectorize=vectorize,
-    )
-    hutch = (tr, se, probes)
+  n = count_selected(params, selection_mask(params, settings.predicate))
+  if hutchinson is None and settings.probes > 0:
+    hutchinson = hutchinson_estimate(loss_fn, params, batches, settings)
   if sigmas is None:
-    if hutch is None:
+    if hutchinson is None:
       raise ValueError('give sigmas, or probes > 0 to choose them automatically')
-    sigmas = auto_sigmas(hutch[0], n, target_increase=target_increase)
+    sigmas = auto_sigmas(hutchinson[0], n, target_increase=settings.target_increase)
   sigmas = np.asarray(sigmas, np.float64)
+  realizations = settings.realizations
   base, losses = loss_sweep(
       loss_fn,
       params,
       batches,
       sigmas,
       realizations=realizations,
-      predicate=predicate,
-      seed=seed,
-      chunk_size=chunk_size,
-      antithetic=antithetic,
-      vectorize=vectorize,
+      predicate=settings.predicate,
+      seed=settings.seed,
+      chunk_size=settings.chunk_size,
+      antithetic=settings.antithetic,
+      vectorize=settings.vectorize,
   )
-  fit = fit_trace(sigmas, losses - base, max_sigma=fit_max_sigma, quartic=quartic)
+  fit = fit_trace(sigmas, losses - base, max_sigma=settings.fit_max_sigma, quartic=settings.quartic)
   stderr = (
       losses.std(axis=1, ddof=1) / math.sqrt(realizations)
       if realizations > 1
@@ -528,257 +533,7 @@ def measure_sharpness(
       mean_loss=losses.mean(axis=1),
       loss_stderr=stderr,
       realizations=realizations,
-      antithetic=antithetic,
+      antithetic=settings.antithetic,
       fit=fit,
-      hutchinson=hutch,
+      hutchinson=hutchinson,
   )
-
-
-# --------------------------------------------------------------------------------------------
-# Plots.
-
-
-def plot_loss_vs_sigma(ax, results: Sequence[SharpnessResult]) -> None:
-  """Mean perturbed loss against sigma (error bars: standard error) with the fitted curve."""
-  for i, res in enumerate(results):
-    color = f'C{i}'
-    ax.errorbar(
-        res.sigmas,
-        res.mean_loss,
-        yerr=res.loss_stderr,
-        fmt='o',
-        ms=4,
-        color=color,
-        capsize=2,
-        label=f'{res.name} (measured)',
-    )
-    s = np.linspace(0.0, float(res.sigmas.max()), 200)
-    curve = res.base_loss + res.fit.coef[0] * s**2
-    if res.fit.coef.size > 1:
-      curve = curve + res.fit.coef[1] * s**4
-    ax.plot(s, curve, '-', color=color, label=f'{res.name} fit: Tr(H)={res.fit.trace:.3g}')
-  ax.set_xlabel(r'perturbation $\sigma_\theta$')
-  ax.set_ylabel('loss')
-  ax.set_title('Loss under random weight perturbation')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-
-
-def plot_quadratics(
-    ax, results: Sequence[SharpnessResult], *, source: str = 'auto', t_max: float = 1.0
-) -> None:
-  """The 1-D quadratics 0.5 * lambda_mean * t^2, one per model.
-
-  `source`: 'fit' (perturbation slope), 'hutchinson', or 'auto' (Hutchinson when available).
-  """
-  t = np.linspace(-t_max, t_max, 201)
-  for i, res in enumerate(results):
-    use_h = source == 'hutchinson' or (source == 'auto' and res.hutchinson is not None)
-    lam = res.mean_eigenvalue_hutchinson if use_h else res.mean_eigenvalue_fit
-    if lam is None:
-      raise ValueError(f'{res.name}: no Hutchinson estimate')
-    tag = 'Hutchinson' if use_h else 'fit'
-    ax.plot(
-        t, 0.5 * lam * t**2, color=f'C{i}', label=rf'{res.name}: $\bar\lambda$={lam:.3g} ({tag})'
-    )
-  ax.set_xlabel('t')
-  ax.set_ylabel(r'$\frac{1}{2}\bar\lambda t^2$')
-  ax.set_title('Mean-eigenvalue quadratics')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-
-
-def sharpness_figure(results: Sequence[SharpnessResult]):
-  """A matplotlib figure with both panels side by side (loss vs sigma, the quadratics)."""
-  plt = figures.pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  plot_loss_vs_sigma(axes[0], results)
-  plot_quadratics(axes[1], results)
-  fig.tight_layout()
-  return fig
-
-
-def plot_sharpness(results: Sequence[SharpnessResult], path: str, *, dpi: int = 100) -> str:
-  """`sharpness_figure` written to a PNG; returns the path."""
-  fig = sharpness_figure(results)
-  return figures.save(fig, path, dpi)
-
-
-# --------------------------------------------------------------------------------------------
-# Losses of trained checkpoints and the CLI.
-
-
-def task_name(config) -> str:
-  """'classification' | 'denoising' | 'super_resolution' from an experiment config."""
-  task = config.get('task') if hasattr(config, 'get') else getattr(config, 'task', None)
-  if task is None:
-    raise ValueError("config has no 'task'")
-  if isinstance(task, str):
-    return task
-  name = task.get('name') if hasattr(task, 'get') else getattr(task, 'name', None)
-  if not isinstance(name, str):
-    raise ValueError(f'cannot read a task name from config.task = {task!r}')
-  return name
-
-
-def eval_loss_fn(model, variables: Mapping[str, Any], task: str) -> LossFn:
-  """A pure eval-mode loss of `params` for a model of the project.
-
-  Classification: cross-entropy; denoising: MSE on the clean image; super-resolution: L1 (the
-  paper's training losses). Masked per-example mean over the batch; non-`params` collections
-  (BatchNorm statistics) are closed over and stay fixed.
-  """
-  import optax
-
-  rest = {k: v for k, v in variables.items() if k != 'params'}
-
-  def loss_fn(params, batch):
-    out = model.apply({'params': params, **rest}, jnp.asarray(batch['inputs']), train=False)
-    targets = jnp.asarray(batch['targets'])
-    if task == 'classification':
-      per = optax.softmax_cross_entropy_with_integer_labels(out.astype(jnp.float32), targets)
-    elif task == 'denoising':
-      per = jnp.mean(jnp.square(out - targets).reshape(out.shape[0], -1), axis=1)
-    elif task == 'super_resolution':
-      per = jnp.mean(jnp.abs(out - targets).reshape(out.shape[0], -1), axis=1)
-    else:
-      raise ValueError(f'unknown task {task!r}')
-    mask = jnp.asarray(batch['mask'], per.dtype) if 'mask' in batch else jnp.ones_like(per)
-    return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-  return loss_fn
-
-
-def _parse_floats(text: str | None) -> list[float] | None:
-  return None if not text else [float(x) for x in text.split(',') if x.strip()]
-
-
-def main(argv: Sequence[str] | None = None) -> list[SharpnessResult]:
-  parser = argparse.ArgumentParser(
-      prog='python -m dxnet_jax.analysis.sharpness',
-      description='Minima sharpness of trained checkpoints (paper section 4.4, Figs. 9-10).',
-  )
-  parser.add_argument(
-      '--workdir',
-      action='append',
-      required=True,
-      help='a training workdir; repeat to compare models',
-  )
-  parser.add_argument(
-      '--name',
-      action='append',
-      default=None,
-      help="legend name per --workdir (default: the workdir's base name)",
-  )
-  parser.add_argument('--out', required=True, help='folder for sharpness.json / sharpness.png')
-  parser.add_argument(
-      '--sigmas',
-      default=None,
-      help='comma-separated sweep; default chosen from the Hutchinson trace',
-  )
-  parser.add_argument('--realizations', type=int, default=32)
-  parser.add_argument('--probes', type=int, default=32, help='Hutchinson probes (0: skip)')
-  parser.add_argument('--batch-size', type=int, default=100)
-  parser.add_argument(
-      '--max-batches',
-      type=int,
-      default=4,
-      help='validation batches used (the loss is over these); 0 = all',
-  )
-  parser.add_argument('--chunk-size', type=int, default=4, help='networks per vmap call')
-  parser.add_argument(
-      '--target-increase',
-      type=float,
-      default=0.05,
-      help='automatic sweep: predicted loss increase at the largest sigma',
-  )
-  parser.add_argument(
-      '--vectorize',
-      choices=VECTORIZE,
-      default='auto',
-      help='networks of a chunk under vmap or one by one (auto: loop on CPU)',
-  )
-  parser.add_argument('--fit-max-sigma', type=float, default=None)
-  parser.add_argument('--quartic', action='store_true', help='add a sigma^4 term to the fit')
-  parser.add_argument('--no-antithetic', action='store_true')
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args(argv)
-  if args.name and len(args.name) != len(args.workdir):
-    parser.error('give one --name per --workdir')
-  _optional.require('matplotlib', 'plots', 'python -m dxnet_jax.analysis.sharpness').use('Agg')
-
-  # Lazy imports: the trainer and data pipelines are heavy and not needed by the library part.
-  from dxnet_jax import data as data_lib
-  from dxnet_jax.train import checkpoint
-
-  runs = []
-  for i, workdir in enumerate(args.workdir):
-    model, variables, config = checkpoint.load_for_inference(workdir)
-    data = data_lib.build(config, global_batch_size=args.batch_size, seed=args.seed)
-    val = data.validation()
-    if val is None:
-      raise SystemExit(f'{workdir}: its data has no validation split')
-    batches = []
-    for batch in val:
-      batches.append(batch)
-      if args.max_batches and len(batches) >= args.max_batches:
-        break
-    name = args.name[i] if args.name else os.path.basename(os.path.normpath(workdir))
-    task = dict(getattr(data, 'info', None) or {}).get('task') or task_name(config)
-    loss_fn = eval_loss_fn(model, variables, task)
-    hutch = None
-    if args.probes > 0:
-      tr, se, _ = hutchinson_trace(
-          loss_fn,
-          variables['params'],
-          batches,
-          probes=args.probes,
-          seed=args.seed + 1,
-          chunk_size=args.chunk_size,
-          vectorize=args.vectorize,
-      )
-      hutch = (tr, se, args.probes)
-    runs.append((name, loss_fn, variables['params'], batches, hutch))
-
-  sigmas = _parse_floats(args.sigmas)
-  if sigmas is None:
-    # One sweep for every model, so the curves compare at equal sigma: sized for the sharpest.
-    traces = [r[4][0] for r in runs if r[4] is not None]
-    if not traces:
-      parser.error('give --sigmas, or --probes > 0 to choose them automatically')
-    n_min = min(count_selected(r[2], selection_mask(r[2])) for r in runs)
-    sigmas = auto_sigmas(max(traces), n_min, target_increase=args.target_increase)
-
-  results = []
-  for name, loss_fn, params, batches, hutch in runs:
-    res = measure_sharpness(
-        loss_fn,
-        params,
-        batches,
-        name=name,
-        sigmas=sigmas,
-        realizations=args.realizations,
-        probes=0,
-        hutchinson=hutch,
-        seed=args.seed,
-        chunk_size=args.chunk_size,
-        antithetic=not args.no_antithetic,
-        fit_max_sigma=args.fit_max_sigma,
-        quartic=args.quartic,
-        vectorize=args.vectorize,
-    )
-    print(
-        json.dumps({k: v for k, v in res.to_dict().items() if not isinstance(v, list)}), flush=True
-    )
-    results.append(res)
-
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'sharpness.json'), 'w') as f:
-    json.dump([r.to_dict() for r in results], f, indent=1)
-  png = plot_sharpness(results, os.path.join(args.out, 'sharpness.png'))
-  print(f'wrote {png}')
-  return results
-
-
-if __name__ == '__main__':
-  main()
