@@ -7,6 +7,7 @@ image folders. Everything else comes with an extra:
   tensorboard  TensorBoard event files next to metrics.jsonl
   plots        the figures of dxnet_jax.analysis (matplotlib)
   quickstart   scikit-image's bundled photos (`skimage:train`, `skimage:test`)
+  convert      reading PyTorch checkpoints (`dxnet-convert`; PyTorch)
   all          every extra above
 """
 
