@@ -1,12 +1,17 @@
 """The authors' layouts as variants: their DxNet denoiser's parameter count as their code gives
-it, and the same function under every `kernels` setting."""
+it, their xDnCNN cell, the same function under the 'xla' and 'cpu' kernels, and the studies that
+compare them with our readings."""
+
+import pathlib
 
 import jax
 import numpy as np
 import pytest
 from test_kernels import _results
 
-from dxnet_jax import models
+from dxnet_jax import models, sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Small members of the authors' layouts: every part they add (biased x-module convolutions, the
 # BatchNorm after each xUnit, the 5x5 output convolution, the BN -> conv cell order).
@@ -64,3 +69,26 @@ def test_xla_and_cpu_kernels_compute_the_authors_layouts_alike(name, overrides, 
     # The running means behind a BatchNorm's output are zero up to rounding (about 1e-7).
     scale = max(float(np.max(np.abs(b))), 1e-2)
     np.testing.assert_allclose(a / scale, b / scale, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    'study,labels',
+    [
+        ('authors_layout.py', ['dxnet_444', 'dxnet_444_authors']),
+        ('xunit_cell_order.py', ['dxnet_7', 'dxnet_7_bn_conv', 'gaussian_7', 'gaussian_7_bn_conv']),
+    ],
+)
+def test_the_studies_compare_the_readings_at_equal_steps(monkeypatch, study, labels):
+  monkeypatch.chdir(REPO)
+  loaded = sweep.load_study(f'configs/studies/{study}')
+  assert sorted({run.label for run in loaded.runs}) == labels
+  assert len(loaded.runs) == 3 * len(labels)
+  configs = {run.label: loaded.configs[run.name] for run in loaded.runs}
+  assert {c['num_steps'] for c in configs.values()} == {400}
+  models_by_label = {label: c['model'] for label, c in configs.items()}
+  if study == 'authors_layout.py':
+    assert models_by_label['dxnet_444_authors']['name'] == 'dxnet_denoise_444_authors'
+    assert models_by_label['dxnet_444']['name'] == 'dxnet_denoise_444'
+  else:
+    assert models_by_label['gaussian_7_bn_conv']['cell_order'] == 'bn_conv'
+    assert 'cell_order' not in models_by_label['gaussian_7']
