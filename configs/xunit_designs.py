@@ -4,10 +4,12 @@ Recipe: configs/denoise.py's (Train400 40x40 patches, sigma 50, Adam 1e-3, MSE, 
 `depth` 3x3 convolutions of `features` channels, each but the last followed by BatchNorm and an
 activation: ReLU, the DxNet xUnit, or the original (2018) Gaussian xUnit.
 
-Argument: DESIGN,DEPTH[,features=F][,budget]
+Argument: DESIGN,DEPTH[,features=F][,cell_order=O][,budget]
   --config configs/xunit_designs.py:dxnet,9      Conv+xUnit (DxNet design), 9 layers
   --config configs/xunit_designs.py:gaussian,9   original 2018 xUnit (Gaussian gate)
   --config configs/xunit_designs.py:relu,17      ReLU baseline (DnCNN)
+  cell_order  conv_bn (default: Conv, BatchNorm, activation) or bn_conv (the authors' released
+              xDnCNN: BatchNorm, biased Conv, activation)
   budget   configs/denoise.py's budget (batch 16, 120 steps, lr / 5 at 80%)
 
 configs/studies/xunit_designs.py runs the comparison over depths and seeds.
@@ -20,7 +22,9 @@ DESIGNS = ('relu', 'dxnet', 'gaussian')
 
 
 def get_config(arg='dxnet,9'):
-  arg = common.parse_arg(arg, design='dxnet', depth=9, features=64, budget=False)
+  arg = common.parse_arg(
+      arg, design='dxnet', depth=9, features=64, cell_order='conv_bn', budget=False
+  )
   if arg.design not in DESIGNS:
     raise ValueError(f'design must be one of {DESIGNS}, got {arg.design!r}.')
   config = denoise.get_config('xdncnn,budget' if arg.budget else 'xdncnn')
@@ -29,4 +33,6 @@ def get_config(arg='dxnet,9'):
   config.model.activation = 'relu' if arg.design == 'relu' else 'xunit'
   if arg.design != 'relu':
     config.model.xunit_design = arg.design
+  if arg.cell_order != 'conv_bn':
+    config.model.cell_order = arg.cell_order
   return config

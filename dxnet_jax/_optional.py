@@ -8,7 +8,8 @@ image folders. Everything else comes with an extra:
   plots        the figures of dxnet_jax.analysis (matplotlib)
   quickstart   scikit-image's bundled photos (`skimage:train`, `skimage:test`)
   sweep        multi-seed studies on Ray Tune (`dxnet-sweep`)
-  all          every extra above
+  convert      reading PyTorch checkpoints (`dxnet-convert`; PyTorch)
+  all          tfds, tensorboard, plots and quickstart
 """
 
 from __future__ import annotations

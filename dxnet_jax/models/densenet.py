@@ -13,6 +13,8 @@ Readings of the paper, checked against its parameter counts (see README "Models"
 * Convolutions inside the dense path carry no bias (BatchNorm follows); xUnit convolutions and
   the classifier do, as in the PyTorch code the counts come from. With parts without BatchNorm
   (`Parts.without_norm`, the super-resolution nets) every convolution carries a bias.
+* `x_module_norm` gives the x-dense layer of the authors' restoration code instead: a biased
+  Conv3x3(k), the xUnit and a BatchNorm after it (their `xModule`).
 
 Every module takes its convolutions, norms and xUnit from `parts` (`dxnet_jax.layers.Parts`).
 """
@@ -45,6 +47,7 @@ class DenseLayer(nn.Module):
   parts: Parts
   bottleneck_width: int = 4
   xunit: bool = False
+  x_module_norm: bool = False
   dropout_rate: float = 0.0
   remat_bottleneck: bool = False
 
@@ -54,10 +57,13 @@ class DenseLayer(nn.Module):
     if self.remat_bottleneck:
       bottleneck = self.parts.remat(bottleneck, static_argnums=(2,))
     y = bottleneck(self, features, train)
-    y = self.parts.conv(self.growth_rate, (3, 3), name='conv2')(y)
+    bias = dict(use_bias=True) if self.x_module_norm else {}
+    y = self.parts.conv(self.growth_rate, (3, 3), name='conv2', **bias)(y)
     y = dropout(y, self.dropout_rate, train)
     if self.xunit:
       y = self.parts.xunit(name='xunit')(y, train)
+    if self.x_module_norm:
+      y = self.parts.norm(use_running_average=not train, name='x_module_bn')(y)
     return y
 
   def bottleneck(self, features, train: bool):
@@ -140,6 +146,7 @@ class DenseTrunk(nn.Module):
   compression: float = 0.5
   bottleneck_width: int = 4
   xunit: bool = False
+  x_module_norm: bool = False
   dropout_rate: float = 0.0
   pool: bool = True
   remat: Union[bool, str] = False
@@ -152,6 +159,7 @@ class DenseTrunk(nn.Module):
         self.parts,
         bottleneck_width=self.bottleneck_width,
         xunit=self.xunit,
+        x_module_norm=self.x_module_norm,
         dropout_rate=self.dropout_rate,
     )
     block = self.parts.dense_block or DenseBlock
@@ -165,7 +173,13 @@ class DenseTrunk(nn.Module):
     return x
 
 
-def trunk_of(net: nn.Module, parts: Parts, pool: bool = True, dropout_rate: float = 0.0):
+def trunk_of(
+    net: nn.Module,
+    parts: Parts,
+    pool: bool = True,
+    dropout_rate: float = 0.0,
+    x_module_norm: bool = False,
+):
   """The dense trunk of `net`, a model with `blocks`, `growth_rate`, `compression`,
   `bottleneck_width`, `activation` and `remat` fields, checked."""
   validate_dense_spec(net.blocks, net.growth_rate, net.compression, net.activation, net.remat)
@@ -176,6 +190,7 @@ def trunk_of(net: nn.Module, parts: Parts, pool: bool = True, dropout_rate: floa
       compression=net.compression,
       bottleneck_width=net.bottleneck_width,
       xunit=net.activation == 'xunit',
+      x_module_norm=x_module_norm,
       dropout_rate=dropout_rate,
       pool=pool,
       remat=net.remat,

@@ -41,8 +41,8 @@ def _imagenet(blocks, activation, description, paper=None) -> ModelSpec:
   return ModelSpec(DenseNetClassifier, kwargs, 'classification', (224, 224, 3), description, paper)
 
 
-def _denoiser(blocks, activation, description, paper=None, channels=1) -> ModelSpec:
-  kwargs = dict(blocks=blocks, activation=activation)
+def _denoiser(blocks, activation, description, paper=None, channels=1, **options) -> ModelSpec:
+  kwargs = dict(blocks=blocks, activation=activation, **options)
   return ModelSpec(DenseDenoiser, kwargs, 'denoising', (40, 40, channels), description, paper)
 
 
@@ -75,6 +75,13 @@ MODELS: Dict[str, ModelSpec] = {
     'dxnet_denoise_444': _denoiser(
         (4, 4, 4), 'xunit', 'DxNet 4-4-4, k=16, gray denoiser', '~139K (a quarter of DnCNN)'
     ),
+    'dxnet_denoise_444_authors': _denoiser(
+        (4, 4, 4),
+        'xunit',
+        "DxNet 4-4-4, k=16, gray denoiser in the authors' code's layout (7x7 xUnit, x-modules)",
+        layout='authors',
+        xunit_kernel=7,
+    ),
     'dxnet_denoise_666': _denoiser((6, 6, 6), 'xunit', 'DxNet 6-6-6, k=16, gray denoiser'),
     'densenet_denoise_444': _denoiser((4, 4, 4), 'relu', 'DenseNet 4-4-4, k=16, gray denoiser'),
     'densenet_denoise_555': _denoiser(
@@ -100,6 +107,13 @@ MODELS: Dict[str, ModelSpec] = {
         'xunit',
         'Conv+BN+xUnit (original 2018 Gaussian design), 9 layers',
         xunit_design='gaussian',
+    ),
+    'xdncnn_authors': _feed_forward(
+        9,
+        'xunit',
+        "The authors' released xDnCNN: 8 cells BN+Conv+Gaussian xUnit (BN-less first cell)",
+        xunit_design='gaussian',
+        cell_order='bn_conv',
     ),
 }
 

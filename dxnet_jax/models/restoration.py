@@ -9,6 +9,11 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
   an xUnit in DxNet), the dense trunk, final BN-ReLU and a Conv3x3 back to the image channels.
   Residual learning: the trunk predicts the noise, which is subtracted from the input, so the
   module returns the clean estimate. Gray DxNet 4-4-4 has 140,353 parameters.
+* `layout='authors'`: the DxNet denoiser of the authors' later restoration code
+  (kligvasser/xUnit, `denoising/models/xdense.py`), which reads the paper differently: every
+  xUnit (7x7 there: the registry entry sets `xunit_kernel=7`) is part of an x-module, a biased
+  Conv3x3, the xUnit and a BatchNorm, in the stem and in every dense layer; no final BN-ReLU, and
+  a Conv5x5 output convolution. Gray 4-4-4 has 134,657 parameters, as their code counts.
 * Super-resolution x4: no BatchNorm (so every convolution has a bias), L1 loss. Conv3x3 stem to
   64 channels (+ xUnit), dense trunk without pooling, then a *narrow* upsampling tail:
   Conv3x3 to `tail_features` (64), two stages of Conv3x3(4*64) + pixel-shuffle x2 (+ ReLU), and a
@@ -19,8 +24,12 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
   input (denoisers) or the bicubic upscaling (SR) and training starts from that baseline.
 * Feed-forward Conv+xUnit nets (xDnCNN, paper Fig. 4): `depth` Conv3x3 layers of `features`
   channels, each followed by BN and an xUnit of either design (or ReLU), residual learning.
+  `cell_order='bn_conv'` is the cell of the authors' released xDnCNN (the 2018 xUnit paper's):
+  BN, a biased Conv3x3, the Gaussian xUnit; with 9 layers of 64 channels it has their 304,641
+  parameters and loads their trained weights (`dxnet_jax.convert`).
 """
 
+import functools
 from typing import Sequence, Union
 
 import flax.linen as nn
@@ -44,25 +53,40 @@ class DenseRestorationNet(nn.Module):
   activation: str = 'xunit'
   remat: Union[bool, str] = False
 
-  def stem_and_trunk(self, x, parts: Parts, train: bool):
-    trunk = trunk_of(self, parts, pool=False)  # checks the description
+  def stem_and_trunk(self, x, parts: Parts, train: bool, x_module_norm: bool = False):
+    """The stem and trunk; `x_module_norm`: a BatchNorm after every xUnit (the authors' code)."""
+    trunk = trunk_of(self, parts, pool=False, x_module_norm=x_module_norm)  # checks it
     y = parts.conv(self.stem_features, (3, 3), use_bias=True, name='stem_conv')(x)
     if self.activation == 'xunit':
       y = parts.xunit(name='stem_xunit')(y, train)
+    if x_module_norm:
+      y = parts.norm(use_running_average=not train, name='stem_bn')(y)
     return trunk(y, train)
 
 
+LAYOUTS = ('paper', 'authors')
+CELL_ORDERS = ('conv_bn', 'bn_conv')
+
+
 class DenseDenoiser(DenseRestorationNet):
-  """DxNet / DenseNet Gaussian denoiser with residual learning; returns the clean estimate."""
+  """DxNet / DenseNet Gaussian denoiser with residual learning; returns the clean estimate.
+
+  `layout`: 'paper' (our reading) or 'authors' (their restoration code's; module docstring).
+  """
+
+  layout: str = 'paper'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    parts = self.parts
-    y = self.stem_and_trunk(x.astype(parts.dtype), parts, train)
-    y = parts.norm_relu(use_running_average=not train, name='final_bn')(y)
-    noise = parts.conv(
-        x.shape[-1], (3, 3), use_bias=True, kernel_init=nn.initializers.zeros, name='output_conv'
-    )(y)
+    if self.layout not in LAYOUTS:
+      raise ValueError(f'layout must be one of {LAYOUTS}, got {self.layout!r}.')
+    parts, authors = self.parts, self.layout == 'authors'
+    y = self.stem_and_trunk(x.astype(parts.dtype), parts, train, x_module_norm=authors)
+    if not authors:
+      y = parts.norm_relu(use_running_average=not train, name='final_bn')(y)
+    size = (5, 5) if authors else (3, 3)
+    zeros = nn.initializers.zeros
+    noise = parts.conv(x.shape[-1], size, use_bias=True, kernel_init=zeros, name='output_conv')(y)
     return x - noise.astype(x.dtype)
 
 
@@ -103,13 +127,16 @@ class FeedForwardXNet(nn.Module):
   """Conv3x3 layers with an activation after each (xUnit of either design, or ReLU).
 
   The paper's xUnit-design comparison (Fig. 4) and xDnCNN: residual learning for denoising, the
-  module returns the clean estimate.
+  module returns the clean estimate. `cell_order` places each layer's BatchNorm: 'conv_bn'
+  (ours: Conv3x3 without bias, BatchNorm, activation) or 'bn_conv' (the authors' released
+  xDnCNN: BatchNorm, Conv3x3 with bias, activation); the first layer has none.
   """
 
   parts: Parts
   depth: int = 8
   features: int = 64
   activation: str = 'xunit'
+  cell_order: str = 'conv_bn'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -119,19 +146,12 @@ class FeedForwardXNet(nn.Module):
       )
     if self.activation not in ('relu', 'xunit'):
       raise ValueError(f"activation must be 'relu' or 'xunit', got {self.activation!r}.")
-    parts = self.parts
-    y = x.astype(parts.dtype)
+    if self.cell_order not in CELL_ORDERS:
+      raise ValueError(f'cell_order must be one of {CELL_ORDERS}, got {self.cell_order!r}.')
+    y = x.astype(self.parts.dtype)
     for i in range(self.depth - 1):
-      y = parts.conv(self.features, (3, 3), use_bias=(i == 0), name=f'conv{i}')(y)
-      if self.activation == 'xunit':
-        if i > 0:
-          y = parts.norm(use_running_average=not train, name=f'bn{i}')(y)
-        y = parts.xunit(name=f'xunit{i}')(y, train)
-      elif i > 0:
-        y = parts.norm_relu(use_running_average=not train, name=f'bn{i}')(y)
-      else:
-        y = nn.relu(y)
-    noise = parts.conv(
+      y = self.cell(y, i, train)
+    noise = self.parts.conv(
         x.shape[-1],
         (3, 3),
         use_bias=True,
@@ -139,3 +159,19 @@ class FeedForwardXNet(nn.Module):
         name=f'conv{self.depth - 1}',
     )(y)
     return x - noise.astype(x.dtype)
+
+  def cell(self, y, i: int, train: bool):
+    """Layer `i`: its Conv3x3, BatchNorm (none in the first) and activation, in `cell_order`."""
+    parts, xunit = self.parts, self.activation == 'xunit'
+    norm = functools.partial(parts.norm, use_running_average=not train, name=f'bn{i}')
+    if self.cell_order == 'bn_conv':
+      y = norm()(y) if i > 0 else y
+      y = parts.conv(self.features, (3, 3), use_bias=True, name=f'conv{i}')(y)
+      return parts.xunit(name=f'xunit{i}')(y, train) if xunit else nn.relu(y)
+    y = parts.conv(self.features, (3, 3), use_bias=(i == 0), name=f'conv{i}')(y)
+    if xunit:
+      y = norm()(y) if i > 0 else y
+      return parts.xunit(name=f'xunit{i}')(y, train)
+    if i > 0:
+      return parts.norm_relu(use_running_average=not train, name=f'bn{i}')(y)
+    return nn.relu(y)
