@@ -22,9 +22,13 @@ from dxnet_jax.analysis import study_plots
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAGE = REPO / 'docs' / 'results.md'
 STUDIES = REPO / 'docs' / 'results' / 'studies'
-STUDY_NAMES = ('denoise_params', 'xunit_designs')
+STUDY_NAMES = ('authors_layout', 'denoise_params', 'xunit_designs')
 # The study config whose sweep wrote each committed table (sharpness.py extends denoise_params.py).
-STUDY_CONFIGS = {'denoise_params': 'sharpness.py', 'xunit_designs': 'xunit_designs.py'}
+STUDY_CONFIGS = {
+    'authors_layout': 'authors_layout.py',
+    'denoise_params': 'sharpness.py',
+    'xunit_designs': 'xunit_designs.py',
+}
 
 
 def _commands(module):

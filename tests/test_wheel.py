@@ -49,6 +49,7 @@ CORE_MODULES = (
     'dxnet_jax.cli',
     'dxnet_jax.compilation_cache',
     'dxnet_jax.config_files',
+    'dxnet_jax.convert',
     'dxnet_jax.data',
     'dxnet_jax.data.augment',
     'dxnet_jax.data.classification',
