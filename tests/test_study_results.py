@@ -22,11 +22,12 @@ from dxnet_jax.analysis import study_plots
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAGE = REPO / 'docs' / 'results.md'
 STUDIES = REPO / 'docs' / 'results' / 'studies'
-STUDY_NAMES = ('authors_layout', 'denoise_params', 'xunit_designs')
+STUDY_NAMES = ('authors_layout', 'denoise_params', 'xunit_cell_order', 'xunit_designs')
 # The study config whose sweep wrote each committed table (sharpness.py extends denoise_params.py).
 STUDY_CONFIGS = {
     'authors_layout': 'authors_layout.py',
     'denoise_params': 'sharpness.py',
+    'xunit_cell_order': 'xunit_cell_order.py',
     'xunit_designs': 'xunit_designs.py',
 }
 
