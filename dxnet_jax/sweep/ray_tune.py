@@ -63,7 +63,7 @@ def start_ray(address: Optional[str]):
 def _duration(seconds: float) -> str:
   from dxnet_jax.train import writer  # pylint: disable=g-import-not-at-top
 
-  return writer._duration(seconds)  # pylint: disable=protected-access
+  return writer.duration(seconds)
 
 
 def _trainable(config: Dict[str, Any], jobs: Dict[str, steps.Job]):

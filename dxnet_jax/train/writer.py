@@ -76,7 +76,8 @@ def _keep_tensorflow_off_accelerators():
     pass
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+  """A wall time as progress lines print it: '1h05m' or '4m09s'."""
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
@@ -113,6 +114,6 @@ class Progress:
           self.total_steps,
           values,
           rate,
-          _duration(eta),
+          duration(eta),
       )
     return rate
