@@ -182,8 +182,10 @@ def test_upscale_x4_and_downscale_report(images, tmp_path, capsys):
   bicubic, model = map(
       float, re.search(r'bicubic ([\d.]+) dB, model ([\d.]+) dB', capsys.readouterr().out).groups()
   )
-  # Measured: bicubic 34.09 dB, model 36.70 dB (+2.6 dB); a 0.6 dB margin.
-  assert model > bicubic + 2.0, (bicubic, model)
+  # Measured: bicubic 34.09 dB, model 36.70 dB (+2.61 dB). The crop and the weights are fixed, so
+  # only float rounding moves the gain (hundredths of a dB): a 0.1 dB margin. The net with its
+  # residual scaled by 0.8 gains 2.47 dB, by 0.6 2.09 dB (a 0.6 dB margin let that one pass).
+  assert model > bicubic + 2.61 - 0.1, (bicubic, model)
   assert Image.open(tmp_path / 'hr_x4.png').size == (64, 64)
   assert Image.open(tmp_path / 'hr_lr.png').size == (16, 16)
 

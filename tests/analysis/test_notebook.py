@@ -49,11 +49,12 @@ def test_tour_notebook_executes(tmp_path):
   assert len(gaps) == 2, text
   assert all(float(gap) < 1e-5 for _, gap in gaps), gaps
   # The tour's denoiser beats its noisy input at both noise levels (its table's rows); after the
-  # 20 steps here it gained 3.0 dB (sigma 25) and 4.0 dB (sigma 50): a 1 dB margin.
+  # 20 steps here it gained 3.0 dB (sigma 25) and 4.0 dB (sigma 50): a 1 dB margin on each. (A
+  # denoiser that returns its input gains 0.47 and 1.08 dB, from clipping and rounding alone.)
   rows = re.findall(r'^sigma (\d+)  noisy: ([\d.]+) dB  DxNet \(tour\): ([\d.]+) dB', text, re.M)
   assert [int(s) for s, _, _ in rows] == [25, 50], text
-  for _, noisy, denoised in rows:
-    assert float(denoised) > float(noisy) + 2.0, rows
+  for (sigma, noisy, denoised), gain in zip(rows, (3.0, 4.0)):
+    assert float(denoised) > float(noisy) + gain - 1.0, (sigma, noisy, denoised)
   assert 'tour finished' in text
   images = [
       c
