@@ -42,6 +42,12 @@ def _count(name):
   return parameter_count(name)  # traced once per name and worker (shapes only, no compile)
 
 
+# The tests that count parameters run in one xdist worker (setup.cfg: --dist loadgroup), where
+# each named net is traced once for all of them (a net's Python takes 1-5 s to trace).
+COUNTS = pytest.mark.xdist_group('parameter_counts')
+
+
+@COUNTS
 @pytest.mark.parametrize('name', sorted(PUBLISHED))
 def test_parameter_counts_match_the_papers(name):
   count, tolerance = PUBLISHED[name]
@@ -68,6 +74,7 @@ TORCH_NETS = {
 }
 
 
+@COUNTS
 @pytest.mark.parametrize('name', sorted(TORCH_NETS))
 def test_parameter_counts_equal_pytorch_builds_of_the_same_nets(name):
   from benchmarks import torch_nets
@@ -75,6 +82,7 @@ def test_parameter_counts_equal_pytorch_builds_of_the_same_nets(name):
   assert _count(name) == torch_nets.count_params(TORCH_NETS[name](torch_nets))
 
 
+@COUNTS
 def test_xunit_saves_parameters_against_relu_densenet():
   # The paper's claim in sizes: DxNet 12-12-12 is about 30% smaller than DenseNet-BC 16-16-16.
   assert _count('dxnet_k12_12') < 0.72 * _count('densenet_bc_k12_16')
@@ -359,10 +367,15 @@ def test_create_accepts_a_config_mapping():
   assert model.blocks == (2, 2, 2) and model.num_classes == 100
 
 
-def test_models_cli_prints_every_model(capsys):
-  from dxnet_jax.models.__main__ import main
+@COUNTS
+def test_models_cli_prints_every_model(capsys, monkeypatch):
+  from dxnet_jax.models import __main__ as cli
 
-  main(['--json'])
+  # The CLI's own `parameter_count`, memoised: the nets the tests above counted are not traced
+  # again (the counts themselves are checked there and below).
+  assert cli.parameter_count is parameter_count
+  monkeypatch.setattr(cli, 'parameter_count', _count)
+  cli.main(['--json'])
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == len(models.MODELS)
   import json
