@@ -15,6 +15,8 @@ import os
 import pathlib
 import sys
 
+import pytest
+
 # Config files import their shared pieces as `configs.common`, from the repository root.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -53,3 +55,36 @@ def pytest_unconfigure(config):  # pylint: disable=unused-argument
     import shutil
 
     shutil.rmtree(os.environ['DXNET_TEST_JAX_CACHE'], ignore_errors=True)
+
+
+def _random_variables(abstract, seed=0):
+  """Generic values for a model's abstract variables (`init_variables(..., abstract=True)`),
+  made on the host: no initialiser is compiled. A jitted init compiles the whole forward pass
+  (as long as compiling the training step of a tiny net), which tests that compare two programs
+  on the same variables need not pay. Kernels ~ N(0, 1/fan_in) as He-style initialisers draw
+  them; BatchNorm scales and running variances in [0.5, 1.5]; biases and running means ~
+  N(0, 0.1): no value sits at an initial constant, so a part that mixes up scale and bias, or
+  running and batch statistics, changes the result."""
+  import jax
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+
+  def leaf(path, shape):
+    name = path[-1].key
+    if name == 'kernel':
+      value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape.shape[:-1])), shape.shape)
+    elif name in ('scale', 'var'):
+      value = rng.uniform(0.5, 1.5, shape.shape)
+    elif name in ('bias', 'mean'):
+      value = rng.normal(0.0, 0.1, shape.shape)
+    else:
+      raise ValueError(f'no rule for the variable {jax.tree_util.keystr(path)}')
+    return jax.numpy.asarray(value, shape.dtype)
+
+  return jax.tree_util.tree_map_with_path(leaf, abstract)
+
+
+@pytest.fixture(scope='session')
+def random_variables():
+  return _random_variables

@@ -42,6 +42,12 @@ def _count(name):
   return parameter_count(name)  # traced once per name and worker (shapes only, no compile)
 
 
+# The tests that count parameters run in one xdist worker (setup.cfg: --dist loadgroup), where
+# each named net is traced once for all of them (a net's Python takes 1-5 s to trace).
+COUNTS = pytest.mark.xdist_group('parameter_counts')
+
+
+@COUNTS
 @pytest.mark.parametrize('name', sorted(PUBLISHED))
 def test_parameter_counts_match_the_papers(name):
   count, tolerance = PUBLISHED[name]
@@ -68,6 +74,7 @@ TORCH_NETS = {
 }
 
 
+@COUNTS
 @pytest.mark.parametrize('name', sorted(TORCH_NETS))
 def test_parameter_counts_equal_pytorch_builds_of_the_same_nets(name):
   from benchmarks import torch_nets
@@ -75,6 +82,7 @@ def test_parameter_counts_equal_pytorch_builds_of_the_same_nets(name):
   assert _count(name) == torch_nets.count_params(TORCH_NETS[name](torch_nets))
 
 
+@COUNTS
 def test_xunit_saves_parameters_against_relu_densenet():
   # The paper's claim in sizes: DxNet 12-12-12 is about 30% smaller than DenseNet-BC 16-16-16.
   assert _count('dxnet_k12_12') < 0.72 * _count('densenet_bc_k12_16')
@@ -90,10 +98,11 @@ def test_every_named_model_traces_to_the_right_output_shape(name):
   spec = models.MODELS[name]
   model = create(name)
   shape = _tiny_shape(spec)
-  variables = init_variables(model, shape, abstract=True)
-  out = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False),
-      variables,
+  key = jax.random.key(0)
+  # One trace: the initialisation's own forward pass gives the output (tracing init, then apply,
+  # traced the net twice; a net's Python takes seconds to trace).
+  out, _ = jax.eval_shape(
+      lambda x: model.init_with_output({'params': key, 'dropout': key}, x, train=False),
       jax.ShapeDtypeStruct(shape, jnp.float32),
   )
   if spec.task == 'classification':
@@ -133,6 +142,13 @@ TINY = {
 
 def _tiny_model(name, **kw):
   return create(name, **TINY[name], **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_variables(name, shape):
+  """The initialised variables of a plain tiny net, compiled once per worker for the tests that
+  share it."""
+  return init_variables(_tiny_model(name), shape)
 
 
 def _apply(model, variables, x, **kwargs):
@@ -179,7 +195,9 @@ def _loss_and_grads(model, variables, x):
         ('dxnet_denoise_444', True),
     ],
 )
-def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(name, remat):
+def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(
+    name, remat, random_variables
+):
   """Whole-layer (True) and bottleneck-only ('speed') recomputation change nothing but cost.
 
   DenseNet-BC runs with dropout (the recomputation must draw the same mask), the SR net without
@@ -189,9 +207,9 @@ def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(name, 
   shape = (2, 8, 8, spec.input_shape[-1])
   x = jax.random.uniform(jax.random.key(1), shape)
   plain, rematted = _plain_model(name), _tiny_model(name, remat=remat)
-  v_plain = init_variables(plain, shape)
-  v_remat = init_variables(rematted, shape)
-  assert jax.tree.structure(v_plain) == jax.tree.structure(v_remat)
+  abstract = init_variables(plain, shape, abstract=True)
+  assert abstract == init_variables(rematted, shape, abstract=True)
+  v_plain = random_variables(abstract)  # no initialiser compiled
   (l0, u0), g0 = _loss_and_grads(plain, v_plain, x)
   (l1, u1), g1 = _loss_and_grads(rematted, v_plain, x)
   np.testing.assert_allclose(l0, l1, rtol=1e-5)
@@ -214,7 +232,7 @@ def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(name, 
 def test_xunit_gates_lie_in_unit_interval():
   model = _tiny_model('dxnet_k12_12')
   shape = (2, 8, 8, 3)
-  variables = init_variables(model, shape)
+  variables = _tiny_variables('dxnet_k12_12', shape)
   x = 10.0 * jax.random.normal(jax.random.key(2), shape)
   _, state = _apply(model, variables, x, train=False, mutable=['intermediates'])
   gates = jax.tree.leaves(state['intermediates'])
@@ -261,7 +279,7 @@ def test_gaussian_xunit_gate_is_gaussian_of_its_preactivation():
 def test_classifier_features_and_head_give_the_logits():
   model = _tiny_model('dxnet_k12_12')
   shape = (2, 8, 8, 3)
-  variables = init_variables(model, shape)
+  variables = _tiny_variables('dxnet_k12_12', shape)
   x = jax.random.uniform(jax.random.key(4), shape)
   feats = _apply(model, variables, x, method='features')
   head = variables['params']['head']
@@ -269,17 +287,18 @@ def test_classifier_features_and_head_give_the_logits():
   np.testing.assert_allclose(logits, _apply(model, variables, x), rtol=1e-5, atol=1e-5)
 
 
-def test_denoiser_is_residual_and_sr_adds_bicubic_upscaling():
+def test_denoiser_is_residual_and_sr_adds_bicubic_upscaling(random_variables):
   den = _tiny_model('dxnet_denoise_444')
   shape = (1, 8, 8, 1)
-  v = init_variables(den, shape)
+  # Shapes only (no initialiser compiled); the running statistics away from their initial values.
+  v = random_variables(init_variables(den, shape, abstract=True))
   zero = jax.tree.map(jnp.zeros_like, v['params'])
   x = jax.random.uniform(jax.random.key(5), shape)
   # With every weight zero the predicted noise is zero: the input passes through.
   np.testing.assert_allclose(_apply(den, {**v, 'params': zero}, x), x, atol=1e-6)
   sr = _tiny_model('dxnet16_sr')
-  v = init_variables(sr, (1, 4, 4, 3))
-  zero = jax.tree.map(jnp.zeros_like, v['params'])
+  v = init_variables(sr, (1, 4, 4, 3), abstract=True)
+  zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), v['params'])
   lr = jax.random.uniform(jax.random.key(6), (1, 4, 4, 3))
   np.testing.assert_allclose(
       _apply(sr, {**v, 'params': zero}, lr),
@@ -302,8 +321,8 @@ def test_bf16_compute_keeps_float32_parameters_and_agrees():
   shape = (2, 8, 8, 3)
   x = jax.random.uniform(jax.random.key(7), shape)
   f32, bf16 = _tiny_model('dxnet_k12_12'), _tiny_model('dxnet_k12_12', dtype='bfloat16')
-  v = init_variables(f32, shape)
-  v16 = init_variables(bf16, shape)
+  v = _tiny_variables('dxnet_k12_12', shape)
+  v16 = init_variables(bf16, shape, abstract=True)  # the dtypes bfloat16 initialises
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v16['params']))
   out32 = _apply(f32, v, x)
   out16 = _apply(bf16, v, x)
@@ -348,10 +367,15 @@ def test_create_accepts_a_config_mapping():
   assert model.blocks == (2, 2, 2) and model.num_classes == 100
 
 
-def test_models_cli_prints_every_model(capsys):
-  from dxnet_jax.models.__main__ import main
+@COUNTS
+def test_models_cli_prints_every_model(capsys, monkeypatch):
+  from dxnet_jax.models import __main__ as cli
 
-  main(['--json'])
+  # The CLI's own `parameter_count`, memoised: the nets the tests above counted are not traced
+  # again (the counts themselves are checked there and below).
+  assert cli.parameter_count is parameter_count
+  monkeypatch.setattr(cli, 'parameter_count', _count)
+  cli.main(['--json'])
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == len(models.MODELS)
   import json
