@@ -79,6 +79,7 @@ def preflight(config) -> None:
   """Raises PreflightError for the mistakes that need no JAX: found before the backend starts,
   the error is the only line on stderr (the full checks, `train.checks`, follow the device log).
   """
+  from dxnet_jax.data import embedded  # pylint: disable=g-import-not-at-top
   from dxnet_jax.data import paths  # pylint: disable=g-import-not-at-top
 
   if not config.batch_size > 0:
@@ -93,6 +94,8 @@ def preflight(config) -> None:
   if data.get('root'):
     folders.append((data.root, 'classification folder'))
   for folder, what in folders:
+    if embedded.is_embedded(folder):  # scikit-image's photos, no folder
+      continue
     try:
       paths.require_dir(folder, what)
     except (FileNotFoundError, ValueError) as e:

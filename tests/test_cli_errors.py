@@ -79,3 +79,10 @@ def test_help_names_the_command(module, name):
       check=True,
   )
   assert done.stdout.startswith(f'usage: {name} ')
+
+
+def test_preflight_takes_the_quickstart_and_embedded_photos():
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import main  # pylint: disable=g-import-not-at-top
+
+  main.preflight(quickstart.get_config())  # 'skimage:train' is no folder, and no error
