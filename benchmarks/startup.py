@@ -12,6 +12,11 @@ Cases, each a fresh Python process started from the repository root:
 Each case gets its own empty cache folder (`$DXNET_JAX_CACHE`) and runs twice in it; `--cache
 off` runs it once without a cache, and `--repo` runs another checkout's package (one without
 this cache measures the cold start before it). The native kernels' build cache is left as it is.
+
+`--breakdown` adds a third, warm run with `JAX_LOG_COMPILES=1` and a process that only imports
+what the case imports, and prints where the warm time goes: imports, JAX's tracing, lowering to
+MLIR and loading from the cache (JAX's own timings; nested programs may count twice), and the
+rest (computing, image files, Python).
 """
 
 from __future__ import annotations
@@ -63,6 +68,21 @@ print(float(clean.mean()))
 """
 
 
+# What each case imports before it computes anything (the breakdown's import time).
+IMPORTS = {
+    'quickstart': 'import dxnet_jax.main; from dxnet_jax.train import checks, loop',
+    'denoise': 'import dxnet_jax.denoise',
+    'evaluate': 'import dxnet_jax.evaluate',
+    'load': 'import jax, numpy; from dxnet_jax import kernels, models, pretrained',
+}
+# JAX_LOG_COMPILES's lines: (column, pattern of the seconds).
+JAX_PHASES = (
+    ('trace', re.compile(r'Finished tracing \S+ for jit in ([\d.e+-]+) sec')),
+    ('lower', re.compile(r'Finished jaxpr to MLIR module conversion \S+ in ([\d.e+-]+) sec')),
+    ('cache load', re.compile(r'Finished XLA compilation of \S+ in ([\d.e+-]+) sec')),
+)
+
+
 def _photo(path: pathlib.Path, size: tuple[int, int], seed: int = 0) -> None:
   """An 8-bit gray image with smooth shapes and fine texture (the timing ignores content)."""
   width, height = size
@@ -103,13 +123,16 @@ def commands(size: str, scratch: pathlib.Path) -> dict[str, tuple[list[str], boo
   }
 
 
-def time_command(argv: list[str], until_step: bool, env: dict, cwd: pathlib.Path) -> float:
-  """Wall seconds from start to the first logged training step (`until_step`) or to exit."""
+def time_command(
+    argv: list[str], until_step: bool, env: dict, cwd: pathlib.Path, log: list | None = None
+) -> float:
+  """Wall seconds from start to the first logged training step (`until_step`) or to exit; the
+  output's lines are appended to `log`."""
   start = time.perf_counter()
   proc = subprocess.Popen(
       argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
   )
-  lines = []
+  lines = [] if log is None else log
   for line in proc.stdout:
     lines.append(line)
     if until_step and FIRST_STEP.search(line):
@@ -125,9 +148,11 @@ def time_command(argv: list[str], until_step: bool, env: dict, cwd: pathlib.Path
   return elapsed
 
 
-def measure(case: str, size: str, repo: pathlib.Path, cache: bool) -> tuple[float, float | None]:
+def measure(
+    case: str, size: str, repo: pathlib.Path, cache: bool, breakdown: dict | None = None
+) -> tuple[float, float | None]:
   """(cold, warm) seconds of `case`: two runs sharing one fresh cache folder (one run, warm
-  None, without a cache)."""
+  None, without a cache). A `breakdown` dict receives the third run's parts (module docstring)."""
   with tempfile.TemporaryDirectory(prefix='dxnet-startup-') as tmp:
     scratch = pathlib.Path(tmp)
     env = {k: v for k, v in os.environ.items() if not k.startswith('JAX_COMPILATION_CACHE')}
@@ -139,6 +164,17 @@ def measure(case: str, size: str, repo: pathlib.Path, cache: bool) -> tuple[floa
       times.append(time_command(argv, until_step, env, repo))
       if case == 'quickstart':  # a fresh workdir, or the second run would resume the first
         shutil.rmtree(scratch / 'run', ignore_errors=True)
+    if breakdown is not None and cache:
+      argv, until_step = commands(size, scratch)[case]
+      log = []
+      breakdown['warm'] = time_command(argv, until_step, dict(env, JAX_LOG_COMPILES='1'), repo, log)
+      text = ''.join(log)
+      for name, pattern in JAX_PHASES:
+        breakdown[name] = sum(map(float, pattern.findall(text)))
+      breakdown['imports'] = time_command([sys.executable, '-c', IMPORTS[case]], False, env, repo)
+      breakdown['rest'] = breakdown['warm'] - sum(
+          breakdown[k] for k in ('imports', *(name for name, _ in JAX_PHASES))
+      )
     return times[0], times[-1] if cache else None
 
 
@@ -152,24 +188,44 @@ def table(rows: list[tuple[str, float, float | None]]) -> str:
   return '\n'.join(lines)
 
 
+def breakdown_table(rows: list[tuple[str, dict]]) -> str:
+  columns = ('warm', 'imports', *(name for name, _ in JAX_PHASES), 'rest')
+  lines = [
+      '| case | ' + ' | '.join(f'{c} s' for c in columns) + ' |',
+      '|---|' + '---:|' * len(columns),
+  ]
+  for case, parts in rows:
+    lines.append(f'| {case} | ' + ' | '.join(f'{parts[c]:.1f}' for c in columns) + ' |')
+  return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m benchmarks.startup', description=__doc__)
   parser.add_argument('--size', choices=sorted(SIZES), default='full')
   parser.add_argument('--cases', default=','.join(CASES), help='comma-separated subset')
   parser.add_argument('--repo', default=str(REPO), help='checkout whose package runs')
   parser.add_argument('--cache', choices=('on', 'off'), default='on')
+  parser.add_argument(
+      '--breakdown', action='store_true', help='where the warm time goes (module docstring)'
+  )
   args = parser.parse_args(argv)
   cases = args.cases.split(',')
   unknown = sorted(set(cases) - set(CASES))
   if unknown:
     parser.error(f'unknown cases {unknown}; choose from {CASES}')
   repo = pathlib.Path(args.repo).resolve()
-  rows = []
+  rows, parts = [], []
   for case in cases:
-    cold, warm = measure(case, args.size, repo, args.cache == 'on')
+    breakdown = {} if args.breakdown else None
+    cold, warm = measure(case, args.size, repo, args.cache == 'on', breakdown)
     rows.append((case, cold, warm))
     print(f'{case}: cold {cold:.1f} s, warm {warm} s', file=sys.stderr, flush=True)
+    if breakdown:
+      parts.append((case, breakdown))
   print(table(rows))
+  if parts:
+    print()
+    print(breakdown_table(parts))
   return 0
 
 

@@ -12,6 +12,11 @@ the CPU not the instruction set XLA generated code for, so a home folder shared 
 machines must not hand one CPU's code to another. A user's own `JAX_COMPILATION_CACHE_DIR` (or
 `jax_compilation_cache_dir` set before importing `dxnet_jax`) is left as it is, with its settings.
 
+Values: `remembered(kind, key, compute)` keeps small JSON results that a process would otherwise
+recompute by tracing a model (a receptive-field radius, a weight file's expected shapes) under
+`values/` of the base folder, keyed by the package's sources (`code_version`): traced programs
+are not cached by JAX, and a second start should not trace twice what it can read.
+
 Sharing: the size is bounded (`MAX_BYTES`, least recently used entries evicted), and JAX then
 takes a file lock around every read and write, so processes sharing the folder never read a
 half-written entry. A damaged entry is a warning and a recompilation, never wrong code.
@@ -19,11 +24,15 @@ half-written entry. A damaged entry is a warning and a recompilation, never wron
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import pathlib
 import platform
+from typing import Any, Callable
 
 ENV_VAR = 'DXNET_JAX_CACHE'
 OFF = ('off', '0', 'none', 'false')
@@ -82,3 +91,44 @@ def enable() -> pathlib.Path | None:
   if 'JAX_COMPILATION_CACHE_MAX_SIZE' not in os.environ and importlib.util.find_spec('filelock'):
     jax.config.update('jax_compilation_cache_max_size', MAX_BYTES)
   return path
+
+
+@functools.cache
+def code_version() -> str:
+  """A hash of the package's Python sources and the jax and flax versions: a value computed from
+  a model's code is stale once any of them changes (a few milliseconds, once per process)."""
+  root = pathlib.Path(__file__).parent
+  digest = hashlib.sha256()
+  for name in ('jax', 'jaxlib', 'flax'):
+    try:
+      digest.update(f'{name} {importlib.metadata.version(name)}\0'.encode())
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  for path in sorted(root.rglob('*.py')):
+    digest.update(f'{path.relative_to(root)}\0'.encode())
+    digest.update(path.read_bytes())
+  return digest.hexdigest()[:16]
+
+
+def remembered(kind: str, key: str, compute: Callable[[], Any]) -> Any:
+  """`compute()`, a JSON value, read from the cache folder if an earlier process stored it under
+  (`kind`, `key`, `code_version()`), else computed and stored (computed only, when the cache is
+  off or its folder cannot be written)."""
+  base = folder()
+  if base is None:
+    return compute()
+  digest = hashlib.sha256(f'{kind}\0{key}\0{code_version()}'.encode()).hexdigest()[:24]
+  path = base / 'values' / kind / f'{digest}.json'
+  try:
+    return json.loads(path.read_text())['value']
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  value = compute()
+  try:  # written beside and renamed: a concurrent reader sees all of it or nothing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f'.{os.getpid()}.tmp')
+    partial.write_text(json.dumps({'kind': kind, 'key': key, 'value': value}))
+    os.replace(partial, path)
+  except OSError:
+    pass
+  return value

@@ -48,6 +48,7 @@ import glob
 import hashlib
 import os
 import pathlib
+import re
 import sys
 import time
 from typing import Callable, Mapping, NamedTuple, Sequence
@@ -55,6 +56,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from dxnet_jax import cli
+from dxnet_jax import compilation_cache
 from dxnet_jax import image_files
 from dxnet_jax import metrics
 from dxnet_jax.data import images as images_lib
@@ -69,10 +71,15 @@ _RADII: dict[tuple, int] = {}
 
 
 def receptive_field_radius(model, variables, channels: int, scale: int = 1) -> int:
-  """The model's receptive-field radius in input pixels (module docstring); cached per model."""
+  """The model's receptive-field radius in input pixels (module docstring); cached per model,
+  in the process and on disk (`compilation_cache.remembered`: the measurement traces the model
+  three times, seconds that a second start of a command would spend again)."""
   key = (repr(model), channels, scale, _fingerprint(variables))
   if key not in _RADII:
-    _RADII[key] = _measure_radius(model, variables, channels, scale)
+    # Object addresses in the modules' repr differ between processes; names and fields remain.
+    stored = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(key))
+    measure = lambda: _measure_radius(model, variables, channels, scale)
+    _RADII[key] = int(compilation_cache.remembered('receptive_field_radius', stored, measure))
   return _RADII[key]
 
 

@@ -30,6 +30,8 @@ def resolve(kernels: str = 'auto', backend: Optional[str] = None) -> str:
   `jax.default_backend()`)."""
   if kernels not in KERNELS:
     raise ValueError(f'kernels must be one of {KERNELS}, got {kernels!r}.')
+  if kernels in ('xla', 'gpu'):  # asks no backend, so configs are checked before JAX starts
+    return kernels
   backend = backend or jax.default_backend()
   if kernels == 'auto':
     return {'cpu': 'cpu', 'gpu': 'gpu'}.get(backend, 'xla')

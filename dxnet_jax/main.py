@@ -71,9 +71,42 @@ def parse_flags(argv):
   return rest
 
 
+class PreflightError(ValueError):
+  """A config value or data folder found wrong before JAX starts."""
+
+
+def preflight(config) -> None:
+  """Raises PreflightError for the mistakes that need no JAX: found before the backend starts,
+  the error is the only line on stderr (the full checks, `train.checks`, follow the device log).
+  """
+  from dxnet_jax.data import embedded  # pylint: disable=g-import-not-at-top
+  from dxnet_jax.data import paths  # pylint: disable=g-import-not-at-top
+
+  if not config.batch_size > 0:
+    raise PreflightError(
+        f'config.batch_size {config.batch_size} must be a positive multiple of the devices of '
+        'this run (global batch, split evenly).'
+    )
+  data = config.get('data') or {}
+  if data.get('source') != 'folder':
+    return
+  folders = [(d, 'training folder') for d in data.get('train_dirs') or ()]
+  if data.get('root'):
+    folders.append((data.root, 'classification folder'))
+  for folder, what in folders:
+    if embedded.is_embedded(folder):  # scikit-image's photos, no folder
+      continue
+    try:
+      paths.require_dir(folder, what)
+    except (FileNotFoundError, ValueError) as e:
+      raise PreflightError(str(e)) from None
+
+
 def main(argv):
   del argv  # parse_flags took every argument
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  with cli.user_errors(PROG, (PreflightError,)):
+    preflight(FLAGS.config)
   kernels.prepare_process(FLAGS.config.model.get('kernels', 'auto'))  # before JAX starts
   import jax  # pylint: disable=g-import-not-at-top
 

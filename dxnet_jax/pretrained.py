@@ -111,17 +111,12 @@ def load(name: str, kernels: str = 'auto'):
   info = manifest(name)
   config = ml_collections.ConfigDict(info['config'])
   model = models.create(config.model.to_dict(), kernels=kernels)
-  # The expected shapes, traced without running init; every kernels setting builds the same
-  # tree, and the plain 'xla' parts trace fastest.
-  shapes_of = models.create(config.model.to_dict(), kernels='xla')
-  target = models.init_variables(shapes_of, (1,) + tuple(config.input_shape), abstract=True)
-  target = {k: dict(v) for k, v in target.items() if k in ('params', 'batch_stats')}
   blob = (folder / WEIGHTS).read_bytes()
   try:
     raw = serialization.msgpack_restore(blob)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'{folder / WEIGHTS} is not a flax msgpack file: {e}') from e
-  want, got = _shapes(target), _shapes(raw)
+  want, got = _expected_shapes(config), _shapes(raw)
   if want != got:
     missing = sorted(set(want) - set(got))[:3]
     extra = sorted(set(got) - set(want))[:3]
@@ -137,9 +132,28 @@ def load(name: str, kernels: str = 'auto'):
         f'{folder / WEIGHTS} holds {sorted(unexpected)} arrays; weights are stored as one of '
         f'{DTYPES} (re-export the model).'
     )
-  variables = serialization.from_state_dict(target, raw)
-  variables = jax.tree.map(lambda x: np.asarray(x, np.float32), variables)
+  # Same paths and shapes as the model's own: the file's tree is the variables' tree.
+  variables = jax.tree.map(lambda x: np.asarray(x, np.float32), raw)
   return model, variables, config
+
+
+def _expected_shapes(config) -> dict[str, tuple]:
+  """Path -> shape of the model's params and batch_stats, traced without running init (every
+  kernels setting builds the same tree, and the plain 'xla' parts trace fastest), and kept on
+  disk (`compilation_cache.remembered`) so a second start does not trace the model for it."""
+  from dxnet_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import models  # pylint: disable=g-import-not-at-top
+
+  shape = (1,) + tuple(config.input_shape)
+
+  def trace():
+    model = models.create(config.model.to_dict(), kernels='xla')
+    target = models.init_variables(model, shape, abstract=True)
+    target = {k: v for k, v in target.items() if k in ('params', 'batch_stats')}
+    return sorted(_shapes(target).items())
+
+  key = json.dumps([config.model.to_dict(), shape], sort_keys=True, default=repr)
+  return {path: tuple(s) for path, s in compilation_cache.remembered('variable_shapes', key, trace)}
 
 
 def to_bytes(variables, dtype: str = DEFAULT_DTYPE) -> bytes:

@@ -50,9 +50,7 @@ def test_bad_input_is_one_line_and_status_2(case, tmp_path):
   done = _run(argv, env, tmp_path)
   lines = done.stderr.strip().splitlines()
   assert done.returncode == 2, done.stderr[-3000:]
-  # Errors found once the trainer runs follow its log of the devices: the error ends stderr.
-  if case not in ('override', 'data folder'):
-    assert len(lines) == 1, done.stderr[-3000:]
+  assert len(lines) == 1, done.stderr[-3000:]  # no device log above it
   assert lines[-1].startswith(('dxnet-train: error: ', 'dxnet-evaluate: error: ')), lines[-1]
   assert says in lines[-1] and sum(': error: ' in line for line in lines) == 1
   assert 'Traceback' not in done.stderr
@@ -81,3 +79,10 @@ def test_help_names_the_command(module, name):
       check=True,
   )
   assert done.stdout.startswith(f'usage: {name} ')
+
+
+def test_preflight_takes_the_quickstart_and_embedded_photos():
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import main  # pylint: disable=g-import-not-at-top
+
+  main.preflight(quickstart.get_config())  # 'skimage:train' is no folder, and no error

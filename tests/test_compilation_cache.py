@@ -89,3 +89,19 @@ def test_entries_are_never_shared_between_kernels_settings(tmp_path):
   for kernels in ('cpu', 'xla'):
     assert second['counts'][kernels]['cache_hits'] > 0
     assert second['counts'][kernels]['cache_misses'] == 0
+
+
+def test_remembered_values_are_computed_once_per_key_and_code(tmp_path, monkeypatch):
+  monkeypatch.setenv(compilation_cache.ENV_VAR, str(tmp_path))
+  calls = []
+  compute = lambda value: lambda: calls.append(value) or value
+  assert compilation_cache.remembered('radius', 'net a', compute(66)) == 66
+  assert compilation_cache.remembered('radius', 'net a', compute(0)) == 66  # read, not computed
+  assert compilation_cache.remembered('radius', 'net b', compute(5)) == 5
+  assert calls == [66, 5]
+  monkeypatch.setattr(compilation_cache, 'code_version', lambda: 'changed sources')
+  assert compilation_cache.remembered('radius', 'net a', compute(67)) == 67
+  monkeypatch.setenv(compilation_cache.ENV_VAR, 'off')
+  assert compilation_cache.remembered('radius', 'net a', compute(68)) == 68
+  assert calls == [66, 5, 67, 68]
+  assert len(list((tmp_path / 'values' / 'radius').glob('*.json'))) == 3

@@ -67,6 +67,22 @@ def test_radius_of_the_small_denoiser_is_the_sum_of_its_kernel_radii(denoiser):
   assert inference.receptive_field_radius(model, variables, 1) == 1 + 4 + 2 * 5 + 1
 
 
+def test_radius_is_read_back_by_a_later_process(denoiser, tmp_path, monkeypatch):
+  model, variables = denoiser
+  monkeypatch.setenv('DXNET_JAX_CACHE', str(tmp_path))
+  monkeypatch.setattr(inference, '_RADII', {})
+  radius = inference.receptive_field_radius(model, variables, 1)
+  monkeypatch.setattr(inference, '_RADII', {})  # as in a fresh process: only the disk knows it
+
+  def measure(*args):
+    raise AssertionError('measured again')
+
+  monkeypatch.setattr(inference, '_measure_radius', measure)
+  assert inference.receptive_field_radius(model, variables, 1) == radius
+  with pytest.raises(AssertionError, match='measured again'):  # another key is measured
+    inference.receptive_field_radius(model, variables, 1, scale=2)
+
+
 @pytest.mark.parametrize(
     'height, width, tile', [(61, 83, 7), (45, 45, 13), (50, 33, 16), (20, 30, 64), (34, 70, 3)]
 )

@@ -5,7 +5,10 @@ Why on first use: the kernels are compiled with `-march=native` for the CPU that
 headers that ship with the installed jaxlib, so a wheel built elsewhere would be either slow or
 wrong. The shared library is cached under
 `$DXNET_JAX_NATIVE_CACHE` (default `~/.cache/dxnet_jax/native`), keyed by the source, the
-compiler, the target CPU and the jaxlib version; a build takes a few seconds, once.
+compiler, the target CPU and the jaxlib version; a build takes a few seconds, once. Finding
+that key runs the compiler twice (0.1 s), so the library's name is remembered beside the compiled
+programs (`compilation_cache.remembered`), keyed by what changes it without running anything (the
+sources' and compiler's sizes and times, the CPU's flags, the settings), for later processes.
 
 Without a C++ compiler, or with `DXNET_JAX_NATIVE=0`, `load()` returns None with the reason in
 `unavailable_reason()`, and callers use the pure-JAX implementations.
@@ -72,9 +75,32 @@ def _target_cpu(cxx: str) -> str:
   return _run([cxx, _march(), '-E', '-dM', '-x', 'c++', os.devnull]).stdout
 
 
+def _state(cxx: str) -> str:
+  """What the library's key depends on, found without running `cxx`: the sources' and the
+  compiler's sizes and times, the settings, jaxlib's version and the CPU's flags."""
+  from dxnet_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+
+  files = [*sorted(SOURCES.glob('*.[ch]*')), pathlib.Path(cxx).resolve()]
+  stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+  return repr([stats, _march(), FLAGS, jaxlib.__version__, compilation_cache.machine_key()])
+
+
 def build() -> pathlib.Path:
-  """Compiles the kernels (or finds the cached build) and returns the shared library's path."""
+  """Compiles the kernels (or finds the cached build) and returns the shared library's path.
+
+  The library's name is remembered for this state (`compilation_cache.remembered`), so a later
+  process finds it without running the compiler.
+  """
+  from dxnet_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+
   cxx = _compiler()
+  name = compilation_cache.remembered('native_library', _state(cxx), lambda: _build(cxx).name)
+  library = cache_dir() / name
+  return library if library.exists() else _build(cxx)
+
+
+def _build(cxx: str) -> pathlib.Path:
+  """The library of the full key (source texts, compiler version, target macros), built if new."""
   version = _run([cxx, '--version']).stdout
   sources = sorted(SOURCES.glob('*.cc'))
   texts = [p.read_text() for p in sorted(SOURCES.glob('*.[ch]*'))]
