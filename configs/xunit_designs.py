@@ -26,9 +26,7 @@ DESIGNS = ('relu', 'dxnet', 'gaussian')
 
 
 def get_config(arg='dxnet,9'):
-  arg = common.parse_arg(
-      arg, design='dxnet', depth=9, features=64, cell_order='', budget=False
-  )
+  arg = common.parse_arg(arg, design='dxnet', depth=9, features=64, cell_order='', budget=False)
   if arg.design not in DESIGNS:
     raise ValueError(f'design must be one of {DESIGNS}, got {arg.design!r}.')
   config = denoise.get_config('xdncnn,budget' if arg.budget else 'xdncnn')
