@@ -67,10 +67,13 @@ HOMES = {
     'gpu/denoise.py:dxnet_denoise_444,fft': 'denoise.py:dxnet_444,gpu',
     'gpu/denoise.py:densenet_denoise_555': 'denoise.py:densenet_555,gpu',
     'quickstart.py': 'quickstart.py',
-    'xunit_designs.py': 'xunit_designs.py',
+    # The xUnit nets' cell order became the authors' (BN, biased Conv, xUnit); the earlier one
+    # is an argument away.
+    'xunit_designs.py': 'xunit_designs.py:dxnet,9,cell_order=conv_bn',
+    'xunit_designs.py:relu,17': 'xunit_designs.py:relu,17',
     **{
-        f'xunit_designs.py:{a}': f'xunit_designs.py:{a}'
-        for a in ('relu,17', 'gaussian,9', 'dxnet,5')
+        f'xunit_designs.py:{a}': f'xunit_designs.py:{a},cell_order=conv_bn'
+        for a in ('gaussian,9', 'dxnet,5')
     },
 }
 
@@ -224,3 +227,11 @@ def test_xunit_design_sweep_configs(arg):
 def test_a_bad_config_argument_fails_clearly(config_string, message):
   with pytest.raises(ValueError, match=message):
     load(config_string)
+
+
+def test_fig4_xunit_nets_use_the_authors_cell_order_and_relu_nets_dncnns():
+  for design, order in (('dxnet', 'bn_conv'), ('gaussian', 'bn_conv'), ('relu', 'conv_bn')):
+    model = models.create(load(f'xunit_designs.py:{design},3,features=8').model)
+    assert model.cell_order == order, design
+  ours = models.create(load('xunit_designs.py:dxnet,3,cell_order=conv_bn').model)
+  assert ours.cell_order == 'conv_bn'
