@@ -1,12 +1,15 @@
 """The noise-level-conditioned (blind) denoisers: models, their config and data, evaluation."""
 
 import importlib.util
+import json
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from dxnet_jax import data as data_lib
 from dxnet_jax import evaluate
@@ -140,3 +143,67 @@ def test_evaluation_fills_the_map_with_the_sigma_scored():
   got = evaluate.model_predict(model, variables, 15.0)(image)
   want = models.at_level(model, 15.0).apply(variables, image[None])[0]
   np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.fixture(scope='module')
+def blind_model_dir(tmp_path_factory):
+  """A folder of shipped-model layout holding a tiny randomised blind gray denoiser."""
+  from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp('weights')
+  config = _config('gray')
+  config.model.update(TINY)
+  config.model.kernels = 'xla'
+  model = models.create(config.model.to_dict())
+  variables = _randomised(models.init_variables(model, (1, 24, 24, 2)))
+  folder = root / 'blind_tiny'
+  folder.mkdir()
+  (folder / pretrained.MANIFEST).write_text(json.dumps({'config': config.to_dict()}))
+  (folder / pretrained.WEIGHTS).write_bytes(pretrained.to_bytes(variables, 'float32'))
+  return root
+
+
+def _noisy_gray_file(folder, sigma):
+  clean = np.asarray(Image.open(SHARED / 'Set12' / '02.png'))[64:160, 64:160]
+  noisy = clean + np.random.default_rng(0).standard_normal(clean.shape) * sigma
+  path = folder / 'noisy.png'
+  Image.fromarray(np.clip(np.round(noisy), 0, 255).astype(np.uint8)).save(path)
+  return path
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f'shared data absent: {SHARED}')
+def test_denoise_estimates_the_level_per_image_and_uses_a_given_one(
+    blind_model_dir, tmp_path, monkeypatch, capsys
+):
+  from dxnet_jax import denoise  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setenv(pretrained.ENV_VAR, str(blind_model_dir))
+  path = _noisy_gray_file(tmp_path, 20)
+  assert denoise.main(['--model', 'blind_tiny', str(path), '--out', str(tmp_path / 'auto')]) == 0
+  estimated = re.search(r'sigma ([\d.]+) \(estimated\)', capsys.readouterr().out)
+  assert estimated and abs(float(estimated.group(1)) - 20) < 2
+  out = tmp_path / 'given'
+  assert denoise.main(['--model', 'blind_tiny', '--sigma', '30', str(path), '--out', str(out)]) == 0
+  assert 'sigma 30 (given)' in capsys.readouterr().out
+  model, variables, _ = pretrained.load('blind_tiny')
+  pixels = np.asarray(Image.open(path), np.float32)[None, ..., None] / 255
+  want = models.at_level(model, 30).apply(variables, pixels)[0, ..., 0]
+  want = np.floor(np.clip(want, 0, 1) * 255 + 0.5)
+  got = np.asarray(Image.open(out / 'noisy_denoised.png'), np.float32)
+  assert np.abs(got - want).max() <= 1  # float rounding may flip a half
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f'shared data absent: {SHARED}')
+def test_denoise_names_a_level_outside_the_trained_range(
+    blind_model_dir, tmp_path, monkeypatch, capsys
+):
+  from dxnet_jax import denoise  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.setenv(pretrained.ENV_VAR, str(blind_model_dir))
+  path = _noisy_gray_file(tmp_path, 20)
+  argv = ['--model', 'blind_tiny', '--sigma', '80', str(path), '--out', str(tmp_path / 'o')]
+  assert denoise.main(argv) == 2
+  error = capsys.readouterr().err.strip().splitlines()
+  assert len(error) == 1 and 'outside the range 0-75' in error[0]
