@@ -11,7 +11,8 @@ patterns are expanded by the command; '**' recurses). PNG, TIFF, JPEG, BMP, WebP
 or colour, 8 or 16 bits per channel. Each output keeps its input's bit depth and mode (the net
 computes in float32 on [0, 1]): <out>/<stem>_denoised.png, or .tif for a TIFF input, 16-bit
 colour included; an alpha channel is copied. A gray model denoises a colour image one channel at
-a time (each channel as a gray image; a colour image with three equal channels once).
+a time (each channel as a gray image; a colour image with three equal channels once); a colour
+model takes a gray image as three equal channels and averages its output back to gray.
 
 Noise level. A noise-level-conditioned (blind) model (`dxnet_denoise_blind`, `_rgb`: trained
 for sigma 0-75, model.json `config.data.level_map`) takes the level as an input: `--sigma auto`
