@@ -3,6 +3,8 @@
   pip install -e '.[eval]'    # the optional `bm3d` dependency
   python benchmarks/bm3d_baseline.py --set BSD68 --set Set12 --sigma 50 \
       --json runs/bm3d/sigma50.json
+  python benchmarks/bm3d_baseline.py --set CBSD68 --channels 3 --sigma 25 --limit 10 \
+      --json runs/bm3d/cbsd68_sigma25.json      # CBM3D (`bm3d.bm3d_rgb`) on colour images
 
 The noisy images come from `dxnet_jax.data.eval_sets.load` with the same noise seed as
 `python -m dxnet_jax.evaluate` (image i of a set uses `(seed, i)`), so BM3D sees exactly the
@@ -45,6 +47,13 @@ def main(argv=None) -> int:
   parser.add_argument('--set', dest='sets', action='append', default=[])
   parser.add_argument('--sigma', type=float, default=50.0)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument(
+      '--channels',
+      type=int,
+      choices=(1, 3),
+      default=1,
+      help='1: gray images, BM3D; 3: colour images, CBM3D (bm3d.bm3d_rgb)',
+  )
   parser.add_argument('--limit', type=int, default=0, help='first N images per set (0: all)')
   parser.add_argument('--json', help='write results here (updated after every image)')
   args = parser.parse_args(argv)
@@ -54,8 +63,10 @@ def main(argv=None) -> int:
   except ImportError:
     print("bm3d is not installed: pip install -e '.[eval]'", file=sys.stderr)
     return 2
+  method = 'CBM3D (bm3d.bm3d_rgb' if args.channels == 3 else 'BM3D (bm3d.bm3d'
   out = {
-      'method': 'BM3D (bm3d package, sigma_psd = sigma/255)',
+      'method': f'{method}, sigma_psd = sigma/255)',
+      'channels': args.channels,
       'sigma': args.sigma,
       'noise_seed': args.seed,
       'results': [],
@@ -63,7 +74,7 @@ def main(argv=None) -> int:
   start = time.time()
   for set_name in sets:
     images = eval_sets.load(
-        set_name, task='denoising', sigma=args.sigma, seed=args.seed, channels=1
+        set_name, task='denoising', sigma=args.sigma, seed=args.seed, channels=args.channels
     )
     if args.limit:
       images = images[: args.limit]
@@ -84,7 +95,9 @@ def main(argv=None) -> int:
         path = pathlib.Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
-  print(f'BM3D, sigma {args.sigma:g}, noise seed {args.seed}, {out["wall_seconds"]:.0f} s')
+  print(
+      f'{out["method"]}, sigma {args.sigma:g}, noise seed {args.seed}, {out["wall_seconds"]:.0f} s'
+  )
   for row in out['results']:
     print(
         f"{row['set']:8s} {row['num_images']:3d} images  PSNR {row['psnr']:.2f} dB  "

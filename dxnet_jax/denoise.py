@@ -11,11 +11,17 @@ patterns are expanded by the command; '**' recurses). PNG, TIFF, JPEG, BMP, WebP
 or colour, 8 or 16 bits per channel. Each output keeps its input's bit depth and mode (the net
 computes in float32 on [0, 1]): <out>/<stem>_denoised.png, or .tif for a TIFF input, 16-bit
 colour included; an alpha channel is copied. A gray model denoises a colour image one channel at
-a time (each channel as a gray image; a colour image with three equal channels once).
+a time (each channel as a gray image; a colour image with three equal channels once); a colour
+model takes a gray image as three equal channels and averages its output back to gray.
 
-The models are non-blind: each was trained at one noise level (model.json `config.data.sigma`).
-`--sigma` states your images' noise level (default: the model's); another level is allowed with
-a warning, since results degrade away from it.
+Noise level. A noise-level-conditioned (blind) model (`dxnet_denoise_blind`, `_rgb`: trained
+for sigma 0-75, model.json `config.data.level_map`) takes the level as an input: `--sigma auto`
+(its default) estimates it per image (`dxnet_jax.noise_level`: Chen et al.'s patch-eigenvalue
+method; an estimate above the trained range is capped), `--sigma S` sets it by hand (a larger
+value gives a smoother result); the level used is printed per image, and a level outside the
+trained range is an error. The other models are non-blind: each was trained at one noise level
+(model.json `config.data.sigma`); `--sigma` states your images' level (default: the model's),
+another one is allowed with a warning, since results degrade away from it.
 `--add-noise SIGMA` first adds Gaussian noise N(0, (SIGMA/255)^2) of the pixel range (DnCNN
 protocol: not clipped) to each clean input, writes the noisy copy (<stem>_noisy.png, clipped and
 rounded) and reports the PSNR of it and of the output against the clean file. Input i of the
@@ -30,6 +36,7 @@ bounded (the image, its output, and about 1.2 GB for 512-px tiles) however large
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 
@@ -37,6 +44,7 @@ import numpy as np
 
 from dxnet_jax import image_files
 from dxnet_jax import inference
+from dxnet_jax import noise_level
 from dxnet_jax import pretrained
 from dxnet_jax.data import degrade
 from dxnet_jax.data import eval_sets
@@ -53,7 +61,12 @@ def _parser():
       DEFAULT_TILE,
       'output tile size in pixels',
   )
-  parser.add_argument('--sigma', type=float, help='noise level of the inputs (0-255 scale)')
+  parser.add_argument(
+      '--sigma',
+      type=_sigma_arg,
+      help="noise level of the inputs (0-255 scale), or 'auto': estimated per image (blind "
+      'models; their default)',
+  )
   parser.add_argument(
       '--add-noise',
       type=float,
@@ -62,6 +75,16 @@ def _parser():
   )
   parser.add_argument('--seed', type=int, default=0, help='seed of --add-noise (default 0)')
   return parser
+
+
+def _sigma_arg(value: str):
+  """--sigma: 'auto' or a number."""
+  if value == 'auto':
+    return value
+  try:
+    return float(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def noisy_image(clean: np.ndarray, peak: int, sigma: float, seed: int, index: int) -> np.ndarray:
@@ -97,12 +120,14 @@ def _targets(out_dir: pathlib.Path, add_noise: bool):
   return targets
 
 
-def _denoiser(tiled: inference.TiledModel, args) -> inference.Process:
-  """process(job, picture) of `inference.run_files` for these arguments."""
+def _denoiser(tiled: inference.TiledModel, args, levels=None) -> inference.Process:
+  """process(job, picture) of `inference.run_files` for these arguments; `levels` (lo, hi): the
+  trained sigma range of a noise-level-conditioned model (None: a non-blind model)."""
+  channels = tiled.channels - (levels is not None)  # image channels (the map is one more)
 
   def process(job, picture):
     pixels, dtype, peak = picture.pixels, picture.pixels.dtype, picture.peak
-    as_gray = tiled.channels == 1 and pixels.shape[-1] == 3 and channels_equal(pixels)
+    as_gray = channels == 1 and pixels.shape[-1] == 3 and channels_equal(pixels)
     clean = pixels[..., :1] if as_gray else pixels
     if args.add_noise is None:
       source, prepare = clean, lambda window: window.astype(np.float32) / peak
@@ -110,16 +135,19 @@ def _denoiser(tiled: inference.TiledModel, args) -> inference.Process:
       source = noisy_image(clean, peak, args.add_noise, args.seed, job.index)
       prepare = lambda window: window
     denoised = np.empty(clean.shape, dtype)
-    inference.apply_by_channels(
-        tiled, source, denoised, prepare=prepare, finish=lambda y: inference.quantize(y, dtype)
-    )
+    finish = lambda y: inference.quantize(y, dtype)
+    note = ''
+    if levels is None:
+      inference.apply_by_channels(tiled, source, denoised, prepare=prepare, finish=finish)
+    else:
+      sigma, note = _level(source, args.sigma, levels)
+      _apply_at_level(tiled, source, denoised, sigma, prepare=prepare, finish=finish)
     keep = lambda image: np.repeat(image, 3, axis=-1) if as_gray else image
     outputs = {'denoised': image_files.Picture(keep(denoised), picture.alpha, picture.icc_profile)}
-    note = ''
     if args.add_noise is not None:
       noisy = inference.quantize(source, dtype)
       outputs['noisy'] = image_files.Picture(keep(noisy), picture.alpha, picture.icc_profile)
-      note = (
+      note += (
           f'  (noisy {inference.psnr(noisy, clean, peak):.2f} dB -> denoised '
           f'{inference.psnr(denoised, clean, peak):.2f} dB)'
       )
@@ -128,9 +156,64 @@ def _denoiser(tiled: inference.TiledModel, args) -> inference.Process:
   return process
 
 
-def _check_sigma(args, name: str, trained_sigma) -> None:
+def _level(source: np.ndarray, sigma, levels) -> tuple[float, str]:
+  """(the sigma a blind model uses on `source`, the note that reports it)."""
+  if sigma != 'auto':
+    return sigma, f'  sigma {sigma:g} (given)'
+  estimate = noise_level.estimate_sigma(source)
+  used = float(np.clip(estimate, *levels))
+  if used != estimate:
+    return used, f'  sigma {used:g} (estimated {estimate:.1f}, outside the trained range)'
+  return used, f'  sigma {used:.1f} (estimated)'
+
+
+def _apply_at_level(tiled, image, out, sigma: float, *, prepare, finish) -> np.ndarray:
+  """`inference.apply_by_channels` for a noise-level-conditioned model: each window gets the
+  noise-level map sigma/255 as its last channel (one compiled program for every sigma)."""
+  level = np.float32(sigma / 255)
+  with_map = lambda window: np.concatenate(
+      [window, np.full(window.shape[:2] + (1,), level, np.float32)], axis=-1
+  )
+  have, want = image.shape[-1], tiled.channels - 1
+  if have == want:
+    return tiled(image, out, prepare=lambda w: with_map(prepare(w)), finish=finish)
+  if want == 1:
+    for c in range(have):
+      tiled(
+          image[..., c : c + 1],
+          out[..., c : c + 1],
+          prepare=lambda w: with_map(prepare(w)),
+          finish=finish,
+      )
+    return out
+  if have == 1:
+    return tiled(
+        image,
+        out,
+        prepare=lambda w: with_map(np.repeat(prepare(w), want, axis=-1)),
+        finish=lambda y: finish(y.mean(-1, keepdims=True)),
+    )
+  raise ValueError(f'a {want}-channel model cannot take {have}-channel images')
+
+
+def _check_sigma(args, name: str, trained_sigma, blind: bool) -> None:
   if args.add_noise is not None and not 0 < args.add_noise <= 255:
     raise inference.UsageError(f'--add-noise must be in (0, 255], got {args.add_noise:g}')
+  if blind:
+    lo, hi = trained_sigma
+    if args.sigma is None:
+      args.sigma = 'auto'
+    if args.sigma != 'auto' and not lo <= args.sigma <= hi:
+      raise inference.UsageError(
+          f'--sigma {args.sigma:g} is outside the range {lo:g}-{hi:g} that {name} was trained '
+          'for; give a level in it, or --sigma auto'
+      )
+    return
+  if args.sigma == 'auto':
+    raise inference.UsageError(
+        f'--sigma auto needs a noise-level-conditioned model; {name} was trained at one level '
+        f'({trained_sigma:g}): give --sigma S or leave it out'
+    )
   sigma = args.add_noise if args.add_noise is not None else args.sigma
   if sigma is not None and np.ndim(trained_sigma) == 0 and abs(sigma - trained_sigma) > 1e-6:
     print(
@@ -148,9 +231,12 @@ def run(args) -> int:
   )
   model, variables, config = pretrained.load(args.model)
   inference.check_task(args.model, config, 'denoising')
-  _check_sigma(args, args.model, config.data.sigma)
-  tiled = inference.TiledModel(model, variables, channels=int(config.data.channels), tile=args.tile)
-  return inference.run_files(jobs, _denoiser(tiled, args), overwrite=args.overwrite)
+  blind = bool(config.data.get('level_map'))
+  levels = tuple(config.data.sigma) if blind else None
+  _check_sigma(args, args.model, levels or config.data.sigma, blind)
+  channels = int(config.data.channels) + blind  # a blind model's input carries the level map
+  tiled = inference.TiledModel(model, variables, channels=channels, tile=args.tile)
+  return inference.run_files(jobs, _denoiser(tiled, args, levels), overwrite=args.overwrite)
 
 
 def main(argv=None) -> int:

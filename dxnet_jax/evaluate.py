@@ -69,9 +69,17 @@ def identity_predict(inputs: np.ndarray) -> np.ndarray:
   return inputs
 
 
-def model_predict(model, variables) -> PredictFn:
-  """Whole-image inference of a flax module, one image per call."""
+def model_predict(model, variables, sigma=None) -> PredictFn:
+  """Whole-image inference of a flax module, one image per call; a noise-level-conditioned
+  denoiser gets the noise-level map of `sigma`."""
   import jax  # pylint: disable=g-import-not-at-top
+
+  from dxnet_jax import models  # pylint: disable=g-import-not-at-top
+
+  if models.restoration.is_level_conditioned(model):
+    if sigma is None:
+      raise ValueError('a noise-level-conditioned denoiser needs --sigma (its noise-level map)')
+    model = models.at_level(model, sigma)
 
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   return lambda image: np.asarray(apply(variables, image[None]))[0]
@@ -207,7 +215,8 @@ def evaluate_run(workdir: str, config) -> tuple[list[dict], str]:
   model, variables, _ = checkpoint.load_for_inference(workdir)
   setting = settings(config.task, config.data)
   protocol = protocol_for(config.task, setting['scale'])
-  methods = [(pathlib.Path(workdir).name, model_predict(model, variables), protocol)]
+  predict = model_predict(model, variables, setting['sigma'])
+  methods = [(pathlib.Path(workdir).name, predict, protocol)]
   baseline = 'noisy' if config.task == 'denoising' else 'bicubic'
   methods += baseline_methods(baseline, config.task, setting['scale'])
   rows = score(methods, list(config.data.eval_sets), config.task, **setting)
@@ -242,7 +251,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
       task, data, sigma=args.sigma, scale=args.scale, channels=args.channels, seed=args.seed
   )
   if data is not None:
-    methods = [(label, model_predict(model, variables), protocol_for(task, setting['scale']))]
+    predict = model_predict(model, variables, setting['sigma'])
+    methods = [(label, predict, protocol_for(task, setting['scale']))]
   else:
     methods = baseline_methods(args.baseline, task, setting['scale'])
   sets = args.sets or list(data.eval_sets if data is not None else ())

@@ -34,6 +34,8 @@ CONFIG_STRINGS = [
     'denoise.py:densenet_666',
     'denoise.py:dncnn',
     'denoise.py:dxnet_444_rgb',
+    'denoise_blind.py:gray',
+    'denoise_blind.py:rgb',
     'denoise.py:dxnet_444,sigma=25,budget',
     'denoise.py:densenet_555,gpu',
     'xunit_designs.py:relu,17',
@@ -99,6 +101,8 @@ def test_every_earlier_config_has_a_home_with_the_same_recipe():
     model, expected_model = config.pop('model'), expected.pop('model')
     expected_model.pop('depthwise_impl', None)
     assert _module_fields(model) == _module_fields(expected_model), (old, home)
+    # Data fields added since, at their defaults.
+    assert config['data'].pop('level_map', False) is False, (old, home)
     assert config == expected, (old, home)
 
 

@@ -46,6 +46,9 @@ denoising / super_resolution
   sigma             denoising noise level on the 0-255 scale: a number or a [lo, hi] range
                     (uniform per patch).
   eval_sigma        sigma of validation/evaluation (None: sigma, which must then be fixed).
+  level_map         denoising: append the noise-level map (each patch's sigma/255, constant)
+                    to the inputs as a last channel, for noise-level-conditioned models
+                    (FFDNet's input; `models.LevelDenoiser`). Targets keep the image channels.
   scale             SR factor (4); denoising ignores it.
   holdout           the last `holdout` training images (sorted by file name) are used for
                     validation instead of training.

@@ -71,6 +71,7 @@ _RESTORATION = dict(
     augment='dihedral',
     sigma=None,
     eval_sigma=None,
+    level_map=False,
     scale=4,
     holdout=0,
     validation_set=None,

@@ -6,7 +6,8 @@ equally likely), a uniform position, and one of the 8 flips/rotations. SR patche
 crops of the HR image and of its PIL-bicubic LR image, which is made once per whole image (as
 the benchmark LR images are), so the training degradation is exactly the evaluation one.
 Denoising adds N(0, (sigma/255)^2) to the clean patch without clipping; sigma is fixed or
-drawn per patch from U[lo, hi]. The global batch's draws come from (seed, step) and each row's
+drawn per patch from U[lo, hi]; with `level_map` the inputs carry each patch's sigma/255 as an
+extra last channel (validation: eval_sigma's). The global batch's draws come from (seed, step) and each row's
 noise from (seed, step, row), so hosts assemble disjoint rows of one global batch.
 
 Validation (`Data.validation()`): centre crops (`validation_crop`, HR pixels) of the held-out
@@ -60,6 +61,15 @@ class PatchSampler:
         [self.lr_images[i][y : y + grid, x : x + grid] for i, y, x in zip(index, ys, xs)]
     )
     return targets, inputs
+
+
+def with_level_map(noisy: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+  """[N, H, W, C] noisy patches with their noise-level maps (sigma[n] / 255) as channel C+1."""
+  level = np.broadcast_to(
+      (np.asarray(sigma, np.float32) / np.float32(255))[:, None, None, None],
+      noisy.shape[:-1] + (1,),
+  )
+  return np.concatenate([noisy, level.astype(noisy.dtype)], axis=-1)
 
 
 def _sigma_range(sigma) -> tuple[float, float]:
@@ -171,6 +181,8 @@ def build(
             for patch, s, r in zip(clean, sigma, row_ids)
         ]
     )
+    if data.level_map:
+      noisy = with_level_map(noisy, sigma)
     return {'inputs': noisy, 'targets': clean}
 
   eval_sigma = (
@@ -180,6 +192,8 @@ def build(
   )
   if task == 'denoising' and eval_sigma is None:
     raise ValueError('a sigma range needs config.data.eval_sigma for validation and evaluation')
+  if data.level_map and task != 'denoising':
+    raise ValueError('config.data.level_map is a denoising option (the noise-level map)')
   validation_fn = _validation(
       config, held, eval_sigma, scale, global_batch_size, process_index, process_count
   )
@@ -190,6 +204,7 @@ def build(
       'patch_size': data.patch_size,
       'sigma': (sigma_lo, sigma_hi) if task == 'denoising' else None,
       'eval_sigma': eval_sigma if task == 'denoising' else None,
+      'level_map': bool(data.level_map),
       'num_train': len(targets),
       'eval_sets': tuple(data.eval_sets),
       'noise_seed': data.noise_seed,
@@ -237,6 +252,8 @@ def _validation(config, held, eval_sigma, scale, global_batch_size, process_inde
         pair.inputs[top // scale : (top + crop) // scale, left // scale : (left + crop) // scale]
     )
   inputs, targets = np.stack(inputs), np.stack(targets)
+  if data.level_map:
+    inputs = with_level_map(inputs, np.full(len(inputs), eval_sigma))
   eval_batch = data.eval_batch_size or global_batch_size
 
   def rows_fn(index):

@@ -22,7 +22,10 @@ from dxnet_jax.models.restoration import (
     DenseDenoiser,
     DenseSuperResolution,
     FeedForwardXNet,
+    LevelDenoiser,
+    at_level,
     pixel_shuffle,
+    pixel_unshuffle,
 )
 
 __all__ = [
@@ -43,5 +46,8 @@ __all__ = [
     'DenseDenoiser',
     'DenseSuperResolution',
     'FeedForwardXNet',
+    'LevelDenoiser',
+    'at_level',
+    'pixel_unshuffle',
     'pixel_shuffle',
 ]

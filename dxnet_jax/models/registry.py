@@ -10,7 +10,12 @@ import jax.numpy as jnp
 
 from dxnet_jax import kernels as kernels_lib
 from dxnet_jax.models.densenet import DenseNetClassifier
-from dxnet_jax.models.restoration import DenseDenoiser, DenseSuperResolution, FeedForwardXNet
+from dxnet_jax.models.restoration import (
+    DenseDenoiser,
+    DenseSuperResolution,
+    FeedForwardXNet,
+    LevelDenoiser,
+)
 
 # Options of `create` that choose the parts (`kernels.make_parts`), not module fields.
 PART_OPTIONS = ('kernels', 'dtype', 'bn_axis_name', 'xunit_design', 'xunit_kernel')
@@ -44,6 +49,12 @@ def _imagenet(blocks, activation, description, paper=None) -> ModelSpec:
 def _denoiser(blocks, activation, description, paper=None, channels=1, **options) -> ModelSpec:
   kwargs = dict(blocks=blocks, activation=activation, **options)
   return ModelSpec(DenseDenoiser, kwargs, 'denoising', (40, 40, channels), description, paper)
+
+
+def _level_denoiser(description, channels) -> ModelSpec:
+  """A noise-level-conditioned DxNet 4-4-4; its input is the image plus the noise-level map."""
+  kwargs = dict(blocks=(4, 4, 4), activation='xunit')
+  return ModelSpec(LevelDenoiser, kwargs, 'denoising', (50, 50, channels + 1), description)
 
 
 def _sr(blocks, growth_rate, activation, description, paper=None) -> ModelSpec:
@@ -90,6 +101,12 @@ MODELS: Dict[str, ModelSpec] = {
     'densenet_denoise_666': _denoiser((6, 6, 6), 'relu', 'DenseNet 6-6-6, k=16, gray denoiser'),
     'dxnet_denoise_444_rgb': _denoiser(
         (4, 4, 4), 'xunit', 'DxNet 4-4-4, k=16, color denoiser', channels=3
+    ),
+    'dxnet_denoise_blind': _level_denoiser(
+        'DxNet 4-4-4, k=16, gray denoiser for sigma 0-75, given the noise-level map', 1
+    ),
+    'dxnet_denoise_blind_rgb': _level_denoiser(
+        'DxNet 4-4-4, k=16, colour denoiser for sigma 0-75, given the noise-level map', 3
     ),
     'dxnet16_sr': _sr(
         (4, 4, 4, 6, 8, 8), 16, 'xunit', 'DxNet16 x4 SR: k=16, blocks 4-4-4-6-8-8', '0.86M'

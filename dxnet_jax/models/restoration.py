@@ -14,6 +14,16 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
   xUnit (7x7 there: the registry entry sets `xunit_kernel=7`) is part of an x-module, a biased
   Conv3x3, the xUnit and a BatchNorm, in the stem and in every dense layer; no final BN-ReLU, and
   a Conv5x5 output convolution. Gray 4-4-4 has 134,657 parameters, as their code counts.
+* `LevelDenoiser`: the same denoiser conditioned on the noise level as FFDNet is: the input
+  carries an extra channel, the noise-level map sigma/255, and the net predicts the noise of the
+  image channels, so one net serves every sigma it was trained for (blind use: sigma estimated,
+  `dxnet_jax.noise_level`). Trained with the map as the input's last channel (the data pipeline
+  appends it, `config.data.level_map`); `at_level(model, sigma)` gives the same net taking the
+  bare image and filling the map itself, for evaluation and tiled inference. `unshuffle=True`
+  is FFDNet's front end: the image pixel-unshuffled x2 (4C channels at half resolution, the
+  map averaged over 2x2), pixel-shuffled back. Off in the registry: two 250-step gray trainings
+  (sigma ~ U[0, 75], same batches) reached 27.87 dB on Set12 at sigma 25 without it and 25.76
+  dB with it (docs/models.md).
 * Super-resolution x4: no BatchNorm (so every convolution has a bias), L1 loss. Conv3x3 stem to
   64 channels (+ xUnit), dense trunk without pooling, then a *narrow* upsampling tail:
   Conv3x3 to `tail_features` (64), two stages of Conv3x3(4*64) + pixel-shuffle x2 (+ ReLU), and a
@@ -30,7 +40,7 @@ Readings of the paper (each checked against its parameter counts; see README "Mo
 """
 
 import functools
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -88,6 +98,71 @@ class DenseDenoiser(DenseRestorationNet):
     zeros = nn.initializers.zeros
     noise = parts.conv(x.shape[-1], size, use_bias=True, kernel_init=zeros, name='output_conv')(y)
     return x - noise.astype(x.dtype)
+
+
+class LevelDenoiser(DenseRestorationNet):
+  """DxNet denoiser conditioned on the noise level (FFDNet's noise-level map); see the module
+  docstring. Returns the clean estimate of the image channels.
+
+  `level`: None, the input's last channel is the map (training); a number (sigma, 0-255 scale),
+  the input is the bare image and the map is filled with level/255.
+  """
+
+  unshuffle: bool = False
+  level: Optional[float] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    parts = self.parts
+    image, level_map = split_level_map(x, self.level)
+    _, height, width, channels = image.shape
+    y = jnp.concatenate([image, level_map], axis=-1).astype(parts.dtype)
+    if self.unshuffle:
+      even = lambda a: jnp.pad(a, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), 'edge')
+      level_map = pixel_unshuffle(even(level_map), 2)
+      level_map = jnp.mean(level_map, axis=-1, keepdims=True)
+      y = jnp.concatenate([pixel_unshuffle(even(image), 2), level_map], axis=-1)
+      y = y.astype(parts.dtype)
+    y = self.stem_and_trunk(y, parts, train)
+    y = parts.norm_relu(use_running_average=not train, name='final_bn')(y)
+    outputs = channels * 4 if self.unshuffle else channels
+    zeros = nn.initializers.zeros
+    noise = parts.conv(outputs, (3, 3), use_bias=True, kernel_init=zeros, name='output_conv')(y)
+    if self.unshuffle:
+      noise = pixel_shuffle(noise, 2)[:, :height, :width]
+    return image - noise.astype(image.dtype)
+
+
+def split_level_map(x, level: Optional[float]):
+  """(image, noise-level map [N, H, W, 1]) of a `LevelDenoiser` input."""
+  if level is None:
+    if x.shape[-1] < 2:
+      raise ValueError(
+          f'a noise-level-conditioned denoiser takes the image plus its noise-level map (at '
+          f'least 2 channels), got {x.shape[-1]}; give the level with at_level(model, sigma)'
+      )
+    return x[..., :-1], x[..., -1:]
+  return x, jnp.full(x.shape[:-1] + (1,), level / 255.0, x.dtype)
+
+
+def at_level(model: nn.Module, sigma: float) -> nn.Module:
+  """`model` taking bare images at noise level `sigma` (0-255): a noise-level-conditioned
+  denoiser with its map filled in; any other model unchanged (same variables either way)."""
+  if isinstance(model, LevelDenoiser):
+    return model.clone(level=float(sigma))
+  return model
+
+
+def is_level_conditioned(model: nn.Module) -> bool:
+  return isinstance(model, LevelDenoiser)
+
+
+def pixel_unshuffle(x, factor: int):
+  """Space-to-depth, the inverse of `pixel_shuffle`: [N, H*f, W*f, C] -> [N, H, W, C*f*f]."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // factor, factor, w // factor, factor, c)
+  x = x.transpose(0, 1, 3, 5, 2, 4)
+  return x.reshape(n, h // factor, w // factor, c * factor * factor)
 
 
 def pixel_shuffle(x, factor: int):
