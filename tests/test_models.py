@@ -109,6 +109,8 @@ def test_every_named_model_traces_to_the_right_output_shape(name):
     assert out.shape == (2, spec.kwargs['num_classes'])
   elif spec.task == 'super_resolution':
     assert out.shape == (2, 4 * shape[1], 4 * shape[2], shape[3])
+  elif models.restoration.is_level_conditioned(model):  # the noise-level map is one more input
+    assert out.shape == (*shape[:-1], shape[-1] - 1)
   else:
     assert out.shape == shape
   assert out.dtype == jnp.float32
