@@ -77,6 +77,7 @@ CORE_MODULES = (
     'dxnet_jax.models.densenet',
     'dxnet_jax.models.registry',
     'dxnet_jax.models.restoration',
+    'dxnet_jax.noise_level',
     'dxnet_jax.pretrained',
     'dxnet_jax.sharding',
     'dxnet_jax.sweep',
