@@ -7,8 +7,8 @@ each, equal steps, sigma 50, scored on BSD68 and Set12.
 
 Budget (the default): 400 Adam steps of batch 16 (lr 1e-3, / 5 at 80%); 36 s (3 layers,
 ReLU) to 2.5 min (7 layers, DxNet xUnit) per run, two at a time on a 2-core CPU shared with one
-other sweep (docs/results.md). 'paper': 64 channels and the full denoising recipe (50 epochs of 6,400 steps
-of batch 32).
+other sweep (docs/results.md). 'paper': 64 channels and the full denoising recipe (50 epochs of
+6,400 steps of batch 32).
 
   python -m dxnet_jax.sweep configs/studies/xunit_designs.py --root runs/studies/xunit_designs
 """

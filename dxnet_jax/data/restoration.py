@@ -7,8 +7,8 @@ crops of the HR image and of its PIL-bicubic LR image, which is made once per wh
 the benchmark LR images are), so the training degradation is exactly the evaluation one.
 Denoising adds N(0, (sigma/255)^2) to the clean patch without clipping; sigma is fixed or
 drawn per patch from U[lo, hi]; with `level_map` the inputs carry each patch's sigma/255 as an
-extra last channel (validation: eval_sigma's). The global batch's draws come from (seed, step) and each row's
-noise from (seed, step, row), so hosts assemble disjoint rows of one global batch.
+extra last channel (validation: eval_sigma's). The global batch's draws come from (seed, step)
+and each row's noise from (seed, step, row), so hosts assemble disjoint rows of one global batch.
 
 Validation (`Data.validation()`): centre crops (`validation_crop`, HR pixels) of the held-out
 training images or of `validation_set`, with the evaluation degradation of `eval_sets`.
