@@ -1,6 +1,7 @@
 """Named models of the paper and `create`, the one way configs build a model."""
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 import warnings
 
@@ -199,13 +200,21 @@ def input_shape(name_or_config) -> Tuple[int, int, int]:
   return MODELS[name].input_shape
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init(model: nn.Module, shape: Tuple[int, ...], rng) -> Dict[str, Any]:
+  return model.init({'params': rng, 'dropout': rng}, jnp.zeros(shape, jnp.float32), train=False)
+
+
 def init_variables(model: nn.Module, shape, rng=None, abstract: bool = False):
-  """Initialises (or, with `abstract`, only shapes) a model's variables for an NHWC input."""
+  """Initialises (or, with `abstract`, only shapes) a model's variables for an NHWC input.
+
+  One jitted program per (model, shape), so shaping first (as config checks do) and then
+  initialising the same model object, here or inside a larger jitted function (the train state),
+  traces the net once.
+  """
   rng = jax.random.key(0) if rng is None else rng
-  fn = lambda: model.init(
-      {'params': rng, 'dropout': rng}, jnp.zeros(shape, jnp.float32), train=False
-  )
-  return jax.eval_shape(fn) if abstract else jax.jit(fn)()
+  shape = tuple(int(d) for d in shape)
+  return jax.eval_shape(_init, model, shape, rng) if abstract else _init(model, shape, rng)
 
 
 def count_params(tree) -> int:

@@ -11,15 +11,19 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field and the fix."""
 
 
-def validate_config(config, device_count: int = None):
-  """Raises ConfigError naming the first problem found in `config`."""
+def validate_config(config, device_count: int = None, model=None):
+  """Raises ConfigError naming the first problem found in `config`.
+
+  `model`: the module the caller built from `config.model`; shaping that same object lets its
+  later initialisation reuse this trace.
+  """
   device_count = jax.device_count() if device_count is None else device_count
   try:
     tasks.get(config.task)
   except ValueError as e:
     raise ConfigError(f'config.task: {e}') from None
   try:
-    model = models.create(config.model)
+    model = models.create(config.model) if model is None else model
   except ValueError as e:
     raise ConfigError(f'config.model: {e}') from None
   model_task = models.model_task(config.model)

@@ -78,10 +78,13 @@ class _Run:
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the results."""
-  checks.validate_config(config)
+  try:
+    model = models.create(_model_config(config))
+  except ValueError as e:
+    raise checks.ConfigError(f'config.model: {e}') from None
+  checks.validate_config(config, model=model)
   is_main = jax.process_index() == 0
   task = tasks_lib.get(config.task)
-  model = models.create(_model_config(config))
   data = data_lib.build(
       config,
       global_batch_size=config.batch_size,

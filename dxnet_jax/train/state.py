@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dxnet_jax import models
+
 
 class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
@@ -31,9 +33,7 @@ class TrainState(flax.struct.PyTreeNode):
 def create_train_state(model, tx, input_shape, seed: int) -> TrainState:
   """Initialises parameters, BatchNorm statistics and optimizer state from `seed`."""
   init_key, rng = jax.random.split(jax.random.key(seed))
-  variables = model.init(
-      {'params': init_key, 'dropout': init_key}, jnp.zeros(input_shape, jnp.float32), train=False
-  )
+  variables = models.init_variables(model, input_shape, init_key)
   params = variables['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32),
