@@ -3,11 +3,12 @@
 Why on first use: the kernels are compiled with `-march=native` for the CPU that runs them
 (AVX-512 where there is one; `DXNET_JAX_NATIVE_MARCH` picks another target) against the XLA FFI
 headers that ship with the installed jaxlib, so a wheel built elsewhere would be either slow or
-wrong. The shared library is cached under
-`$DXNET_JAX_NATIVE_CACHE` (default `~/.cache/dxnet_jax/native`), keyed by the source, the
-compiler, the target CPU and the jaxlib version; a build takes a few seconds, once. Finding
-that key runs the compiler twice (0.1 s), so the library's name is remembered beside the compiled
-programs (`compilation_cache.remembered`), keyed by what changes it without running anything (the
+wrong. The shared library is cached under `$DXNET_JAX_NATIVE_CACHE` (default
+`~/.cache/dxnet_jax/native`), keyed by the source, the compiler, the target CPU and the jaxlib
+version; a build takes 10-30 s of CPU, once (its sources compile side by side, and processes
+that need it at the same time wait for one build). Finding that key runs the compiler twice
+(0.1 s), so the library's name is remembered beside the compiled programs
+(`compilation_cache.remembered`), keyed by what changes it without running anything (the
 sources' and compiler's sizes and times, the CPU's flags, the settings), for later processes.
 
 Without a C++ compiler, or with `DXNET_JAX_NATIVE=0`, `load()` returns None with the reason in
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 
+import filelock
 import jax
 import jaxlib
 from absl import logging
@@ -119,24 +121,39 @@ def _build(cxx: str) -> pathlib.Path:
         f'cannot create the kernel cache {library.parent} ({error}); set '
         'DXNET_JAX_NATIVE_CACHE to a writable directory'
     ) from error
-  # Build beside the target and rename into place: concurrent processes never load a half file.
-  with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
-    partial = pathlib.Path(tmp) / library.name
-    out = _run(
-        [
-            cxx,
-            *FLAGS,
-            _march(),
-            f'-I{jax.ffi.include_dir()}',
-            *map(str, sources),
-            '-o',
-            str(partial),
-        ]
-    )
-    if out.returncode != 0:
-      raise RuntimeError(f'{cxx} failed to build the kernels in {SOURCES}:\n{out.stderr[-4000:]}')
-    os.replace(partial, library)
+  # One build for all processes that need it at once (a sweep's workers, pytest-xdist's): the
+  # others wait on the lock and find the library. Built beside the target and renamed into place,
+  # so no process loads a half file.
+  with filelock.FileLock(str(library) + '.lock'):
+    if library.exists():
+      return library
+    with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
+      partial = pathlib.Path(tmp) / library.name
+      _compile_and_link(cxx, sources, partial)
+      os.replace(partial, library)
   return library
+
+
+def _compile_and_link(cxx: str, sources, library: pathlib.Path) -> None:
+  """Compiles each source in its own process (at once: one core each), then links them."""
+  common = [*FLAGS, _march(), f'-I{jax.ffi.include_dir()}']
+  objects = [library.parent / f'{source.stem}.o' for source in sources]
+  compiles = [
+      subprocess.Popen(
+          [cxx, *common, '-c', str(source), '-o', str(obj)],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for source, obj in zip(sources, objects)
+  ]
+  errors = [proc.communicate()[1] for proc in compiles]
+  failures = [e for proc, e in zip(compiles, errors) if proc.returncode != 0]
+  if not failures:
+    out = _run([cxx, *common, *map(str, objects), '-o', str(library)])
+    failures = [out.stderr] if out.returncode != 0 else []
+  if failures:
+    raise RuntimeError(f'{cxx} failed to build the kernels in {SOURCES}:\n{failures[0][-4000:]}')
 
 
 @functools.cache
