@@ -69,20 +69,39 @@ def identity_predict(inputs: np.ndarray) -> np.ndarray:
   return inputs
 
 
-def model_predict(model, variables, sigma=None) -> PredictFn:
-  """Whole-image inference of a flax module, one image per call; a noise-level-conditioned
-  denoiser gets the noise-level map of `sigma`."""
+def model_predict(model, variables, sigma=None, level=None, level_range=(0.0, 75.0)) -> PredictFn:
+  """Whole-image inference of a flax module, one image per call.
+
+  A noise-level-conditioned denoiser is told the level `level` (default: `sigma`, the true one)
+  through its noise-level map, an input channel, so every level runs one compiled program;
+  `level='auto'` estimates it from each noisy input (`noise_level.estimate_sigma`, kept within
+  `level_range`, the trained range), as `dxnet-denoise --sigma auto` does.
+  """
   import jax  # pylint: disable=g-import-not-at-top
 
   from dxnet_jax import models  # pylint: disable=g-import-not-at-top
 
-  if models.restoration.is_level_conditioned(model):
-    if sigma is None:
-      raise ValueError('a noise-level-conditioned denoiser needs --sigma (its noise-level map)')
-    model = models.at_level(model, sigma)
+  if not models.restoration.is_level_conditioned(model):
+    if level is not None:
+      raise ValueError('--level is for noise-level-conditioned (blind) denoisers')
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    return lambda image: np.asarray(apply(variables, image[None]))[0]
+  level = sigma if level is None else level
+  if level is None:
+    raise ValueError('a noise-level-conditioned denoiser needs --sigma (its noise-level map)')
+  takes_map = models.at_level(model, None)
+  apply = jax.jit(lambda v, x: takes_map.apply(v, x, train=False))
 
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  return lambda image: np.asarray(apply(variables, image[None]))[0]
+  def predict(image):
+    told = level
+    if level == 'auto':
+      from dxnet_jax import noise_level  # pylint: disable=g-import-not-at-top
+
+      told = float(np.clip(noise_level.estimate_sigma(image), *level_range))
+    level_map = np.full(image.shape[:2] + (1,), told / 255, np.float32)
+    return np.asarray(apply(variables, np.concatenate([image, level_map], -1)[None]))[0]
+
+  return predict
 
 
 Method = tuple[str, PredictFn, Protocol]  # (label, predict_fn, protocol)
@@ -148,12 +167,28 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   )
   parser.add_argument('--task', choices=('denoising', 'super_resolution'))
   parser.add_argument('--sigma', type=float, help='denoising noise level (0-255 scale)')
+  parser.add_argument(
+      '--level',
+      type=_level_arg,
+      help="the noise level a blind denoiser is told: a number, or 'auto' (estimated per image); "
+      'default: --sigma',
+  )
   parser.add_argument('--scale', type=int, help='SR factor (default 4)')
   parser.add_argument('--channels', type=int, choices=(1, 3))
   parser.add_argument('--seed', type=int, help='noise seed (default 0)')
   parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
   parser.add_argument('--per-image', action='store_true', help='include per-image scores')
   return parser.parse_args(argv)
+
+
+def _level_arg(value: str):
+  """--level: 'auto' or a number."""
+  if value == 'auto':
+    return value
+  try:
+    return float(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def settings(task: str, data=None, *, sigma=None, scale=None, channels=None, seed=None) -> dict:
@@ -251,7 +286,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
       task, data, sigma=args.sigma, scale=args.scale, channels=args.channels, seed=args.seed
   )
   if data is not None:
-    predict = model_predict(model, variables, setting['sigma'])
+    level_range = tuple(data.sigma) if np.ndim(data.get('sigma')) == 1 else (0.0, 75.0)
+    predict = model_predict(model, variables, setting['sigma'], args.level, level_range)
     methods = [(label, predict, protocol_for(task, setting['scale']))]
   else:
     methods = baseline_methods(args.baseline, task, setting['scale'])

@@ -145,11 +145,12 @@ def split_level_map(x, level: Optional[float]):
   return x, jnp.full(x.shape[:-1] + (1,), level / 255.0, x.dtype)
 
 
-def at_level(model: nn.Module, sigma: float) -> nn.Module:
+def at_level(model: nn.Module, sigma: Optional[float]) -> nn.Module:
   """`model` taking bare images at noise level `sigma` (0-255): a noise-level-conditioned
-  denoiser with its map filled in; any other model unchanged (same variables either way)."""
+  denoiser with its map filled in (`sigma=None`: taking the map as its last input channel);
+  any other model unchanged (same variables either way)."""
   if isinstance(model, LevelDenoiser):
-    return model.clone(level=float(sigma))
+    return model.clone(level=None if sigma is None else float(sigma))
   return model
 
 
