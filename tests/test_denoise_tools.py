@@ -1,5 +1,6 @@
 """The denoising benchmark scripts: `benchmarks.denoise_speed` times the command on a photo it
-builds, on tiny models written into a temporary weights folder."""
+builds, and `benchmarks.rni15_figure` draws RNI15 photos before and after; both run on tiny
+models written into a temporary weights folder."""
 
 import importlib.util
 import json
@@ -8,8 +9,10 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks import denoise_speed
+from benchmarks import rni15_figure
 from dxnet_jax import models
 from dxnet_jax import pretrained
 from dxnet_jax.data import paths
@@ -116,6 +119,59 @@ def test_denoise_speed_reports_a_command_that_fails(weights, monkeypatch, capsys
   argv = ['--model', 'nope', '--megapixels', '0.01', '--no-bm3d']
   assert denoise_speed.main(argv) == 1
   assert "Unknown pretrained model 'nope'" in capsys.readouterr().err
+
+
+# --- rni15_figure --------------------------------------------------------------------------------
+
+
+@needs_data
+def test_rni15_figure_titles_each_photo_with_its_estimated_level(
+    weights, tmp_path, monkeypatch, capsys
+):
+  monkeypatch.setenv(pretrained.ENV_VAR, '')  # restored after the script sets it
+  out = tmp_path / 'figure' / 'rni15.png'
+  argv = ['--weights', str(weights), '--model', 'blind_rgb', '--images', 'Pattern2,Singer']
+  assert rni15_figure.main(argv + ['--out', str(out), '--crop', '96']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[-1] == f'wrote {out}'
+  for name, line in zip(('Pattern2.png', 'Singer.png'), lines):
+    # The script's estimate is the command's: the level the blind model was given.
+    estimate, used = re.fullmatch(
+        rf'{name}: estimated sigma ([\d.]+); +sigma ([\d.]+) \(estimated\)', line
+    ).groups()
+    assert estimate == used and 0 < float(estimate) < 75
+  width, height = Image.open(out).size
+  assert width > 2 * height  # one row: two photos, two panels each
+  before = out.read_bytes()
+  with pytest.raises(SystemExit) as error:
+    rni15_figure.main(argv + ['--out', str(out)])
+  assert error.value.code == 2 and '--overwrite replaces it' in capsys.readouterr().err
+  assert out.read_bytes() == before
+  argv = ['--weights', str(weights), '--model', 'gray_s50', '--images', 'Pattern2']
+  assert rni15_figure.main(argv + ['--out', str(out), '--overwrite', '--columns', '1']) == 0
+  assert Image.open(out).size != (width, height)
+
+
+def test_rni15_figure_titles_say_which_level_the_model_used(weights, monkeypatch):
+  monkeypatch.setenv(pretrained.ENV_VAR, str(weights))
+  blind = rni15_figure.titles('Dog', 12.34, '  sigma 12.3 (estimated)', 'blind_rgb')
+  assert blind == ('Dog: noisy, est. σ 12.3', 'denoised at σ 12.3, est. σ 12.3')
+  capped = rni15_figure.titles('Dog', 80.0, '  sigma 75 (estimated 80.0, outside ...)', None)
+  assert capped[1] == 'denoised at σ 75.0, est. σ 80.0'
+  fixed = rni15_figure.titles('Dog', 12.34, '', 'gray_s50')
+  assert fixed[1] == 'denoised (trained at σ 50), est. σ 12.3'
+  named = rni15_figure.titles('Dog', 12.34, '  model gray_s50', None)
+  assert named[1] == 'denoised (trained at σ 50), est. σ 12.3'
+
+
+def test_rni15_figure_picks_photos_by_name_or_count(tmp_path):
+  for name in ('b.png', 'a.jpg', 'c.png', '.hidden.png'):
+    (tmp_path / name).write_bytes(b'')
+  assert [p.name for p in rni15_figure.photos(tmp_path, None, 0)] == ['a.jpg', 'b.png', 'c.png']
+  assert [p.name for p in rni15_figure.photos(tmp_path, None, 2)] == ['a.jpg', 'b.png']
+  assert [p.name for p in rni15_figure.photos(tmp_path, 'c,a', 0)] == ['c.png', 'a.jpg']
+  with pytest.raises(ValueError, match=r"no photos \['d'\]"):
+    rni15_figure.photos(tmp_path, 'c,d', 0)
 
 
 def test_the_model_card_of_a_blind_model_states_its_level_range(weights):
