@@ -345,8 +345,14 @@ def _data_line(data: dict[str, Any]) -> str:
   parts = [where, channels]
   if data.get('patch_size'):
     parts.append(f"{data['patch_size']} px patches")
-  if data.get('sigma') is not None:
-    parts.append(f"Gaussian noise sigma {data['sigma']:g} (0-255 scale)")
+  sigma = data.get('sigma')
+  if data.get('level_map'):  # a noise-level-conditioned model: sigma is its (lo, hi) range
+    parts.append(
+        f'Gaussian noise of sigma {sigma[0]:g}-{sigma[1]:g} per patch (0-255 scale), its '
+        'level map as an extra input channel'
+    )
+  elif sigma is not None:
+    parts.append(f'Gaussian noise sigma {sigma:g} (0-255 scale)')
   if data.get('scale', 1) > 1:
     parts.append(f"x{data['scale']} bicubic downscaling")
   parts.append(f"validation on `{data['validation_set']}`")

@@ -1,0 +1,183 @@
+"""The denoising benchmark scripts: `benchmarks.denoise_speed` times the command on a photo it
+builds, and `benchmarks.rni15_figure` draws RNI15 photos before and after; both run on tiny
+models written into a temporary weights folder."""
+
+import importlib.util
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks import denoise_speed
+from benchmarks import rni15_figure
+from dxnet_jax import models
+from dxnet_jax import pretrained
+from dxnet_jax.data import paths
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = paths.data_root()
+TINY = dict(blocks=(1, 1), growth_rate=4, stem_features=8)
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f'shared data absent: {SHARED}')
+
+
+def _config(file, arg):
+  spec = importlib.util.spec_from_file_location(file, REPO / 'configs' / f'{file}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def write_tiny_model(root, name, config, random_variables):
+  """A tiny net of `config` with random weights, written where `pretrained` finds `name` under
+  `root`, with the model.json and model card `pretrained.export` writes."""
+  config.model.update(TINY)
+  model = models.create(config.model.to_dict(), kernels='xla')
+  shape = (1, 24, 24, config.input_shape[-1])
+  variables = random_variables(models.init_variables(model, shape, abstract=True))
+  variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  info = {
+      'name': name,
+      'model': config.model.name,
+      'task': config.task,
+      'parameters': models.count_params(variables['params']),
+      'weights_dtype': 'float32',
+      'command': 'a test',
+      'config': config.to_dict(),
+  }
+  folder = pathlib.Path(root) / name
+  folder.mkdir(parents=True)
+  (folder / pretrained.WEIGHTS).write_bytes(pretrained.to_bytes(variables, 'float32'))
+  (folder / pretrained.MANIFEST).write_text(json.dumps(info, indent=1) + '\n')
+  (folder / pretrained.CARD).write_text(pretrained.model_card(info))
+  return folder
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory, random_variables):
+  """A weights folder: tiny blind colour and gray denoisers and a tiny sigma-50 one."""
+  root = tmp_path_factory.mktemp('weights')
+  write_tiny_model(root, 'blind_rgb', _config('denoise_blind', 'rgb'), random_variables)
+  write_tiny_model(root, 'blind_gray', _config('denoise_blind', 'gray'), random_variables)
+  write_tiny_model(root, 'gray_s50', _config('denoise', 'dxnet_444,sigma=50'), random_variables)
+  return root
+
+
+def _table(out):
+  """The rows of the markdown table in `out`, split into cells."""
+  lines = [line for line in out.splitlines() if line.startswith('| ')]
+  return [[c.strip() for c in line.strip('|').split('|')] for line in lines[1:]]
+
+
+# --- denoise_speed -------------------------------------------------------------------------------
+
+
+def test_photo_size_is_4_by_3_at_the_megapixels_asked():
+  assert denoise_speed.photo_size(12) == (4000, 3000)
+  width, height = denoise_speed.photo_size(0.05)
+  assert abs(width * height - 50_000) < 500 and abs(width / height - 4 / 3) < 0.01
+
+
+def test_the_photo_mirrors_the_source_and_adds_the_noise_asked():
+  source = np.random.default_rng(0).integers(60, 200, (5, 7, 3), np.uint8)
+  clean = denoise_speed.noisy_photo(source, (20, 13), 0, 0)
+  assert clean.shape == (13, 20, 3) and clean.dtype == np.uint8
+  np.testing.assert_array_equal(clean[:5, :7], source)
+  np.testing.assert_array_equal(clean[5:10, :7], source[::-1])  # mirrored: no seam
+  np.testing.assert_array_equal(clean[:5, 7:14], source[:, ::-1])
+  np.testing.assert_array_equal(clean[10:13, 14:20], source[:3, :6])
+  gray = np.full((300, 300, 3), 128, np.uint8)
+  noisy = denoise_speed.noisy_photo(gray, (600, 600), 25, 1)  # more than 256 rows: strips
+  assert abs((noisy.astype(float) - 128).std() - 25) < 0.3
+  assert not np.array_equal(noisy[:256], noisy[256:512])
+
+
+@pytest.mark.slow  # two fresh processes of the command, each importing JAX and compiling
+@needs_data
+def test_denoise_speed_times_the_command_cold_and_warm_and_cbm3d(weights, monkeypatch, capsys):
+  pytest.importorskip('bm3d')
+  monkeypatch.setenv(pretrained.ENV_VAR, str(weights))  # the command's process inherits it
+  argv = ['--model', 'blind_rgb', '--megapixels', '0.05', '--bm3d-megapixels', '0.01']
+  assert denoise_speed.main(argv) == 0
+  out = capsys.readouterr().out
+  assert re.search(r'1 photo\(s\) of 258x194 \(0.05 MP\): CBSD68/101085.png mirrored', out)
+  command, cbm3d = _table(out)
+  assert command[0] == 'dxnet-denoise, --model blind_rgb'
+  cold, warm, files, per_second, megapixels = map(float, command[1:])
+  assert 0 < files < warm and cold > 0
+  assert per_second == pytest.approx(1 / warm, rel=0.01)  # printed to 3 digits
+  assert megapixels == pytest.approx(258 * 194 / 1e6 / warm, rel=0.01)
+  assert re.fullmatch(r'CBM3D \(bm3d.bm3d_rgb\) on a 115x87 crop, x5 by pixel count', cbm3d[0])
+  assert cbm3d[1] == '-' and float(cbm3d[2]) == float(cbm3d[3]) > 0
+
+
+@needs_data
+def test_denoise_speed_reports_a_command_that_fails(weights, monkeypatch, capsys):
+  monkeypatch.setenv(pretrained.ENV_VAR, str(weights))
+  argv = ['--model', 'nope', '--megapixels', '0.01', '--no-bm3d']
+  assert denoise_speed.main(argv) == 1
+  assert "Unknown pretrained model 'nope'" in capsys.readouterr().err
+
+
+# --- rni15_figure --------------------------------------------------------------------------------
+
+
+@needs_data
+def test_rni15_figure_titles_each_photo_with_its_estimated_level(
+    weights, tmp_path, monkeypatch, capsys
+):
+  monkeypatch.setenv(pretrained.ENV_VAR, '')  # restored after the script sets it
+  out = tmp_path / 'figure' / 'rni15.png'
+  argv = ['--weights', str(weights), '--model', 'blind_rgb', '--images', 'Pattern2,Singer']
+  assert rni15_figure.main(argv + ['--out', str(out), '--crop', '96']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[-1] == f'wrote {out}'
+  for name, line in zip(('Pattern2.png', 'Singer.png'), lines):
+    # The script's estimate is the command's: the level the blind model was given.
+    estimate, used = re.fullmatch(
+        rf'{name}: estimated sigma ([\d.]+); +sigma ([\d.]+) \(estimated\)', line
+    ).groups()
+    assert estimate == used and 0 < float(estimate) < 75
+  width, height = Image.open(out).size
+  assert width > 2 * height  # one row: two photos, two panels each
+  before = out.read_bytes()
+  with pytest.raises(SystemExit) as error:
+    rni15_figure.main(argv + ['--out', str(out)])
+  assert error.value.code == 2 and '--overwrite replaces it' in capsys.readouterr().err
+  assert out.read_bytes() == before
+  argv = ['--weights', str(weights), '--model', 'gray_s50', '--images', 'Pattern2']
+  assert rni15_figure.main(argv + ['--out', str(out), '--overwrite', '--columns', '1']) == 0
+  assert Image.open(out).size != (width, height)
+
+
+def test_rni15_figure_titles_say_which_level_the_model_used(weights, monkeypatch):
+  monkeypatch.setenv(pretrained.ENV_VAR, str(weights))
+  blind = rni15_figure.titles('Dog', 12.34, '  sigma 12.3 (estimated)', 'blind_rgb')
+  assert blind == ('Dog: noisy, est. σ 12.3', 'denoised at σ 12.3, est. σ 12.3')
+  capped = rni15_figure.titles('Dog', 80.0, '  sigma 75 (estimated 80.0, outside ...)', None)
+  assert capped[1] == 'denoised at σ 75.0, est. σ 80.0'
+  fixed = rni15_figure.titles('Dog', 12.34, '', 'gray_s50')
+  assert fixed[1] == 'denoised (trained at σ 50), est. σ 12.3'
+  named = rni15_figure.titles('Dog', 12.34, '  model gray_s50', None)
+  assert named[1] == 'denoised (trained at σ 50), est. σ 12.3'
+
+
+def test_rni15_figure_picks_photos_by_name_or_count(tmp_path):
+  for name in ('b.png', 'a.jpg', 'c.png', '.hidden.png'):
+    (tmp_path / name).write_bytes(b'')
+  assert [p.name for p in rni15_figure.photos(tmp_path, None, 0)] == ['a.jpg', 'b.png', 'c.png']
+  assert [p.name for p in rni15_figure.photos(tmp_path, None, 2)] == ['a.jpg', 'b.png']
+  assert [p.name for p in rni15_figure.photos(tmp_path, 'c,a', 0)] == ['c.png', 'a.jpg']
+  with pytest.raises(ValueError, match=r"no photos \['d'\]"):
+    rni15_figure.photos(tmp_path, 'c,d', 0)
+
+
+def test_the_model_card_of_a_blind_model_states_its_level_range(weights):
+  card = (weights / 'blind_gray' / pretrained.CARD).read_text()
+  assert 'Gaussian noise of sigma 0-75 per patch (0-255 scale), its level map as an extra' in card
+  assert (
+      'Gaussian noise sigma 50 (0-255 scale)'
+      in (weights / 'gray_s50' / pretrained.CARD).read_text()
+  )
