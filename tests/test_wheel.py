@@ -176,12 +176,6 @@ def _build_wheel(tmp_path: pathlib.Path) -> pathlib.Path:
   return wheel
 
 
-def _version(distribution: str) -> tuple[int, ...]:
-  return tuple(
-      int(part) for part in re.findall(r'\d+', importlib.metadata.version(distribution))[:2]
-  )
-
-
 def _has(module: str) -> bool:
   try:
     importlib.metadata.version(module)
@@ -208,18 +202,12 @@ def _install(tmp_path: pathlib.Path):
   """(venv python, user environment, working folder outside the checkout)."""
   wheel = _build_wheel(tmp_path)
   venv_dir = tmp_path / 'venv'
-  # This interpreter's pip installs into the venv (`pip --python`, pip >= 22.3) where it can:
-  # the same resolver and settings, without installing (and compiling) a pip into the venv.
-  own_pip = _version('pip') < (22, 3)
-  venv.EnvBuilder(with_pip=own_pip).create(venv_dir)
+  venv.EnvBuilder(with_pip=True).create(venv_dir)
   python = venv_dir / 'bin' / 'python'
   env = _user_env(venv_dir)
   work = tmp_path / 'work'
   work.mkdir()
-  pip = [python, '-m', 'pip'] if own_pip else [sys.executable, '-m', 'pip', '--python', python]
-  # --no-compile: no .pyc of every installed file (jaxlib, scipy, ...) up front; the checks
-  # compile what they import, as a first import does.
-  install = [*pip, 'install', '--disable-pip-version-check', '--no-input', '--no-compile']
+  install = [python, '-m', 'pip', 'install', '--disable-pip-version-check', '--no-input']
   install += ['-c', _constraints(tmp_path), wheel]
   done = _run(install, env, work, timeout=1800)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
