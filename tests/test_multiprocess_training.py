@@ -4,7 +4,7 @@ the two; a process killed mid-run, and a restart that resumes.
 
 A tiny gray denoiser (DenseNet 1-1 trunk, k=4) on eight random 32x32 images keeps every run to
 seconds. Run as a script this file is also the checkpoint inspector the tests start:
-``python tests/test_multiprocess_training.py inspect WORKDIR OUT.npz``.
+``python tests/test_multiprocess_training.py inspect WORKDIR OUT.npz [WORKDIR OUT.npz ...]``.
 """
 
 from __future__ import annotations
@@ -88,20 +88,24 @@ def saved_steps(workdir: Path) -> list[int]:
   return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
 
 
-def inspect(workdir: Path, out: Path, logdir: Path) -> dict[str, np.ndarray]:
-  """Restore `workdir`'s latest checkpoint in a fresh 1-process, 1-device run."""
+def inspect(logdir: Path, *workdirs: Path) -> list[dict[str, np.ndarray]]:
+  """Restore each workdir's latest checkpoint in one fresh 1-process, 1-device run."""
+  args = [str(p) for w in workdirs for p in (w, w.parent / f'{w.name}.npz')]
   result = subprocess.run(
-      [sys.executable, str(Path(__file__).resolve()), 'inspect', str(workdir), str(out)],
+      [sys.executable, str(Path(__file__).resolve()), 'inspect', *args],
       cwd=mp.REPO,
       env=mp.process_env(1),
       capture_output=True,
       text=True,
       timeout=180,
   )
-  (logdir / f'inspect.{workdir.name}.err').write_text(result.stderr)
+  (logdir / f"inspect.{'.'.join(w.name for w in workdirs)}.err").write_text(result.stderr)
   assert result.returncode == 0, result.stderr[-4000:]
-  with np.load(out) as f:
-    return {k: f[k] for k in f.files}
+  found = []
+  for workdir in workdirs:
+    with np.load(workdir.parent / f'{workdir.name}.npz') as f:
+      found.append({k: f[k] for k in f.files})
+  return found
 
 
 @pytest.fixture(scope='module')
@@ -118,6 +122,14 @@ def setup(tmp_path_factory):
     )
   (root / 'tiny.py').write_text(CONFIG)
   return root
+
+
+@pytest.fixture(scope='module')
+def inspected(two_and_one):
+  """The latest checkpoints of the 2x2 and the 1x4 run, as the trainer restores them in a fresh
+  1-device process (one process for both; two tests read them)."""
+  _, two, one, logs = two_and_one
+  return inspect(logs, two, one)
 
 
 @pytest.fixture(scope='module')
@@ -138,13 +150,17 @@ def two_and_one(setup):
 
 # --------------------------------------------------------------------------- tests
 
+# The tests of the 2x2 and 1x4 runs share one worker, so that the runs and the restore of their
+# checkpoints happen once.
+MP_TRAINING = pytest.mark.xdist_group('multiprocess_training')
+
 
 @pytest.mark.slow
-def test_two_processes_reach_the_parameters_of_one(two_and_one):
+@MP_TRAINING
+def test_two_processes_reach_the_parameters_of_one(two_and_one, inspected):
   _, two, one, logs = two_and_one
   assert saved_steps(two) == saved_steps(one) == [2, 4, 6]
-  a = inspect(two, two.parent / 'two.npz', logs)
-  b = inspect(one, one.parent / 'one.npz', logs)
+  a, b = inspected
   assert sorted(a) == sorted(b)
   assert int(a['step']) == int(b['step']) == 6
   assert any(k.startswith('params/') for k in a) and any(k.startswith('batch_stats/') for k in a)
@@ -169,6 +185,7 @@ def test_two_processes_reach_the_parameters_of_one(two_and_one):
 
 
 @pytest.mark.slow
+@MP_TRAINING
 def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
   """Training continues from the 2-process checkpoint in a 1-process x 4-device run."""
   config, two, _, logs = two_and_one
@@ -189,11 +206,12 @@ def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
 
 
 @pytest.mark.slow
-def test_load_for_inference_on_one_device(two_and_one, tmp_path):
+@MP_TRAINING
+def test_load_for_inference_on_one_device(two_and_one, inspected, tmp_path):
   """`load_for_inference` (evaluate CLI, analysis) reads a checkpoint written by 2 processes
   x 2 devices in a plain 1-device process: the same parameters and statistics as the trainer's
   own restore of it (the inspector), and a model that runs on them."""
-  _, two, _, logs = two_and_one
+  two = two_and_one[1]
   script = (
       'import sys, jax, numpy as np; from dxnet_jax.train import checkpoint as c\n'
       "m, v, cfg = c.load_for_inference(sys.argv[1], 'latest')\n"
@@ -215,7 +233,7 @@ def test_load_for_inference_on_one_device(two_and_one, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   with np.load(out) as f:
     loaded = {k: f[k] for k in f.files}
-  restored = inspect(two, tmp_path / 'restored.npz', logs)
+  restored = inspected[0]
   expected = {k: v for k, v in restored.items() if k.startswith(('params/', 'batch_stats/'))}
   assert expected and sorted(expected) == sorted(k for k in loaded if k != 'output')
   for key, value in expected.items():
@@ -320,6 +338,7 @@ def _inspect_main(workdir: str, out: str) -> None:
 
 
 if __name__ == '__main__':
-  if len(sys.argv) != 4 or sys.argv[1] != 'inspect':
-    sys.exit('usage: test_multiprocess_training.py inspect WORKDIR OUT.npz')
-  _inspect_main(sys.argv[2], sys.argv[3])
+  if len(sys.argv) < 4 or len(sys.argv) % 2 or sys.argv[1] != 'inspect':
+    sys.exit('usage: test_multiprocess_training.py inspect WORKDIR OUT.npz [WORKDIR OUT.npz ...]')
+  for i in range(2, len(sys.argv), 2):
+    _inspect_main(sys.argv[i], sys.argv[i + 1])

@@ -72,7 +72,12 @@ def workdirs(tmp_path_factory):
   return out
 
 
+# The tests that read `workdirs` share one worker, so that the two classifiers train once.
+WORKDIRS = pytest.mark.xdist_group('analysis_cli_workdirs')
+
+
 @pytest.mark.slow
+@WORKDIRS
 def test_sharpness_cli(workdirs, tmp_path):
   results = sharpness.main(
       [f'--workdir={w}' for w in workdirs]
@@ -108,6 +113,7 @@ def test_sharpness_cli(workdirs, tmp_path):
 
 
 @pytest.mark.slow
+@WORKDIRS
 def test_cam_cli_validation_set_and_folder(workdirs, tmp_path):
   path = cam.main(
       [f'--workdir={w}' for w in workdirs]
@@ -133,6 +139,7 @@ def test_cam_cli_validation_set_and_folder(workdirs, tmp_path):
 
 
 @pytest.mark.slow
+@WORKDIRS
 def test_budget_plot_from_trainer_workdirs(workdirs, tmp_path):
   records = [r for w in workdirs for r in budget_plots.records_from_workdir(w)]
   assert [r['family'] for r in records] == ['DenseNet', 'DxNet']
