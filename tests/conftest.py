@@ -57,6 +57,15 @@ def pytest_unconfigure(config):  # pylint: disable=unused-argument
     shutil.rmtree(os.environ['DXNET_TEST_JAX_CACHE'], ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items):
+  """Modules holding slow tests first (order otherwise kept, so a module's tests and its
+  fixtures stay together): pytest-xdist hands out tests in collection order, so a long test or
+  group collected last (the sweep's, one worker's for minutes) would run alone at the end while
+  the other worker idles; started first, the short ones fill in beside it."""
+  slow_modules = {item.module for item in items if item.get_closest_marker('slow')}
+  items.sort(key=lambda item: item.module not in slow_modules)
+
+
 def _random_variables(abstract, seed=0):
   """Generic values for a model's abstract variables (`init_variables(..., abstract=True)`),
   made on the host: no initialiser is compiled. A jitted init compiles the whole forward pass
