@@ -11,7 +11,7 @@ environment variable `DXNET_PRETRAINED_DIR` names another folder of them), each 
                       float16 or float32; `load` returns float32 either way
   model.json          the training config (`config`), the parameter count, the exact command that
                       trained it, its hardware, wall time and steps, and the held-out scores
-                      measured on the stored weights (`measured`)
+                      measured on the stored weights, per set and per image (`measured`)
   MODEL_CARD.md       the same for people (`model_card(info)` writes it from model.json)
 
 Export a finished training workdir (its best checkpoint, else its latest), then score it:
@@ -227,14 +227,15 @@ def _write_manifest(folder: pathlib.Path, info: dict[str, Any]) -> None:
 
 def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
   """Scores the stored weights with `python -m dxnet_jax.evaluate` on held-out `sets` (default:
-  the task's benchmark sets), records them in model.json as `measured`, rewrites the model
-  card, and returns them."""
+  the task's benchmark sets), records them in model.json as `measured` (each set's means and
+  per-image scores, so a check can re-measure a few images instead of a whole set), rewrites
+  the model card, and returns them."""
   folder = _folder(name)
   info = manifest(name)
   sets = tuple(sets or BENCHMARK_SETS[info['task']])
   argv = ['--pretrained', name] + [arg for s in sets for arg in ('--set', s)]
   done = subprocess.run(
-      [sys.executable, '-m', 'dxnet_jax.evaluate', *argv, '--json'],
+      [sys.executable, '-m', 'dxnet_jax.evaluate', *argv, '--json', '--per-image'],
       capture_output=True,
       text=True,
       check=False,
@@ -247,7 +248,16 @@ def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
       'weights_dtype': _dtypes_of_file(folder / WEIGHTS),
       'protocol': report['protocol'],
       'scores': [
-          {k: row[k] for k in ('set', 'num_images', 'psnr', 'ssim')} for row in report['results']
+          {
+              'set': row['set'],
+              'num_images': len(row['images']),
+              'psnr': row['psnr'],
+              'ssim': row['ssim'],
+              'images': [
+                  {k: image[k] for k in ('name', 'psnr', 'ssim')} for image in row['images']
+              ],
+          }
+          for row in report['results']
       ],
   }
   _write_manifest(folder, info)

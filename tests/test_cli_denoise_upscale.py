@@ -77,8 +77,11 @@ def test_per_image_psnr_equals_evaluate_on_a_folder(tmp_path, capsys):
   name = _shipped(DENOISER)
   folder = tmp_path / 'set'
   folder.mkdir()
-  for n in ('01.png', '02.png', '03.png'):
-    shutil.copy(paths.data_root() / 'Set12' / n, folder / n)
+  # 01.png whole (256 px: 3x3 tiles of 100 px, each with its 66 px of context: real seams), and
+  # 128 px crops of 02.png and 03.png (the noise of images 1 and 2; whole-image windows).
+  shutil.copy(paths.data_root() / 'Set12' / '01.png', folder / '01.png')
+  for n in ('02.png', '03.png'):
+    Image.open(paths.data_root() / 'Set12' / n).crop((64, 64, 192, 192)).save(folder / n)
   argv = ['--model', name, '--add-noise', '50', '--seed', '0', '--tile', '100']
   assert denoise.main(argv + [str(folder), '--out', str(tmp_path / 'out')]) == 0
   ours = {

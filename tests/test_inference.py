@@ -9,35 +9,21 @@ from dxnet_jax import models
 from dxnet_jax import pretrained
 
 
-def _randomized(variables, seed):
-  """Non-trivial weights and BatchNorm statistics (the output convolutions start at zero)."""
-  rng = np.random.default_rng(seed)
-
-  def perturb(path, leaf):
-    leaf = np.asarray(leaf)
-    if jax.tree_util.keystr(path).endswith("['var']"):
-      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
-    return (leaf + 0.2 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(perturb, variables)
-
-
 @pytest.fixture(scope='module')
-def denoiser():
-  """A two-layer DxNet denoiser: BatchNorm in inference mode, xUnits with FFT depthwise."""
+def denoiser(random_variables):
+  """A two-layer DxNet denoiser: BatchNorm in inference mode, xUnits with FFT depthwise; generic
+  weights and BatchNorm statistics made on the host (no init is compiled)."""
   model = models.create(
       'dxnet_denoise_444', blocks=(1, 1), growth_rate=4, stem_features=8, kernels='gpu'
   )
-  variables = models.init_variables(model, (1, 16, 16, 1))
-  return model, _randomized(variables, 0)
+  return model, random_variables(models.init_variables(model, (1, 16, 16, 1), abstract=True), 0)
 
 
 @pytest.fixture(scope='module')
-def super_resolution():
+def super_resolution(random_variables):
   """A one-layer x4 DxNet SR net: output = bicubic up-scaling + residual."""
   model = models.create('dxnet16_sr', blocks=(1,), growth_rate=4, stem_features=8, tail_features=8)
-  variables = models.init_variables(model, (1, 8, 8, 3))
-  return model, _randomized(variables, 1)
+  return model, random_variables(models.init_variables(model, (1, 8, 8, 3), abstract=True), 1)
 
 
 def _whole(model, variables, image):
