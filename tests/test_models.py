@@ -183,6 +183,11 @@ def _loss_and_grads(model, variables, x):
   return jax.value_and_grad(loss, has_aux=True)(variables['params'])
 
 
+# The tests of the tiny dxnet_k12_12 run in one xdist worker, which compiles its initialiser
+# and its plain training step once for all of them.
+TINY_DXNET = pytest.mark.xdist_group('tiny_dxnet_k12_12')
+
+
 # Each case compiles two tiny training steps (~50 s on 2 cores; the plain dxnet_k12_12's is
 # shared): one net per case, chosen so the two modes between them meet an xUnit, dropout, and a
 # net without BatchNorm.
@@ -190,8 +195,8 @@ def _loss_and_grads(model, variables, x):
 @pytest.mark.parametrize(
     'name,remat',
     [
-        ('dxnet_k12_12', True),
-        ('dxnet_k12_12', 'speed'),
+        pytest.param('dxnet_k12_12', True, marks=TINY_DXNET),
+        pytest.param('dxnet_k12_12', 'speed', marks=TINY_DXNET),
         ('densenet_bc_k12_16', 'speed'),
         ('dxnet16_sr', 'speed'),
         ('dxnet_denoise_444', True),
@@ -231,6 +236,7 @@ def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(
     assert float(jnp.max(jnp.abs(a - b))) / scale < 3e-5
 
 
+@TINY_DXNET
 def test_xunit_gates_lie_in_unit_interval():
   model = _tiny_model('dxnet_k12_12')
   shape = (2, 8, 8, 3)
@@ -278,6 +284,7 @@ def test_gaussian_xunit_gate_is_gaussian_of_its_preactivation():
   np.testing.assert_allclose(y, x * np.exp(-np.square(g)), rtol=1e-4, atol=1e-6)
 
 
+@TINY_DXNET
 def test_classifier_features_and_head_give_the_logits():
   model = _tiny_model('dxnet_k12_12')
   shape = (2, 8, 8, 3)
@@ -319,6 +326,7 @@ def test_pixel_shuffle_matches_pytorch_channel_order():
         assert int(y[0, i, j, c]) == int(x[0, 0, 0, c * 4 + i * 2 + j])
 
 
+@TINY_DXNET
 def test_bf16_compute_keeps_float32_parameters_and_agrees():
   shape = (2, 8, 8, 3)
   x = jax.random.uniform(jax.random.key(7), shape)
