@@ -8,7 +8,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from test_kernels import _results
+from test_kernels import _results, compiled_run
 
 from dxnet_jax import models, sweep
 
@@ -79,8 +79,8 @@ def test_xla_and_cpu_kernels_compute_the_authors_layouts_alike(name, overrides, 
     assert jax.tree.map(np.shape, variables) == jax.tree.map(
         np.shape, models.init_variables(model, x.shape, abstract=True)
     )
-  expected = jax.jit(lambda v, x: _results(xla, v, x))(variables, x)
-  actual = jax.jit(lambda v, x: _results(cpu, v, x))(variables, x)
+  expected = compiled_run(lambda v, x: _results(xla, v, x), variables, x)
+  actual = compiled_run(lambda v, x: _results(cpu, v, x), variables, x)
   for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     # The running means behind a BatchNorm's output are zero up to rounding (about 1e-7).
     scale = max(float(np.max(np.abs(b))), 1e-2)

@@ -1,6 +1,7 @@
 """Model library: the paper's sizes, shapes, remat equivalence and config errors."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,15 @@ PUBLISHED = {
     'dxnet16_sr': (0.86e6, 0.02e6),
     'dxnet_denoise_444': (139e3, 0.02 * 139e3),
 }
+
+
+# The tests below that compile nets check that XLA compiles them, or compare two programs; they
+# time nothing. XLA's backend at optimisation level 0 compiles in half the time of the suite's
+# level 1 (tests/conftest.py; densenet_bc_k12_16's forward pass: 1.9 vs 4.1 CPU seconds), results
+# moving by float rounding. A run that sets DXNET_TEST_XLA_OPT_LEVEL compiles as it asks.
+COMPILE_ONLY = (
+    {} if 'DXNET_TEST_XLA_OPT_LEVEL' in os.environ else {'xla_backend_optimization_level': 0}
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +134,8 @@ def test_every_named_model_jit_compiles_and_runs(name):
   shape = _tiny_shape(spec)
   abstract = init_variables(model, shape, abstract=True)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  compiled = apply.lower(abstract, jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
+  lowered = apply.lower(abstract, jax.ShapeDtypeStruct(shape, jnp.float32))
+  compiled = lowered.compile(compiler_options=COMPILE_ONLY)
   # Small constant parameters (BatchNorm variances included) keep every value finite; the compiled
   # program, not the initialiser, is what this test is about.
   variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), abstract)
@@ -165,22 +176,30 @@ def _plain_model(name):
   return _tiny_model(name)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+_STEPS = {}
+
+
 def _loss_and_grads(model, variables, x):
-  """Training-mode loss, statistics and parameter gradients: one compile per (model, shapes), so
-  the cases that share a plain net share its step."""
+  """Training-mode loss, statistics and parameter gradients: compiled once per model (each has
+  one input shape), so the cases that share a plain net share its step."""
 
-  def loss(params):
-    out, updates = model.apply(
-        {**variables, 'params': params},
-        x,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': jax.random.key(3)},
-    )
-    return jnp.mean(jnp.square(out)), updates
+  def loss_and_grads(variables, x):
+    def loss(params):
+      out, updates = model.apply(
+          {**variables, 'params': params},
+          x,
+          train=True,
+          mutable=['batch_stats'],
+          rngs={'dropout': jax.random.key(3)},
+      )
+      return jnp.mean(jnp.square(out)), updates
 
-  return jax.value_and_grad(loss, has_aux=True)(variables['params'])
+    return jax.value_and_grad(loss, has_aux=True)(variables['params'])
+
+  if model not in _STEPS:
+    lowered = jax.jit(loss_and_grads).lower(variables, x)
+    _STEPS[model] = lowered.compile(compiler_options=COMPILE_ONLY)
+  return _STEPS[model](variables, x)
 
 
 # The tests of the tiny dxnet_k12_12 run in one xdist worker, which compiles its initialiser
