@@ -103,18 +103,32 @@ def _tiny_shape(spec):
   return (2, size, size, spec.input_shape[-1])
 
 
-@pytest.mark.parametrize('name', sorted(models.MODELS))
+@functools.lru_cache(maxsize=None)
+def _traced(name):
+  """(output, variables) of a named model's initialisation on its tiny input, as shapes: one
+  trace per worker for the two tests below, which xdist runs together (a net's Python takes
+  seconds to trace)."""
+  model = create(name)
+  key = jax.random.key(0)
+  return jax.eval_shape(
+      lambda x: model.init_with_output({'params': key, 'dropout': key}, x, train=False),
+      jax.ShapeDtypeStruct(_tiny_shape(models.MODELS[name]), jnp.float32),
+  )
+
+
+NAMED = [
+    pytest.param(n, marks=pytest.mark.xdist_group(f'named_{n}')) for n in sorted(models.MODELS)
+]
+
+
+@pytest.mark.parametrize('name', NAMED)
 def test_every_named_model_traces_to_the_right_output_shape(name):
   spec = models.MODELS[name]
   model = create(name)
   shape = _tiny_shape(spec)
-  key = jax.random.key(0)
   # One trace: the initialisation's own forward pass gives the output (tracing init, then apply,
-  # traced the net twice; a net's Python takes seconds to trace).
-  out, _ = jax.eval_shape(
-      lambda x: model.init_with_output({'params': key, 'dropout': key}, x, train=False),
-      jax.ShapeDtypeStruct(shape, jnp.float32),
-  )
+  # traced the net twice).
+  out, _ = _traced(name)
   if spec.task == 'classification':
     assert out.shape == (2, spec.kwargs['num_classes'])
   elif spec.task == 'super_resolution':
@@ -127,12 +141,12 @@ def test_every_named_model_traces_to_the_right_output_shape(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(models.MODELS))
+@pytest.mark.parametrize('name', NAMED)
 def test_every_named_model_jit_compiles_and_runs(name):
   spec = models.MODELS[name]
   model = create(name)
   shape = _tiny_shape(spec)
-  abstract = init_variables(model, shape, abstract=True)
+  _, abstract = _traced(name)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   lowered = apply.lower(abstract, jax.ShapeDtypeStruct(shape, jnp.float32))
   compiled = lowered.compile(compiler_options=COMPILE_ONLY)
