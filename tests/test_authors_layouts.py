@@ -2,12 +2,13 @@
 it, their xDnCNN cell, the same function under the 'xla' and 'cpu' kernels, and the studies that
 compare them with our readings."""
 
+import functools
 import pathlib
 
 import jax
 import numpy as np
 import pytest
-from test_kernels import _results
+from test_kernels import _results, compiled_run
 
 from dxnet_jax import models, sweep
 
@@ -56,15 +57,30 @@ def test_an_unknown_layout_or_cell_order_is_a_clear_error(name, option):
     models.init_variables(model, (1, 8, 8, 1), abstract=True)
 
 
-@pytest.mark.parametrize('name,overrides,remat', CASES)
+@functools.lru_cache(maxsize=None)
+def _initial_variables(name, shape):
+  """The initialiser's values of a case's plain 'xla' net, shared by its remat modes (same
+  variables, checked below) in one xdist worker."""
+  overrides = next(o for n, o, _ in CASES if n == name)
+  return models.init_variables(models.create(name, **overrides, kernels='xla'), shape)
+
+
+@pytest.mark.parametrize(
+    'name,overrides,remat',
+    [pytest.param(*case, marks=pytest.mark.xdist_group(f'authors_{case[0]}')) for case in CASES],
+)
 def test_xla_and_cpu_kernels_compute_the_authors_layouts_alike(name, overrides, remat):
   x = jax.random.uniform(jax.random.key(1), (2, 10, 10, 1))
   overrides = dict(overrides, remat=remat) if remat else overrides
   xla = models.create(name, **overrides, kernels='xla')
   cpu = models.create(name, **overrides, kernels='cpu')
-  variables = models.init_variables(xla, x.shape)
-  expected = jax.jit(lambda v, x: _results(xla, v, x))(variables, x)
-  actual = jax.jit(lambda v, x: _results(cpu, v, x))(variables, x)
+  variables = _initial_variables(name, x.shape)
+  for model in (xla, cpu):
+    assert jax.tree.map(np.shape, variables) == jax.tree.map(
+        np.shape, models.init_variables(model, x.shape, abstract=True)
+    )
+  expected = compiled_run(lambda v, x: _results(xla, v, x), variables, x)
+  actual = compiled_run(lambda v, x: _results(cpu, v, x), variables, x)
   for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     # The running means behind a BatchNorm's output are zero up to rounding (about 1e-7).
     scale = max(float(np.max(np.abs(b))), 1e-2)

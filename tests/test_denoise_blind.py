@@ -1,5 +1,6 @@
 """The noise-level-conditioned (blind) denoisers: models, their config and data, evaluation."""
 
+import functools
 import importlib.util
 import json
 import pathlib
@@ -30,13 +31,33 @@ def _config(arg):
   return module.get_config(arg)
 
 
-def _randomised(variables, seed=1):
-  """Variables with every parameter drawn at random, so the (zero-initialised) output conv
-  acts; BatchNorm statistics kept."""
-  leaves, tree = jax.tree.flatten(variables['params'])
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  leaves = [0.3 * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
-  return {**variables, 'params': jax.tree.unflatten(tree, leaves)}
+def _tiny(name, **options):
+  return models.create(name, kernels='xla', **TINY, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def _randomised(name, unshuffle=False, seed=1):
+  """Variables of a tiny blind denoiser with every parameter drawn at random, so the
+  (zero-initialised) output conv acts; BatchNorm statistics at their initial values. Made from
+  the variables' shapes (no initialiser compiled), once for the tests that share them; no shape
+  depends on the image size."""
+  model = _tiny(name, unshuffle=unshuffle)
+  channels = models.input_shape(name)[-1]
+  abstract = models.init_variables(model, (1, 24, 24, channels), abstract=True)
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(
+      lambda a: 0.3 * rng.standard_normal(a.shape, np.float32), abstract['params']
+  )
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, a: np.full(a.shape, float(path[-1].key == 'var'), np.float32),
+      abstract['batch_stats'],
+  )
+  return {'params': params, 'batch_stats': stats}
+
+
+def _apply(model, variables, x):
+  """`model.apply` as one jitted program, not eagerly (where each op compiles on its own)."""
+  return np.asarray(jax.jit(model.apply)(variables, x))
 
 
 @pytest.mark.parametrize(
@@ -57,32 +78,32 @@ def test_registry_models_take_the_image_and_its_level_map(name, channels, count)
 
 
 def test_the_output_follows_the_level_map_and_at_level_fills_it():
-  model = models.create('dxnet_denoise_blind', kernels='xla', **TINY)
-  variables = _randomised(models.init_variables(model, (1, 24, 24, 2)))
+  model = _tiny('dxnet_denoise_blind')
+  variables = _randomised('dxnet_denoise_blind')
   image = np.random.default_rng(0).random((1, 24, 24, 1), np.float32)
-  outputs = {s: np.asarray(models.at_level(model, s).apply(variables, image)) for s in (5.0, 50.0)}
+  outputs = {s: _apply(models.at_level(model, s), variables, image) for s in (5.0, 50.0)}
   assert np.abs(outputs[5.0] - outputs[50.0]).max() > 1e-4
   level_map = np.full((1, 24, 24, 1), 50 / 255, np.float32)
-  with_map = model.apply(variables, np.concatenate([image, level_map], -1))
+  with_map = _apply(model, variables, np.concatenate([image, level_map], -1))
   np.testing.assert_allclose(with_map, outputs[50.0], atol=1e-6)
   with pytest.raises(ValueError, match='at_level'):
     model.apply(variables, image)
 
 
 def test_an_untrained_net_returns_its_input():
-  model = models.create('dxnet_denoise_blind_rgb', kernels='xla', **TINY)
+  model = _tiny('dxnet_denoise_blind_rgb')
   variables = models.init_variables(model, (1, 16, 16, 4))
   image = np.random.default_rng(1).random((1, 16, 16, 3), np.float32)
-  np.testing.assert_allclose(models.at_level(model, 30).apply(variables, image), image)
+  np.testing.assert_allclose(_apply(models.at_level(model, 30), variables, image), image)
 
 
 @pytest.mark.parametrize('height, width', [(24, 24), (23, 17)])
 def test_the_unshuffle_front_end_keeps_any_image_size(height, width):
-  model = models.create('dxnet_denoise_blind_rgb', kernels='xla', unshuffle=True, **TINY)
-  variables = _randomised(models.init_variables(model, (1, 24, 24, 4)))
+  model = _tiny('dxnet_denoise_blind_rgb', unshuffle=True)
+  variables = _randomised('dxnet_denoise_blind_rgb', unshuffle=True)
   assert variables['params']['stem_conv']['kernel'].shape[2] == 13  # 4 x 3 channels + map
   image = np.random.default_rng(2).random((1, height, width, 3), np.float32)
-  out = models.at_level(model, 25).apply(variables, image)
+  out = _apply(models.at_level(model, 25), variables, image)
   assert out.shape == image.shape
   x = np.random.default_rng(3).random((2, 6, 8, 5))
   np.testing.assert_array_equal(models.pixel_shuffle(models.pixel_unshuffle(x, 2), 2), x)
@@ -90,11 +111,10 @@ def test_the_unshuffle_front_end_keeps_any_image_size(height, width):
 
 def test_every_kernels_setting_computes_the_same_blind_net():
   image = np.random.default_rng(4).random((1, 20, 20, 1), np.float32)
-  xla = models.create('dxnet_denoise_blind', kernels='xla', **TINY)
-  variables = _randomised(models.init_variables(xla, (1, 20, 20, 2)))
-  want = models.at_level(xla, 20).apply(variables, image)
+  variables = _randomised('dxnet_denoise_blind')
+  want = _apply(models.at_level(_tiny('dxnet_denoise_blind'), 20), variables, image)
   cpu = models.create('dxnet_denoise_blind', kernels='cpu', **TINY)
-  got = models.at_level(cpu, 20).apply(variables, image)
+  got = _apply(models.at_level(cpu, 20), variables, image)
   np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -135,13 +155,13 @@ def test_the_pipeline_appends_each_patch_sigma_as_its_level_map():
 
 
 def test_evaluation_fills_the_map_with_the_sigma_scored():
-  model = models.create('dxnet_denoise_blind', kernels='xla', **TINY)
-  variables = _randomised(models.init_variables(model, (1, 16, 16, 2)))
+  model = _tiny('dxnet_denoise_blind')
+  variables = _randomised('dxnet_denoise_blind')
   with pytest.raises(ValueError, match='--sigma'):
     evaluate.model_predict(model, variables)
   image = np.random.default_rng(5).random((16, 16, 1), np.float32)
   got = evaluate.model_predict(model, variables, 15.0)(image)
-  want = models.at_level(model, 15.0).apply(variables, image[None])[0]
+  want = _apply(models.at_level(model, 15.0), variables, image[None])[0]
   np.testing.assert_allclose(got, want, atol=1e-6)
 
 
@@ -154,8 +174,7 @@ def blind_model_dir(tmp_path_factory):
   config = _config('gray')
   config.model.update(TINY)
   config.model.kernels = 'xla'
-  model = models.create(config.model.to_dict())
-  variables = _randomised(models.init_variables(model, (1, 24, 24, 2)))
+  variables = _randomised('dxnet_denoise_blind')
   folder = root / 'blind_tiny'
   folder.mkdir()
   (folder / pretrained.MANIFEST).write_text(json.dumps({'config': config.to_dict()}))
@@ -188,7 +207,7 @@ def test_denoise_estimates_the_level_per_image_and_uses_a_given_one(
   assert 'sigma 30 (given)' in capsys.readouterr().out
   model, variables, _ = pretrained.load('blind_tiny')
   pixels = np.asarray(Image.open(path), np.float32)[None, ..., None] / 255
-  want = models.at_level(model, 30).apply(variables, pixels)[0, ..., 0]
+  want = _apply(models.at_level(model, 30), variables, pixels)[0, ..., 0]
   want = np.floor(np.clip(want, 0, 1) * 255 + 0.5)
   got = np.asarray(Image.open(out / 'noisy_denoised.png'), np.float32)
   assert np.abs(got - want).max() <= 1  # float rounding may flip a half

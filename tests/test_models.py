@@ -1,6 +1,7 @@
 """Model library: the paper's sizes, shapes, remat equivalence and config errors."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,15 @@ PUBLISHED = {
     'dxnet16_sr': (0.86e6, 0.02e6),
     'dxnet_denoise_444': (139e3, 0.02 * 139e3),
 }
+
+
+# The tests below that compile nets check that XLA compiles them, or compare two programs; they
+# time nothing. XLA's backend at optimisation level 0 compiles in half the time of the suite's
+# level 1 (tests/conftest.py; densenet_bc_k12_16's forward pass: 1.9 vs 4.1 CPU seconds), results
+# moving by float rounding. A run that sets DXNET_TEST_XLA_OPT_LEVEL compiles as it asks.
+COMPILE_ONLY = (
+    {} if 'DXNET_TEST_XLA_OPT_LEVEL' in os.environ else {'xla_backend_optimization_level': 0}
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,18 +103,32 @@ def _tiny_shape(spec):
   return (2, size, size, spec.input_shape[-1])
 
 
-@pytest.mark.parametrize('name', sorted(models.MODELS))
+@functools.lru_cache(maxsize=None)
+def _traced(name):
+  """(output, variables) of a named model's initialisation on its tiny input, as shapes: one
+  trace per worker for the two tests below, which xdist runs together (a net's Python takes
+  seconds to trace)."""
+  model = create(name)
+  key = jax.random.key(0)
+  return jax.eval_shape(
+      lambda x: model.init_with_output({'params': key, 'dropout': key}, x, train=False),
+      jax.ShapeDtypeStruct(_tiny_shape(models.MODELS[name]), jnp.float32),
+  )
+
+
+NAMED = [
+    pytest.param(n, marks=pytest.mark.xdist_group(f'named_{n}')) for n in sorted(models.MODELS)
+]
+
+
+@pytest.mark.parametrize('name', NAMED)
 def test_every_named_model_traces_to_the_right_output_shape(name):
   spec = models.MODELS[name]
   model = create(name)
   shape = _tiny_shape(spec)
-  key = jax.random.key(0)
   # One trace: the initialisation's own forward pass gives the output (tracing init, then apply,
-  # traced the net twice; a net's Python takes seconds to trace).
-  out, _ = jax.eval_shape(
-      lambda x: model.init_with_output({'params': key, 'dropout': key}, x, train=False),
-      jax.ShapeDtypeStruct(shape, jnp.float32),
-  )
+  # traced the net twice).
+  out, _ = _traced(name)
   if spec.task == 'classification':
     assert out.shape == (2, spec.kwargs['num_classes'])
   elif spec.task == 'super_resolution':
@@ -117,14 +141,15 @@ def test_every_named_model_traces_to_the_right_output_shape(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(models.MODELS))
+@pytest.mark.parametrize('name', NAMED)
 def test_every_named_model_jit_compiles_and_runs(name):
   spec = models.MODELS[name]
   model = create(name)
   shape = _tiny_shape(spec)
-  abstract = init_variables(model, shape, abstract=True)
+  _, abstract = _traced(name)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  compiled = apply.lower(abstract, jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
+  lowered = apply.lower(abstract, jax.ShapeDtypeStruct(shape, jnp.float32))
+  compiled = lowered.compile(compiler_options=COMPILE_ONLY)
   # Small constant parameters (BatchNorm variances included) keep every value finite; the compiled
   # program, not the initialiser, is what this test is about.
   variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), abstract)
@@ -165,22 +190,35 @@ def _plain_model(name):
   return _tiny_model(name)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+_STEPS = {}
+
+
 def _loss_and_grads(model, variables, x):
-  """Training-mode loss, statistics and parameter gradients: one compile per (model, shapes), so
-  the cases that share a plain net share its step."""
+  """Training-mode loss, statistics and parameter gradients: compiled once per model (each has
+  one input shape), so the cases that share a plain net share its step."""
 
-  def loss(params):
-    out, updates = model.apply(
-        {**variables, 'params': params},
-        x,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': jax.random.key(3)},
-    )
-    return jnp.mean(jnp.square(out)), updates
+  def loss_and_grads(variables, x):
+    def loss(params):
+      out, updates = model.apply(
+          {**variables, 'params': params},
+          x,
+          train=True,
+          mutable=['batch_stats'],
+          rngs={'dropout': jax.random.key(3)},
+      )
+      return jnp.mean(jnp.square(out)), updates
 
-  return jax.value_and_grad(loss, has_aux=True)(variables['params'])
+    return jax.value_and_grad(loss, has_aux=True)(variables['params'])
+
+  if model not in _STEPS:
+    lowered = jax.jit(loss_and_grads).lower(variables, x)
+    _STEPS[model] = lowered.compile(compiler_options=COMPILE_ONLY)
+  return _STEPS[model](variables, x)
+
+
+# The tests of the tiny dxnet_k12_12 run in one xdist worker, which compiles its initialiser
+# and its plain training step once for all of them.
+TINY_DXNET = pytest.mark.xdist_group('tiny_dxnet_k12_12')
 
 
 # Each case compiles two tiny training steps (~50 s on 2 cores; the plain dxnet_k12_12's is
@@ -190,8 +228,8 @@ def _loss_and_grads(model, variables, x):
 @pytest.mark.parametrize(
     'name,remat',
     [
-        ('dxnet_k12_12', True),
-        ('dxnet_k12_12', 'speed'),
+        pytest.param('dxnet_k12_12', True, marks=TINY_DXNET),
+        pytest.param('dxnet_k12_12', 'speed', marks=TINY_DXNET),
         ('densenet_bc_k12_16', 'speed'),
         ('dxnet16_sr', 'speed'),
         ('dxnet_denoise_444', True),
@@ -231,6 +269,7 @@ def test_remat_gives_the_same_parameters_outputs_gradients_and_statistics(
     assert float(jnp.max(jnp.abs(a - b))) / scale < 3e-5
 
 
+@TINY_DXNET
 def test_xunit_gates_lie_in_unit_interval():
   model = _tiny_model('dxnet_k12_12')
   shape = (2, 8, 8, 3)
@@ -278,6 +317,7 @@ def test_gaussian_xunit_gate_is_gaussian_of_its_preactivation():
   np.testing.assert_allclose(y, x * np.exp(-np.square(g)), rtol=1e-4, atol=1e-6)
 
 
+@TINY_DXNET
 def test_classifier_features_and_head_give_the_logits():
   model = _tiny_model('dxnet_k12_12')
   shape = (2, 8, 8, 3)
@@ -319,6 +359,7 @@ def test_pixel_shuffle_matches_pytorch_channel_order():
         assert int(y[0, i, j, c]) == int(x[0, 0, 0, c * 4 + i * 2 + j])
 
 
+@TINY_DXNET
 def test_bf16_compute_keeps_float32_parameters_and_agrees():
   shape = (2, 8, 8, 3)
   x = jax.random.uniform(jax.random.key(7), shape)

@@ -1,6 +1,7 @@
 """ordered_remat / tied_checkpoint: same values and gradients as no remat, and less memory."""
 
 import functools
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -80,30 +81,44 @@ def test_ordered_remat_module_keeps_variables_updates_and_gradients():
   _assert_trees_close(upd_plain, upd_remat)
 
 
-def _block_step_temp_bytes(remat_cls, monkeypatch, remat=True):
-  """Temporary memory of a compiled forward+backward pass through an 8-layer dense block."""
-  monkeypatch.setattr(dense_block, 'ordered_remat', remat_cls)
-  block = _block(8, 12, remat)
-  x = jnp.ones((16, 16, 16, 24))
-  # Jitted: an eager init compiles each of the block's ops on its own (the same values).
-  variables = jax.jit(lambda key, x: block.init(key, x, False))(jax.random.key(0), x)
-
-  def loss(params):
-    y, _ = block.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
-    return jnp.mean(jnp.square(y))
-
-  compiled = jax.jit(jax.grad(loss)).lower(variables['params']).compile()
-  return compiled.memory_analysis().temp_size_in_bytes
+# What wraps each dense layer in the memory comparisons, in `ordered_remat`'s place.
+REMAT_FORMS = {
+    'none': lambda cls, static_argnums, sync=None: cls,
+    'nn.remat': lambda cls, static_argnums, sync: nn.remat(cls, static_argnums=static_argnums),
+    'ordered_remat': ordered_remat,
+    'barrier': lambda cls, static_argnums, sync: ordered_remat(cls, static_argnums, sync='barrier'),
+}
+# The tests that compare compiled memory run in one xdist worker, where each (form, mode) is
+# compiled once for all of them.
+MEMORY = pytest.mark.xdist_group('remat_memory')
 
 
+@functools.lru_cache(maxsize=None)
+def _block_step_temp_bytes(form, remat=True):
+  """Temporary memory of a compiled forward+backward pass through an 8-layer dense block whose
+  layers `REMAT_FORMS[form]` wraps. Lowered from the variables' shapes: nothing is initialised
+  (a jitted init compiled the whole block once more)."""
+  with mock.patch.object(dense_block, 'ordered_remat', REMAT_FORMS[form]):
+    block = _block(8, 12, remat)
+    x = jnp.ones((16, 16, 16, 24))
+    variables = jax.eval_shape(lambda: block.init(jax.random.key(0), x, False))
+
+    def loss(params, batch_stats):
+      y, _ = block.apply(
+          {'params': params, 'batch_stats': batch_stats}, x, True, mutable=['batch_stats']
+      )
+      return jnp.mean(jnp.square(y))
+
+    lowered = jax.jit(jax.grad(loss)).lower(variables['params'], variables['batch_stats'])
+  return lowered.compile().memory_analysis().temp_size_in_bytes
+
+
+@MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
-def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not(monkeypatch):
-  no_remat = lambda cls, static_argnums, sync=None: cls
-  plain = _block_step_temp_bytes(no_remat, monkeypatch)
-  flax_remat = _block_step_temp_bytes(
-      lambda cls, static_argnums, sync: nn.remat(cls, static_argnums=static_argnums), monkeypatch
-  )
-  ordered = _block_step_temp_bytes(ordered_remat, monkeypatch)
+def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not():
+  plain = _block_step_temp_bytes('none')
+  flax_remat = _block_step_temp_bytes('nn.remat')
+  ordered = _block_step_temp_bytes('ordered_remat')
   print(
       f'temp MiB: no remat {plain / 2**20:.1f}, nn.remat {flax_remat / 2**20:.1f}, '
       f'ordered_remat {ordered / 2**20:.1f}'
@@ -144,23 +159,21 @@ def test_barrier_sync_matches_plain_function():
   _assert_trees_close(plain, tied)
 
 
+@MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
-def test_barrier_sync_also_lowers_peak_memory(monkeypatch):
-  no_remat = lambda cls, static_argnums, sync=None: cls
-  plain = _block_step_temp_bytes(no_remat, monkeypatch)
-  barrier = _block_step_temp_bytes(
-      lambda cls, static_argnums, sync: ordered_remat(cls, static_argnums, sync='barrier'),
-      monkeypatch,
-  )
+def test_barrier_sync_also_lowers_peak_memory():
+  plain = _block_step_temp_bytes('none')
+  barrier = _block_step_temp_bytes('barrier')
   print(f'temp MiB: no remat {plain / 2**20:.1f}, barrier {barrier / 2**20:.1f}')
   assert barrier < 0.8 * plain
 
 
+@MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
-def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode(monkeypatch):
-  plain = _block_step_temp_bytes(ordered_remat, monkeypatch, remat=False)
-  speed = _block_step_temp_bytes(ordered_remat, monkeypatch, remat='speed')
-  memory = _block_step_temp_bytes(ordered_remat, monkeypatch, remat='memory')
+def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode():
+  plain = _block_step_temp_bytes('ordered_remat', remat=False)
+  speed = _block_step_temp_bytes('ordered_remat', remat='speed')
+  memory = _block_step_temp_bytes('ordered_remat', remat='memory')
   print(
       f'temp MiB: no remat {plain / 2**20:.1f}, speed {speed / 2**20:.1f}, '
       f'memory {memory / 2**20:.1f}'
