@@ -56,6 +56,16 @@ def user_errors(
     sys.exit(report(prog, error, argv))
 
 
+def number_or_auto(value: str):
+  """An argparse type: 'auto', or a number (a noise level to estimate or give)."""
+  if value == 'auto':
+    return value
+  try:
+    return float(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
 class ArgumentParser(argparse.ArgumentParser):
   """argparse with a `--verbose` option and one-line usage errors (status 2, as argparse)."""
 

@@ -36,12 +36,12 @@ bounded (the image, its output, and about 1.2 GB for 512-px tiles) however large
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
 import numpy as np
 
+from dxnet_jax import cli
 from dxnet_jax import image_files
 from dxnet_jax import inference
 from dxnet_jax import noise_level
@@ -63,7 +63,7 @@ def _parser():
   )
   parser.add_argument(
       '--sigma',
-      type=_sigma_arg,
+      type=cli.number_or_auto,
       help="noise level of the inputs (0-255 scale), or 'auto': estimated per image (blind "
       'models; their default)',
   )
@@ -75,16 +75,6 @@ def _parser():
   )
   parser.add_argument('--seed', type=int, default=0, help='seed of --add-noise (default 0)')
   return parser
-
-
-def _sigma_arg(value: str):
-  """--sigma: 'auto' or a number."""
-  if value == 'auto':
-    return value
-  try:
-    return float(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def noisy_image(clean: np.ndarray, peak: int, sigma: float, seed: int, index: int) -> np.ndarray:

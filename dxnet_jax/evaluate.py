@@ -169,7 +169,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument('--sigma', type=float, help='denoising noise level (0-255 scale)')
   parser.add_argument(
       '--level',
-      type=_level_arg,
+      type=cli.number_or_auto,
       help="the noise level a blind denoiser is told: a number, or 'auto' (estimated per image); "
       'default: --sigma',
   )
@@ -179,16 +179,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
   parser.add_argument('--per-image', action='store_true', help='include per-image scores')
   return parser.parse_args(argv)
-
-
-def _level_arg(value: str):
-  """--level: 'auto' or a number."""
-  if value == 'auto':
-    return value
-  try:
-    return float(value)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def settings(task: str, data=None, *, sigma=None, scale=None, channels=None, seed=None) -> dict:
