@@ -24,13 +24,17 @@ Environment variables (arguments to :func:`initialize` win over them):
 ``DXNET_NUM_PROCESSES``      number of processes (one per host is usual)
 ``DXNET_PROCESS_ID``         this process's id, ``0 .. num_processes-1``
 ``DXNET_LOCAL_DEVICE_IDS``   e.g. ``0,1``: the local accelerators this process uses (GPU)
-``DXNET_HEARTBEAT_TIMEOUT``  seconds without heartbeats before a process counts as dead (100)
+``DXNET_HEARTBEAT_TIMEOUT``  seconds without heartbeats before a process counts as dead (100;
+                             one process alone: a week)
 ``DXNET_INIT_TIMEOUT``       seconds to wait for all processes to connect (300)
 ``DXNET_SHUTDOWN_TIMEOUT``   seconds a process waits for the others at a clean exit (300)
 =========================== ==============================================================
 
 A process that dies stops the others: JAX's coordination service (run by process 0) marks a
 process dead after ``heartbeat_timeout`` seconds without heartbeats and terminates the others.
+A single process runs the service too (for JAX's preemption notice on SIGTERM), where no peer
+can die: there the timeout defaults to a week, so a run paused longer than 100 s (a laptop
+asleep, a suspended VM, SIGSTOP) is not aborted by its own service when it resumes.
 On CPU, cross-process collectives use gloo, selected here before the backend starts. The
 data-parallel placement helpers live in :mod:`dxnet_jax.sharding`.
 """
@@ -67,6 +71,7 @@ _ALIASES = {
 
 # JAX's own defaults (jax.distributed.initialize), kept unless overridden.
 DEFAULT_HEARTBEAT_TIMEOUT_S = 100
+SINGLE_PROCESS_HEARTBEAT_TIMEOUT_S = 7 * 24 * 3600
 DEFAULT_INIT_TIMEOUT_S = 300
 DEFAULT_SHUTDOWN_TIMEOUT_S = 300
 
@@ -313,7 +318,9 @@ def initialize(
           heartbeat_timeout_s,
           'heartbeat_timeout_s',
           ENV_HEARTBEAT_TIMEOUT,
-          DEFAULT_HEARTBEAT_TIMEOUT_S,
+          SINGLE_PROCESS_HEARTBEAT_TIMEOUT_S
+          if plan.kind == 'single'
+          else DEFAULT_HEARTBEAT_TIMEOUT_S,
       ),
       shutdown_timeout_seconds=_timeout(
           shutdown_timeout_s, 'shutdown_timeout_s', ENV_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT_S

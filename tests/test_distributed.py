@@ -182,6 +182,22 @@ def test_initialize_single_starts_a_runtime_whose_preemption_service_catches_sig
   assert int(out.stdout.split('PREEMPTED')[-1]) >= 10
 
 
+def test_a_single_process_gets_a_heartbeat_timeout_that_outlasts_a_pause(dist, monkeypatch):
+  """One process runs the coordination service only for the preemption notice: its heartbeat
+  timeout is a week, so a run paused for minutes (SIGSTOP, a laptop asleep) is not aborted by
+  its own service on resuming; DXNET_HEARTBEAT_TIMEOUT still sets it."""
+  import jax
+
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda *args, **kw: calls.append(kw))
+  assert dist.initialize().kind == 'single'
+  assert calls[-1]['heartbeat_timeout_seconds'] >= 24 * 3600
+  monkeypatch.setenv('DXNET_HEARTBEAT_TIMEOUT', '30')
+  dist.initialize()
+  assert calls[-1]['heartbeat_timeout_seconds'] == 30
+
+
 def test_initialize_partial_env_raises_before_touching_jax(dist, monkeypatch):
   import jax
 
