@@ -13,10 +13,11 @@ from dxnet_jax import compilation_cache
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Compiles a tiny DxNet's forward pass with each kernels setting named in argv, counting the
-# persistent cache's hits and misses per setting.
+# persistent cache's hits and misses per setting. The variables are host arrays of the init's
+# shapes (abstract init), so the forward pass is the one program each setting compiles.
 _COMPILE = """
 import json, sys
-import jax, jax.numpy as jnp
+import jax, numpy as np
 from jax import monitoring
 import dxnet_jax
 from dxnet_jax import models
@@ -28,8 +29,10 @@ for kernels in sys.argv[1:]:
   del events[:]
   model = models.create('dxnet_denoise_444', blocks=(1,), growth_rate=4, stem_features=8,
                         kernels=kernels)
-  variables = models.init_variables(model, (1, 16, 16, 1))
-  jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.ones((1, 16, 16, 1)))
+  abstract = models.init_variables(model, (1, 16, 16, 1), abstract=True)
+  variables = jax.tree.map(lambda a: np.ones(a.shape, a.dtype), abstract)
+  x = np.ones((1, 16, 16, 1), np.float32)
+  jax.block_until_ready(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
   counts[kernels] = {k: events.count('/jax/compilation_cache/' + k)
                      for k in ('cache_hits', 'cache_misses')}
 print(json.dumps({'dir': jax.config.jax_compilation_cache_dir, 'counts': counts}))
@@ -65,6 +68,7 @@ def test_machine_key_follows_the_cpu_flags(tmp_path):
   assert key(avx2) == key(avx2) != key(avx512)
 
 
+@pytest.mark.slow  # three processes import JAX
 def test_import_enables_the_cache_unless_the_user_chose(tmp_path):
   show = 'import json, jax, dxnet_jax; print(json.dumps(jax.config.jax_compilation_cache_dir))'
   ours = _python(show, {compilation_cache.ENV_VAR: str(tmp_path / 'ours')})
