@@ -457,6 +457,7 @@ def test_inference_memory_table_for_a_tiny_photo(tmp_path, monkeypatch, random_v
   assert float(rows[0][4]) == 0  # the window row is the baseline of the '- window row' column
 
 
+@pytest.mark.slow
 def test_input_pipeline_table_gives_batch_shapes_and_rates():
   out = _script(['benchmarks.input_pipeline', '--batches', '2', '--pipelines', '1,3,4'])
   lines = out.strip().splitlines()

@@ -286,7 +286,13 @@ def _steps(process: mp.Process) -> list[str]:
   return [line for line in process.stdout_text().splitlines() if line.startswith('step ')]
 
 
-@pytest.mark.parametrize('victim', [1, 0], ids=['worker-dies', 'coordinator-dies'])
+@pytest.mark.parametrize(
+    'victim',
+    [
+        pytest.param(1, id='worker-dies', marks=pytest.mark.slow),
+        pytest.param(0, id='coordinator-dies'),
+    ],
+)
 def test_killed_process_makes_the_other_exit(tmp_path, victim):
   survivor_index = 1 - victim
   with mp.launch(
@@ -313,6 +319,7 @@ def test_killed_process_makes_the_other_exit(tmp_path, victim):
   assert mp.peer_death_reported(survivor.stderr_text()), mp.tail(survivor.stderr)
 
 
+@pytest.mark.slow
 def test_uncaught_exception_fails_fast(tmp_path):
   """An exception in one process stops the other within the heartbeat timeout, not after
   the shutdown timeout (120 s here) that a plain interpreter exit would wait for."""

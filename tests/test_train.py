@@ -104,6 +104,7 @@ def reference(project, tmp_path_factory):
 REFERENCE = pytest.mark.xdist_group('train_reference')
 
 
+@pytest.mark.slow  # it trains `reference` (9 steps)
 @REFERENCE
 def test_a_run_writes_its_outputs(reference):
   workdir, results = reference
@@ -125,6 +126,7 @@ def test_a_run_writes_its_outputs(reference):
   )
 
 
+@pytest.mark.slow
 @REFERENCE
 def test_stopping_and_resuming_matches_an_uninterrupted_run(project, reference, tmp_path):
   train.train_and_evaluate(tiny_config(project, num_steps=4), str(tmp_path))
@@ -168,6 +170,7 @@ def _rewrite_in_the_two_manager_layout(project, workdir, latest, best_step, best
   return jax.tree.map(np.asarray, saved[best_step][0].variables())
 
 
+@pytest.mark.slow
 @REFERENCE
 def test_a_workdir_of_the_two_manager_layout_resumes_and_keeps_its_best(
     project, reference, tmp_path
@@ -305,6 +308,7 @@ def test_cpu_devices_flag_rejects_zero(project, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(project, tmp_path):
   train.train_and_evaluate(tiny_config(project, num_steps=3), str(tmp_path))
   before = {p.name: p.stat().st_mtime for p in (tmp_path / 'checkpoints/latest').iterdir()}
@@ -320,6 +324,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(pr
   assert _saved_steps(tmp_path)[-1] == 4
 
 
+@pytest.mark.slow  # alone in a quick run, it trains `reference`
 @REFERENCE
 def test_a_workdir_of_another_model_is_refused_and_left_untouched(project, reference):
   workdir = reference[0]
