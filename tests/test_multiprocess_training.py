@@ -4,7 +4,8 @@ the two; a process killed mid-run, and a restart that resumes.
 
 A tiny gray denoiser (DenseNet 1-1 trunk, k=4) on eight random 32x32 images keeps every run to
 seconds. Run as a script this file is also the checkpoint inspector the tests start:
-``python tests/test_multiprocess_training.py inspect WORKDIR OUT.npz [WORKDIR OUT.npz ...]``.
+``python tests/test_multiprocess_training.py inspect WORKDIR OUT.npz [WORKDIR OUT.npz ...]``; it
+also writes what `load_for_inference` reads from the first workdir (``WORKDIR.loaded.npz``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def saved_steps(workdir: Path) -> list[int]:
 
 
 def inspect(logdir: Path, *workdirs: Path) -> list[dict[str, np.ndarray]]:
-  """Restore each workdir's latest checkpoint in one fresh 1-process, 1-device run."""
+  """Restore each workdir's latest checkpoint in one fresh 1-process, 1-device run (which also
+  runs `load_for_inference` on the first: `_load_for_inference_main`)."""
   args = [str(p) for w in workdirs for p in (w, w.parent / f'{w.name}.npz')]
   result = subprocess.run(
       [sys.executable, str(Path(__file__).resolve()), 'inspect', *args],
@@ -207,31 +209,14 @@ def test_two_process_checkpoint_resumes_in_one_process(two_and_one, tmp_path):
 
 @pytest.mark.slow
 @MP_TRAINING
-def test_load_for_inference_on_one_device(two_and_one, inspected, tmp_path):
+def test_load_for_inference_on_one_device(two_and_one, inspected):
   """`load_for_inference` (evaluate CLI, analysis) reads a checkpoint written by 2 processes
   x 2 devices in a plain 1-device process: the same parameters and statistics as the trainer's
   own restore of it (the inspector), and a model that runs on them."""
+  # The inspector's process (a plain 1-device one, no trainer state in it) loaded it before
+  # restoring anything: one process start serves both.
   two = two_and_one[1]
-  script = (
-      'import sys, jax, numpy as np; from dxnet_jax.train import checkpoint as c\n'
-      "m, v, cfg = c.load_for_inference(sys.argv[1], 'latest')\n"
-      'flat = {k + "/" + jax.tree_util.keystr(p): np.asarray(x) for k in v'
-      ' for p, x in jax.tree_util.tree_leaves_with_path(v[k])}\n'
-      'x = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(1, 16, 16, 1)\n'
-      'flat["output"] = np.asarray(m.apply(v, x, train=False))\n'
-      'np.savez(sys.argv[2], **flat)\n'
-  )
-  out = tmp_path / 'loaded.npz'
-  result = subprocess.run(
-      [sys.executable, '-c', script, str(two), str(out)],
-      cwd=mp.REPO,
-      env=mp.process_env(1),
-      capture_output=True,
-      text=True,
-      timeout=180,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  with np.load(out) as f:
+  with np.load(two.parent / f'{two.name}.loaded.npz') as f:
     loaded = {k: f[k] for k in f.files}
   restored = inspected[0]
   expected = {k: v for k, v in restored.items() if k.startswith(('params/', 'batch_stats/'))}
@@ -309,6 +294,24 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_resumes(setup
 # --------------------------------------------------------------------------- inspector
 
 
+def _load_for_inference_main(workdir: str, out: str) -> None:
+  """`load_for_inference`'s variables of the latest checkpoint, and the model's output on them
+  for a fixed 16x16 input, saved as npz."""
+  import jax
+
+  from dxnet_jax.train import checkpoint as ckpt_lib
+
+  model, variables, _ = ckpt_lib.load_for_inference(workdir, 'latest')
+  flat = {
+      k + '/' + jax.tree_util.keystr(p): np.asarray(x)
+      for k in variables
+      for p, x in jax.tree_util.tree_leaves_with_path(variables[k])
+  }
+  x = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(1, 16, 16, 1)
+  flat['output'] = np.asarray(model.apply(variables, x, train=False))
+  np.savez(out, **flat)
+
+
 def _inspect_main(workdir: str, out: str) -> None:
   """Restore the latest checkpoint onto this process's one device and save it as npz."""
   import jax
@@ -340,5 +343,9 @@ def _inspect_main(workdir: str, out: str) -> None:
 if __name__ == '__main__':
   if len(sys.argv) < 4 or len(sys.argv) % 2 or sys.argv[1] != 'inspect':
     sys.exit('usage: test_multiprocess_training.py inspect WORKDIR OUT.npz [WORKDIR OUT.npz ...]')
+  # First, before this process restores anything: load_for_inference as a fresh process runs it.
+  _load_for_inference_main(
+      sys.argv[2], str(Path(sys.argv[2]).parent / f'{Path(sys.argv[2]).name}.loaded.npz')
+  )
   for i in range(2, len(sys.argv), 2):
     _inspect_main(sys.argv[i], sys.argv[i + 1])
