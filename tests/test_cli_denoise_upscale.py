@@ -73,6 +73,7 @@ def test_add_noise_is_the_noise_evaluate_draws(images):
     np.testing.assert_array_equal(got, expected[i].inputs)
 
 
+@pytest.mark.slow
 def test_per_image_psnr_equals_evaluate_on_a_folder(tmp_path, capsys):
   name = _shipped(DENOISER)
   folder = tmp_path / 'set'
@@ -177,6 +178,7 @@ def test_existing_outputs_are_skipped_unless_overwrite(images, tmp_path, capsys)
   assert not [p for p in out.iterdir() if p.name.startswith('.')]
 
 
+@pytest.mark.slow
 def test_upscale_x4_and_downscale_report(images, tmp_path, capsys):
   name = _shipped(SR)
   assert upscale.main(['--model', name, str(images / 'lr.png'), '--out', str(tmp_path)]) == 0
@@ -194,6 +196,7 @@ def test_upscale_x4_and_downscale_report(images, tmp_path, capsys):
   assert Image.open(tmp_path / 'hr_lr.png').size == (16, 16)
 
 
+@pytest.mark.slow
 def test_upscale_keeps_gray_16bit_and_alpha(images, tmp_path, capsys):
   name = _shipped(SR)
   lr = np.asarray(Image.open(images / 'lr.png').convert('RGB'))

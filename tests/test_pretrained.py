@@ -151,8 +151,26 @@ def _remeasure(name, set_name, tmp_path, monkeypatch, kernels='auto'):
     assert abs(row['ssim'] - want['ssim']) < 1e-3, (set_name, row, want)
 
 
-@pytest.mark.parametrize('kernels', ['xla', 'cpu'])
-@pytest.mark.parametrize('name', NAMES)
+# Over about 3 s on a quiet 2-core CPU (a full-size net's compile, and the plain 'xla' parts' run).
+SLOW = {
+    ('denoise_densenet_555_s50_h200', 'xla'),
+    ('denoise_dxnet_444_s50_h200', 'xla'),
+    ('sr_densenet16_x4_budget', 'cpu'),
+    ('sr_densenet16_x4_budget', 'Set14'),
+    ('sr_dxnet16_x4_budget', 'xla'),
+    ('sr_dxnet16_x4_budget', 'cpu'),
+    ('sr_dxnet16_x4_budget', 'Set14'),
+    ('sr_dxnet16_x4_budget', 'BSD100'),
+}
+
+
+def _cases(pairs):
+  return [pytest.param(*pair, marks=[pytest.mark.slow] if pair in SLOW else []) for pair in pairs]
+
+
+@pytest.mark.parametrize(
+    'name,kernels', _cases([(name, kernels) for name in NAMES for kernels in ('xla', 'cpu')])
+)
 def test_every_shipped_model_scores_its_recorded_psnr_with_either_kernels(
     name, kernels, tmp_path, monkeypatch
 ):
@@ -169,7 +187,7 @@ CARD_SETS = [
 ]
 
 
-@pytest.mark.parametrize('name,set_name', CARD_SETS)
+@pytest.mark.parametrize('name,set_name', _cases(CARD_SETS))
 def test_every_shipped_model_scores_its_card_on_every_benchmark_set(
     name, set_name, tmp_path, monkeypatch
 ):
@@ -297,6 +315,7 @@ def _tiny_run(tmp_path):
   return workdir
 
 
+@pytest.mark.slow  # trains a tiny net for 2 steps
 def test_export_writes_what_load_reads_in_either_dtype(tmp_path, monkeypatch):
   workdir = _tiny_run(tmp_path)
   _, trained, _ = checkpoint.load_for_inference(str(workdir))
@@ -324,6 +343,7 @@ def test_export_never_overwrites_a_model(tmp_path):
   assert (tmp_path / 'taken' / pretrained.WEIGHTS).read_bytes() == before
 
 
+@pytest.mark.slow  # a `python -m dxnet_jax.evaluate` subprocess
 def test_measure_records_scores_and_rewrites_the_card(tmp_path, monkeypatch):
   crops = tmp_path / 'crops'
   crops.mkdir()
