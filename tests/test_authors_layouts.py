@@ -67,7 +67,10 @@ def _initial_variables(name, shape):
 
 @pytest.mark.parametrize(
     'name,overrides,remat',
-    [pytest.param(*case, marks=pytest.mark.xdist_group(f'authors_{case[0]}')) for case in CASES],
+    [
+        pytest.param(*case, marks=[pytest.mark.slow, pytest.mark.xdist_group(f'authors_{case[0]}')])
+        for case in CASES
+    ],
 )
 def test_xla_and_cpu_kernels_compute_the_authors_layouts_alike(name, overrides, remat):
   x = jax.random.uniform(jax.random.key(1), (2, 10, 10, 1))

@@ -100,8 +100,8 @@ def torch_estimate(sigma: int, noisy: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def cases(sigma: int, kernels: str):
-  """[(clean, noisy, the PyTorch net's estimate)], each [N, H, W]: the 96 px centre crops of all
-  twelve images as one batch, and for 'cpu' also whole images, one of each of Set12's sizes."""
+  """[(clean, noisy, the PyTorch net's estimate)], each [N, H, W]: the CROP px centre crops of all
+  twelve images as one batch, and for 'cpu' also the WHOLE image of this noise level."""
   images = noisy_set12(sigma)
   batches = [tuple(np.stack([crop(a, CROP) for a in pair]) for pair in zip(*images.values()))]
   if kernels == 'cpu':
@@ -121,12 +121,12 @@ def psnr(a, b):
   return 10 * np.log10(1.0 / np.mean(np.square(np.clip(a, 0, 1) - b)))
 
 
-# Every `kernels` setting on 96 px centre crops of all of Set12, in one batch; 'cpu' (what 'auto'
-# runs on a CPU) also on a whole image of each of Set12's sizes (256 and 512 px), other ones for
-# each noise level. The whole of Set12 in both nets took over a minute per checkpoint.
+# Every `kernels` setting on 64 px centre crops of all of Set12, in one batch; 'cpu' (what 'auto'
+# runs on a CPU) also on one whole image per noise level, one of each of Set12's sizes (256 px at
+# sigma 25, 512 px at sigma 50). The whole of Set12 in both nets took over a minute per checkpoint.
 KERNELS = ('cpu', 'gpu', 'xla')
-CROP = 96
-WHOLE = {25: ('01.png', '08.png'), 50: ('05.png', '11.png')}
+CROP = 64
+WHOLE = {25: ('01.png',), 50: ('11.png',)}
 
 
 def crop(image, size):
@@ -151,7 +151,7 @@ def test_the_converted_xdncnn_computes_what_the_authors_pytorch_net_computes(
     np.testing.assert_allclose(actual, expected, atol=TOLERANCE, rtol=0)
     gains += [psnr(a, c) - psnr(n, c) for a, n, c in zip(actual, noisy, clean)]
   # The residual's sign and the weights are right: the net denoises every image.
-  assert len(gains) == 12 + 2 * (kernels == 'cpu') and min(gains) > 3.0
+  assert len(gains) == 12 + (kernels == 'cpu') and min(gains) > 3.0
 
 
 def test_the_port_is_the_authors_network():

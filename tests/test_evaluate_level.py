@@ -62,6 +62,7 @@ def _noisy_crop(sigma, seed=0):
   return ((clean + noise) / 255)[..., None].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_auto_tells_the_model_the_estimated_level(tiny_blind):
   _, model, variables = tiny_blind
   for sigma in (10, 40):

@@ -79,7 +79,14 @@ def test_tiled_denoiser_equals_whole_image(denoiser, height, width, tile):
   np.testing.assert_allclose(tiled(image), _whole(model, variables, image), atol=2e-5)
 
 
-@pytest.mark.parametrize('height, width, tile', [(41, 57, 9), (30, 39, 12), (9, 14, 32)])
+@pytest.mark.parametrize(
+    'height, width, tile',
+    [
+        pytest.param(41, 57, 9, marks=pytest.mark.slow),
+        pytest.param(30, 39, 12, marks=pytest.mark.slow),
+        (9, 14, 32),
+    ],
+)
 def test_tiled_super_resolution_equals_whole_image(super_resolution, height, width, tile):
   model, variables = super_resolution
   image = np.random.default_rng(width).random((height, width, 3), np.float32)
@@ -123,6 +130,7 @@ def test_prepare_and_finish_fill_an_output_of_another_dtype(denoiser):
   assert np.abs(out.astype(np.int64) - inference.quantize(whole, np.uint16)).max() <= 1
 
 
+@pytest.mark.slow
 def test_gray_model_on_colour_and_colour_model_on_gray(denoiser, super_resolution):
   model, variables = denoiser
   rgb = np.random.default_rng(4).random((20, 24, 3), np.float32)
@@ -142,6 +150,7 @@ def test_gray_model_on_colour_and_colour_model_on_gray(denoiser, super_resolutio
   np.testing.assert_allclose(out, expected, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_shipped_denoiser_radius_and_tiles():
   name = 'denoise_dxnet_444_s50_h200'
   assert name in pretrained.available()  # the package ships it (tests/test_pretrained.py)

@@ -11,9 +11,17 @@ SHARED = paths.data_root()
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f'shared data absent: {SHARED}')
-@pytest.mark.parametrize('set_name', ['CBSD68', 'BSD68'])
-def test_the_estimate_is_within_2_of_the_true_level_on_real_images(set_name):
-  # The first 3 images of each set (docs/results.md has the whole sets).
+# CBSD68's colour estimates (a joint one and one per channel) take 15-20 s: slow.
+@pytest.mark.parametrize('set_name', [pytest.param('CBSD68', marks=pytest.mark.slow), 'BSD68'])
+def test_the_estimate_is_within_2_of_the_true_level_on_real_images(set_name, tmp_path, monkeypatch):
+  # The first 3 images of each set (docs/results.md has the whole sets), from a data root holding
+  # only those (the benchmark loads the whole set per level before taking the first 3: CBSD68's
+  # 68 colour images four times took 30 s); image i's noise is drawn from (seed, i) either way.
+  folder = tmp_path / set_name
+  folder.mkdir()
+  for path in sorted((SHARED / set_name).glob('*.png'))[:3]:
+    (folder / path.name).symlink_to(path)
+  monkeypatch.setenv(paths.ENV_VAR, str(tmp_path))
   for sigma in (5.0, 15.0, 25.0, 50.0):
     row = noise_level_benchmark.measure(set_name, sigma, limit=3)
     assert row['images'] == 3

@@ -17,6 +17,7 @@ from dxnet_jax import evaluate
 from dxnet_jax import pretrained
 from dxnet_jax import train
 from dxnet_jax.data import eval_sets
+from dxnet_jax.data import images as images_lib
 from dxnet_jax.data import paths
 from dxnet_jax.train import checkpoint
 from dxnet_jax.train import defaults
@@ -81,21 +82,22 @@ def test_card_and_manifest_hold_the_scores_of_the_stored_float16_weights(name):
     assert abs(score['psnr'] - reference[score['set']]) <= check['max_psnr_change_db'] + 1e-9
 
 
-# The images re-measured of each benchmark set, compared with their recorded per-image scores:
-# one per distinct input shape (one compiled program each), except Set14, whose 10 shapes would
-# cost minutes: its gray image (scored as gray) and its two smallest (62x90 and 69x69 LR pixels).
-# test001/test004 (BSD68) and img_001/img_004 (BSD100) are a portrait and a landscape photo;
-# Set5's five images have five shapes.
+# The image re-measured of each benchmark set, compared with its recorded per-image scores: one
+# whole image per set (each input shape is one compiled program of a full-size net, and running
+# the plain 'xla' parts on the CPU is slow: 110 s for the DxNet denoiser on the whole of Set12).
+# The smallest of Set12 and Set5 (256 px; 64 px LR); elsewhere an odd-sized or non-square one: a
+# BSD68 portrait (321x481), Set14's 69x69 px LR image and a BSD100 landscape (80x120 px LR).
+# Gray references scored as gray (Set14's img_003) are checked in test_data_eval_sets and
+# test_metrics; the means of every recorded set in test_card_means_are_the_means_of_....
 SUBSETS = {
-    'Set12': ('01.png', '08.png'),
-    'BSD68': ('test001.png', 'test004.png'),
-    'Set5': tuple(f'img_00{i}_SRF_4_HR.png' for i in (3, 1, 2, 4, 5)),
-    'Set14': ('img_003_SRF_4_HR.png', 'img_005_SRF_4_HR.png', 'img_006_SRF_4_HR.png'),
-    'BSD100': ('img_001_SRF_4_HR.png', 'img_004_SRF_4_HR.png'),
+    'Set12': ('01.png',),
+    'BSD68': ('test001.png',),
+    'Set5': ('img_003_SRF_4_HR.png',),
+    'Set14': ('img_006_SRF_4_HR.png',),
+    'BSD100': ('img_001_SRF_4_HR.png',),
 }
-# The smallest benchmark set of each task, re-measured with either kernels: the 'cpu' parts (what
-# measured the cards on the CPU) on its whole subset, the plain 'xla' parts (slow on the CPU: 110 s
-# for the DxNet denoiser on the whole of Set12) on the subset's first, smallest image.
+# The smallest benchmark set of each task, re-measured with either kernels ('cpu': what measured
+# the cards on the CPU, and what 'auto' runs there; the plain 'xla' parts).
 SMALLEST_SET = {'denoising': 'Set12', 'super_resolution': 'Set5'}
 
 
@@ -109,18 +111,35 @@ def test_card_means_are_the_means_of_the_recorded_per_image_scores(name):
       assert score[key] == pytest.approx(mean, rel=0, abs=1e-12), (score['set'], key)
 
 
-def _remeasure(name, set_name, kernels='auto', chosen_names=None):
-  """Re-measures `name` on the images `chosen_names` (default: SUBSETS) of `set_name` and
-  compares each with its recorded scores (model.json `measured`); the set's image names must be
-  the recorded ones."""
+def _data_root_holding(tmp_path, set_name, chosen_names):
+  """A data root whose `set_name` folder lists the set's files in their order: the chosen ones
+  themselves, every other one a 32 px stand-in, so `eval_sets.load` reads and degrades the set as
+  the card's measurement did (image i's noise is drawn from (seed, i)) without decoding it all
+  (BSD100 took 6 s)."""
+  source = paths.data_root() / set_name
+  folder = tmp_path / 'data' / set_name
+  folder.mkdir(parents=True)
+  for path in images_lib.list_images(source, images_lib.Issues(str(source))):
+    if path.name in chosen_names:
+      (folder / path.name).symlink_to(path)
+    else:
+      with Image.open(path) as image:
+        Image.new('L' if image.mode == 'L' else 'RGB', (32, 32), 128).save(folder / path.name)
+  return folder.parent
+
+
+def _remeasure(name, set_name, tmp_path, monkeypatch, kernels='auto'):
+  """Re-measures `name` on the SUBSETS images of `set_name` and compares each with its recorded
+  scores (model.json `measured`); the set's image names must be the recorded ones."""
   model, variables, config = pretrained.load(name, kernels=kernels)
   setting = evaluate.settings(config.task, config.data)
   protocol = evaluate.protocol_for(config.task, setting['scale'])
-  # The whole set, as the card's measurement loaded it: image i's noise is drawn from (seed, i).
+  chosen_names = SUBSETS[set_name]
+  monkeypatch.setenv(paths.ENV_VAR, str(_data_root_holding(tmp_path, set_name, chosen_names)))
+  # The whole set, as the card's measurement loaded it.
   images = eval_sets.load(set_name, task=config.task, **setting)
   (card,) = [s for s in pretrained.manifest(name)['measured']['scores'] if s['set'] == set_name]
   assert [image.name for image in images] == [image['name'] for image in card['images']]
-  chosen_names = chosen_names or SUBSETS[set_name]
   chosen = [image for image in images if image.name in chosen_names]
   assert len(chosen) == len(chosen_names)
   predict = evaluate.model_predict(model, variables, setting['sigma'])
@@ -132,11 +151,31 @@ def _remeasure(name, set_name, kernels='auto', chosen_names=None):
     assert abs(row['ssim'] - want['ssim']) < 1e-3, (set_name, row, want)
 
 
-@pytest.mark.parametrize('kernels', ['xla', 'cpu'])
-@pytest.mark.parametrize('name', NAMES)
-def test_every_shipped_model_scores_its_recorded_psnr_with_either_kernels(name, kernels):
+# Over about 3 s on a quiet 2-core CPU (a full-size net's compile, and the plain 'xla' parts' run).
+SLOW = {
+    ('denoise_densenet_555_s50_h200', 'xla'),
+    ('denoise_dxnet_444_s50_h200', 'xla'),
+    ('sr_densenet16_x4_budget', 'cpu'),
+    ('sr_densenet16_x4_budget', 'Set14'),
+    ('sr_dxnet16_x4_budget', 'xla'),
+    ('sr_dxnet16_x4_budget', 'cpu'),
+    ('sr_dxnet16_x4_budget', 'Set14'),
+    ('sr_dxnet16_x4_budget', 'BSD100'),
+}
+
+
+def _cases(pairs):
+  return [pytest.param(*pair, marks=[pytest.mark.slow] if pair in SLOW else []) for pair in pairs]
+
+
+@pytest.mark.parametrize(
+    'name,kernels', _cases([(name, kernels) for name in NAMES for kernels in ('xla', 'cpu')])
+)
+def test_every_shipped_model_scores_its_recorded_psnr_with_either_kernels(
+    name, kernels, tmp_path, monkeypatch
+):
   set_name = SMALLEST_SET[pretrained.manifest(name)['task']]
-  _remeasure(name, set_name, kernels, SUBSETS[set_name][:1] if kernels == 'xla' else None)
+  _remeasure(name, set_name, tmp_path, monkeypatch, kernels)
 
 
 # The model cards' other sets (BSD68; Set14, BSD100), re-measured on their SUBSETS images.
@@ -148,9 +187,11 @@ CARD_SETS = [
 ]
 
 
-@pytest.mark.parametrize('name,set_name', CARD_SETS)
-def test_every_shipped_model_scores_its_card_on_every_benchmark_set(name, set_name):
-  _remeasure(name, set_name)
+@pytest.mark.parametrize('name,set_name', _cases(CARD_SETS))
+def test_every_shipped_model_scores_its_card_on_every_benchmark_set(
+    name, set_name, tmp_path, monkeypatch
+):
+  _remeasure(name, set_name, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -274,6 +315,7 @@ def _tiny_run(tmp_path):
   return workdir
 
 
+@pytest.mark.slow  # trains a tiny net for 2 steps
 def test_export_writes_what_load_reads_in_either_dtype(tmp_path, monkeypatch):
   workdir = _tiny_run(tmp_path)
   _, trained, _ = checkpoint.load_for_inference(str(workdir))
@@ -301,6 +343,7 @@ def test_export_never_overwrites_a_model(tmp_path):
   assert (tmp_path / 'taken' / pretrained.WEIGHTS).read_bytes() == before
 
 
+@pytest.mark.slow  # a `python -m dxnet_jax.evaluate` subprocess
 def test_measure_records_scores_and_rewrites_the_card(tmp_path, monkeypatch):
   crops = tmp_path / 'crops'
   crops.mkdir()
