@@ -59,10 +59,11 @@ class _Layer(nn.Module):
 def test_ordered_remat_module_keeps_variables_updates_and_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   plain, remat = _Layer(), ordered_remat(_Layer, static_argnums=2)()
-  variables = plain.init(jax.random.key(1), x, False)
-  assert jax.tree.structure(remat.init(jax.random.key(1), x, False)) == jax.tree.structure(
-      variables
-  )
+  # Jitted: an eager init compiled each of its ops on its own.
+  variables = jax.jit(plain.init, static_argnums=2)(jax.random.key(1), x, False)
+  assert jax.tree.structure(
+      jax.eval_shape(lambda key, x: remat.init(key, x, False), jax.random.key(1), x)
+  ) == jax.tree.structure(variables)
 
   def loss(params, model):
     y, updates = model.apply(
@@ -182,20 +183,32 @@ def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode():
   assert memory < speed
 
 
+@functools.lru_cache(maxsize=None)
+def _small_block_grads(mode):
+  """Parameter gradients of a 3-layer block's training-mode loss, remat `mode`: the modes'
+  tests (one xdist group) share the plain block's, and the variables, made once."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
+  variables = _small_block_variables()
+  model = _block(3, 4, mode)
+
+  def loss(params):
+    y, _ = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
+    return jnp.mean(jnp.square(y))
+
+  return jax.jit(jax.grad(loss))(variables['params'])
+
+
+@functools.lru_cache(maxsize=None)
+def _small_block_variables():
+  # Jitted: an eager init compiled each of its ops on its own.
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
+  return jax.jit(_block(3, 4).init, static_argnums=2)(jax.random.key(1), x, False)
+
+
+@pytest.mark.xdist_group('remat_small_block')
 @pytest.mark.parametrize('mode', [True, 'memory', 'speed'])
 def test_dense_block_remat_modes_give_the_same_gradients(mode):
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
-  plain, remat = _block(3, 4), _block(3, 4, mode)
-  variables = plain.init(jax.random.key(1), x, False)
-
-  def grads(model):
-    def loss(params):
-      y, _ = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
-      return jnp.mean(jnp.square(y))
-
-    return jax.jit(jax.grad(loss))(variables['params'])
-
-  _assert_trees_close(grads(plain), grads(remat))
+  _assert_trees_close(_small_block_grads(False), _small_block_grads(mode))
 
 
 def test_unknown_sync_mode_is_a_clear_error():
