@@ -61,6 +61,7 @@ def _gradient_hlo(model) -> str:
   return lowered.compile().as_text()
 
 
+@pytest.mark.slow
 def test_remat_speed_reads_each_layer_output_gradient_from_one_buffer():
   # Under remat='speed' a dense layer's output gradient is the sum of every later layer's
   # piece. Fused into each of the 3x3 convolution's nine shifted copies it was recomputed nine
@@ -97,6 +98,7 @@ def _first_xunit_backward_operand_counts(through_product: bool) -> list:
   return _backward_fusion_operand_counts(hlo, lambda path: 'trunk/block0/layer0/xunit/' in path)
 
 
+@pytest.mark.slow
 def test_xunit_output_gradient_is_summed_once_before_its_readers():
   # The first layer's output gradient is a sum over the three later layers' pieces (and the
   # final BatchNorm's). Left to XLA, that sum sat inside several of the xUnit's backward fusions

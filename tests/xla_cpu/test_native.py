@@ -178,6 +178,7 @@ def test_the_cpu_parts_take_the_native_kernels_where_they_were_measured_faster()
   assert 'dxnet_conv2d' in hlo and 'dxnet_depthwise_conv2d' in hlo
 
 
+@pytest.mark.slow
 def test_a_dxnet_trains_the_same_with_native_and_pure_jax_convolutions(
     monkeypatch, random_variables
 ):
@@ -262,6 +263,7 @@ def test_builds_once_into_the_cache_and_reports_compiler_errors(tmp_path, monkey
   assert left == [library.name]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() != 'x86_64', reason='x86-64 targets')
 @pytest.mark.parametrize('march', ['x86-64-v3', 'x86-64'])  # AVX2 (8 floats), SSE2 (4 floats)
 def test_builds_for_older_cpus_compute_the_same(march, tmp_path, monkeypatch):

@@ -114,6 +114,7 @@ def _block_step_temp_bytes(form, remat=True):
   return lowered.compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 @MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not():
@@ -128,6 +129,7 @@ def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not():
   assert ordered < 0.6 * flax_remat
 
 
+@pytest.mark.slow
 def test_ordered_remat_under_pmap_with_synchronised_batch_norm():
   """The pmap trainer path: BatchNorm statistics averaged over the device axis inside remat."""
   x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 6))  # [devices, batch, H, W, C]
@@ -160,6 +162,7 @@ def test_barrier_sync_matches_plain_function():
   _assert_trees_close(plain, tied)
 
 
+@pytest.mark.slow
 @MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_barrier_sync_also_lowers_peak_memory():
@@ -169,6 +172,7 @@ def test_barrier_sync_also_lowers_peak_memory():
   assert barrier < 0.8 * plain
 
 
+@pytest.mark.slow
 @MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode():
