@@ -48,7 +48,8 @@ def _inputs(shape=(4, 6, 5, 7), seed=0):
 
 
 def _variables(x, scale, bias):
-  variables = _Reference().init(jax.random.PRNGKey(0), x)
+  # Jitted: applied eagerly, each op of the init compiled on its own.
+  variables = jax.jit(_Reference().init)(jax.random.PRNGKey(0), x)
   variables = jax.tree.map(lambda v: v, variables)
   variables['params']['bn'] = {'scale': scale, 'bias': bias}
   return variables
@@ -56,8 +57,8 @@ def _variables(x, scale, bias):
 
 def test_same_variable_tree_as_flax_batchnorm():
   x = jnp.ones((2, 3, 3, 5))
-  ref = jax.tree.map(jnp.shape, _Reference().init(jax.random.PRNGKey(0), x))
-  fused = jax.tree.map(jnp.shape, _Fused().init(jax.random.PRNGKey(0), x))
+  ref = jax.eval_shape(_Reference().init, jax.random.PRNGKey(0), x)
+  fused = jax.eval_shape(_Fused().init, jax.random.PRNGKey(0), x)
   assert ref == fused
 
 
@@ -74,8 +75,9 @@ def test_training_values_gradients_and_running_stats_match(shape):
 
   results = {}
   for name, module in (('ref', _Reference()), ('fused', _Fused())):
-    (_, aux), grads = jax.value_and_grad(
-        functools.partial(loss, module), argnums=(0, 1), has_aux=True
+    # Jitted (one program each): eagerly, each op was compiled on its own.
+    (_, aux), grads = jax.jit(
+        jax.value_and_grad(functools.partial(loss, module), argnums=(0, 1), has_aux=True)
     )(variables['params'], x)
     results[name] = aux, grads
   (y_ref, stats_ref), grads_ref = results['ref']
@@ -95,21 +97,22 @@ def test_eval_mode_uses_running_statistics():
   x, scale, bias, _ = _inputs()
   variables = _variables(x, scale, bias)
   variables['batch_stats']['bn'] = {'mean': jnp.linspace(-1, 1, 7), 'var': jnp.linspace(0.5, 2, 7)}
-  y_ref = _Reference(use_running_average=True).apply(variables, x)
-  y_fused = _Fused(use_running_average=True).apply(variables, x)
+  y_ref = jax.jit(_Reference(use_running_average=True).apply)(variables, x)
+  y_fused = jax.jit(_Fused(use_running_average=True).apply)(variables, x)
   np.testing.assert_allclose(y_fused, y_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_bfloat16_input_keeps_dtype_and_matches_float32():
   x, scale, bias, upstream = _inputs()
-  y32, _, _ = batch_norm_relu(x, scale, bias, 1e-5)
-  y16, mean, var = batch_norm_relu(x.astype(jnp.bfloat16), scale, bias, 1e-5)
+  # Jitted throughout (here and below): eagerly, each op was compiled on its own.
+  forward = jax.jit(lambda x: batch_norm_relu(x, scale, bias, 1e-5))
+  y32, _, _ = forward(x)
+  y16, mean, var = forward(x.astype(jnp.bfloat16))
   assert y16.dtype == jnp.bfloat16 and mean.dtype == var.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(y16, np.float32), y32, rtol=2e-2, atol=2e-2)
-  g16 = jax.grad(lambda x: jnp.sum(batch_norm_relu(x, scale, bias, 1e-5)[0] * upstream))(
-      x.astype(jnp.bfloat16)
-  )
-  g32 = jax.grad(lambda x: jnp.sum(batch_norm_relu(x, scale, bias, 1e-5)[0] * upstream))(x)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(batch_norm_relu(x, scale, bias, 1e-5)[0] * upstream)))
+  g16 = grad(x.astype(jnp.bfloat16))
+  g32 = grad(x)
   assert g16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(g16, np.float32), g32, rtol=5e-2, atol=5e-2)
 
@@ -134,9 +137,11 @@ def test_axis_name_statistics_and_gradients_equal_one_big_batch(op):
     f = lambda x, s, b: jnp.sum(op(x, s, b, 'batch') * u)
     return jax.grad(f, argnums=(0, 1, 2))(x, scale, bias)
 
-  dx, dscale, dbias = jax.vmap(local, axis_name='batch')(xs, us)
-  ref = jax.grad(
-      lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream), argnums=(0, 1, 2)
+  dx, dscale, dbias = jax.jit(jax.vmap(local, axis_name='batch'))(xs, us)
+  ref = jax.jit(
+      jax.grad(
+          lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream), argnums=(0, 1, 2)
+      )
   )(x, scale, bias)
   np.testing.assert_allclose(dx.reshape(x.shape), ref[0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(dscale.sum(0), ref[1], rtol=1e-4, atol=1e-5)
@@ -150,10 +155,13 @@ def test_given_statistics_values_and_gradients_equal_the_fused_op(shape):
   loss_given = lambda x, s, b: jnp.sum(_given_stats(x, s, b) * upstream)
   loss_fused = lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream)
   np.testing.assert_allclose(
-      _given_stats(x, scale, bias), batch_norm_relu(x, scale, bias, 1e-5)[0], rtol=1e-5, atol=1e-6
+      jax.jit(_given_stats)(x, scale, bias),
+      jax.jit(batch_norm_relu, static_argnums=3)(x, scale, bias, 1e-5)[0],
+      rtol=1e-5,
+      atol=1e-6,
   )
-  got = jax.grad(loss_given, argnums=(0, 1, 2))(x, scale, bias)
-  want = jax.grad(loss_fused, argnums=(0, 1, 2))(x, scale, bias)
+  got = jax.jit(jax.grad(loss_given, argnums=(0, 1, 2)))(x, scale, bias)
+  want = jax.jit(jax.grad(loss_fused, argnums=(0, 1, 2)))(x, scale, bias)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
@@ -169,9 +177,11 @@ def test_statistics_of_pieces_serve_their_concatenation():
     y = batch_norm_relu_given_stats(jnp.concatenate([a, b], -1), s, c, mean, var, 1e-5)
     return jnp.sum(y * upstream)
 
-  got = jax.grad(loss_pieces, argnums=(0, 1, 2, 3))(*pieces, scale, bias)
-  want = jax.grad(
-      lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream), argnums=(0, 1, 2)
+  got = jax.jit(jax.grad(loss_pieces, argnums=(0, 1, 2, 3)))(*pieces, scale, bias)
+  want = jax.jit(
+      jax.grad(
+          lambda x, s, b: jnp.sum(batch_norm_relu(x, s, b, 1e-5)[0] * upstream), argnums=(0, 1, 2)
+      )
   )(x, scale, bias)
   np.testing.assert_allclose(jnp.concatenate(got[:2], -1), want[0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got[2], want[1], rtol=1e-4, atol=1e-5)

@@ -1,5 +1,6 @@
 """The CPU's convolutions: every form equals XLA's convolution, and `Conv` equals nn.Conv."""
 
+import functools
 import re
 
 import flax.linen as nn
@@ -19,6 +20,7 @@ def _lax(x, kernel):
   )
 
 
+@functools.partial(jax.jit, static_argnums=0)  # eagerly, each op was compiled on its own
 def _values_and_grads(f, x, kernel):
   y, vjp = jax.vjp(f, x, kernel)
   return (y, *vjp(jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)))
@@ -52,7 +54,9 @@ def test_forward_over_reverse_derivatives_match():
 
   def hvp(f):
     grad = jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))
-    return jax.jvp(grad, (x, kernel), (jnp.ones_like(x), jnp.ones_like(kernel)))[1]
+    return jax.jit(jax.jvp, static_argnums=0)(  # one program, not one per op
+        grad, (x, kernel), (jnp.ones_like(x), jnp.ones_like(kernel))
+    )[1]
 
   for f in (conv2d_as_matmul, lambda x, k: pointwise_conv2d(x, k[1:2, 1:2], 8)):
     reference = _lax if f is conv2d_as_matmul else lambda x, k: _lax(x, k[1:2, 1:2])
@@ -76,8 +80,8 @@ def test_row_chunks_give_the_same_values_and_gradients(shape, row_chunks):
   kernel = jax.random.normal(jax.random.PRNGKey(1), (1, 1, 5, 3))
   plain = lambda x, k: jnp.einsum('...c,cd->...d', x, k[0, 0])
   loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
-  ours = jax.value_and_grad(loss(lambda x, k: pointwise_conv2d(x, k, row_chunks)), (0, 1))
-  ref = jax.value_and_grad(loss(plain), (0, 1))
+  ours = jax.jit(jax.value_and_grad(loss(lambda x, k: pointwise_conv2d(x, k, row_chunks)), (0, 1)))
+  ref = jax.jit(jax.value_and_grad(loss(plain), (0, 1)))
   got, want = ours(x, kernel), ref(x, kernel)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
@@ -122,9 +126,9 @@ def test_conv_module_is_flax_conv_with_the_same_parameters(
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 8, 5))
   ref = nn.Conv(features, kernel_size, strides, padding='SAME', use_bias=use_bias)
   ours = conv.Conv(features, kernel_size, strides, use_bias=use_bias)
-  params = jax.tree.map(lambda p: p + 0.1, ref.init(jax.random.PRNGKey(1), x))
+  params = jax.tree.map(lambda p: p + 0.1, jax.jit(ref.init)(jax.random.PRNGKey(1), x))
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-      jnp.shape, ours.init(jax.random.PRNGKey(1), x)
+      jnp.shape, jax.eval_shape(ours.init, jax.random.PRNGKey(1), x)
   )
   loss = lambda module, p, x: jnp.sum(jnp.sin(module.apply(p, x)))
   grads = lambda module: jax.jit(jax.value_and_grad(loss, (1, 2)), static_argnums=0)(

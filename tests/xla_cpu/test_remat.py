@@ -59,10 +59,11 @@ class _Layer(nn.Module):
 def test_ordered_remat_module_keeps_variables_updates_and_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   plain, remat = _Layer(), ordered_remat(_Layer, static_argnums=2)()
-  variables = plain.init(jax.random.key(1), x, False)
-  assert jax.tree.structure(remat.init(jax.random.key(1), x, False)) == jax.tree.structure(
-      variables
-  )
+  # Jitted: an eager init compiled each of its ops on its own.
+  variables = jax.jit(plain.init, static_argnums=2)(jax.random.key(1), x, False)
+  assert jax.tree.structure(
+      jax.eval_shape(lambda key, x: remat.init(key, x, False), jax.random.key(1), x)
+  ) == jax.tree.structure(variables)
 
   def loss(params, model):
     y, updates = model.apply(
@@ -113,6 +114,7 @@ def _block_step_temp_bytes(form, remat=True):
   return lowered.compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 @MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not():
@@ -127,6 +129,7 @@ def test_ordered_remat_lowers_peak_memory_where_nn_remat_does_not():
   assert ordered < 0.6 * flax_remat
 
 
+@pytest.mark.slow
 def test_ordered_remat_under_pmap_with_synchronised_batch_norm():
   """The pmap trainer path: BatchNorm statistics averaged over the device axis inside remat."""
   x = jax.random.normal(jax.random.key(0), (1, 2, 8, 8, 6))  # [devices, batch, H, W, C]
@@ -159,6 +162,7 @@ def test_barrier_sync_matches_plain_function():
   _assert_trees_close(plain, tied)
 
 
+@pytest.mark.slow
 @MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_barrier_sync_also_lowers_peak_memory():
@@ -168,6 +172,7 @@ def test_barrier_sync_also_lowers_peak_memory():
   assert barrier < 0.8 * plain
 
 
+@pytest.mark.slow
 @MEMORY
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='measured on XLA:CPU')
 def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode():
@@ -182,20 +187,32 @@ def test_speed_mode_keeps_less_than_no_remat_and_more_than_memory_mode():
   assert memory < speed
 
 
+@functools.lru_cache(maxsize=None)
+def _small_block_grads(mode):
+  """Parameter gradients of a 3-layer block's training-mode loss, remat `mode`: the modes'
+  tests (one xdist group) share the plain block's, and the variables, made once."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
+  variables = _small_block_variables()
+  model = _block(3, 4, mode)
+
+  def loss(params):
+    y, _ = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
+    return jnp.mean(jnp.square(y))
+
+  return jax.jit(jax.grad(loss))(variables['params'])
+
+
+@functools.lru_cache(maxsize=None)
+def _small_block_variables():
+  # Jitted: an eager init compiled each of its ops on its own.
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
+  return jax.jit(_block(3, 4).init, static_argnums=2)(jax.random.key(1), x, False)
+
+
+@pytest.mark.xdist_group('remat_small_block')
 @pytest.mark.parametrize('mode', [True, 'memory', 'speed'])
 def test_dense_block_remat_modes_give_the_same_gradients(mode):
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
-  plain, remat = _block(3, 4), _block(3, 4, mode)
-  variables = plain.init(jax.random.key(1), x, False)
-
-  def grads(model):
-    def loss(params):
-      y, _ = model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
-      return jnp.mean(jnp.square(y))
-
-    return jax.jit(jax.grad(loss))(variables['params'])
-
-  _assert_trees_close(grads(plain), grads(remat))
+  _assert_trees_close(_small_block_grads(False), _small_block_grads(mode))
 
 
 def test_unknown_sync_mode_is_a_clear_error():
