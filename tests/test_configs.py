@@ -162,7 +162,27 @@ def _restoration_data(task, data_json):
   return data_lib.build(config, global_batch_size=8, seed=0)
 
 
-@pytest.mark.parametrize('config_string', CONFIG_STRINGS)
+# Full-size nets (tracing one costs seconds, even abstractly) and the first builds of a kind of
+# data pipeline: over the quick tier's limit.
+SLOW_CONFIGS = {
+    'svhn.py:dxnet_12',
+    'svhn.py:dxnet_19',
+    'svhn.py:densenet_bc_16',
+    'imagenet.py:dxnet105',
+    'imagenet.py:densenet121',
+    'cifar10.py:dxnet_12',
+    'cifar10.py:dxnet_19',
+    'sr.py:dxnet16',
+    'sr.py:dxnet32',
+    'sr.py:dxnet16,budget',
+    'denoise_blind.py:gray',
+}
+
+
+@pytest.mark.parametrize(
+    'config_string',
+    [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CONFIGS else c for c in CONFIG_STRINGS],
+)
 def test_config_builds_model_optimizer_and_data(config_string, tfds_dir, cifar_folder):
   config = load(config_string)
   checks.validate_config(config, device_count=1)

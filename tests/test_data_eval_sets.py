@@ -36,6 +36,7 @@ def test_bicubic_baseline_reproduces_published_numbers(set_name, published, ssim
   assert abs(result['ssim'] - ssim) <= 0.001
 
 
+@pytest.mark.slow  # PSNR and SSIM of 68 BSD68 images, twice
 def test_noisy_bsd68_sigma50_unclipped_and_clipped():
   images_ = eval_sets.load('BSD68', task='denoising', sigma=50)
   assert len(images_) == 68

@@ -3,11 +3,11 @@
 A toy study (a tiny gray denoiser at noise sigma 25 and 15, two seeds, 6 steps, scored on two
 random eval images) is swept once without interruption, by `sweep.main` on the module's local
 Ray; by `python -m dxnet_jax.sweep` as the user would run it, killed at random points (SIGKILL
-of the sweep, its Ray and its trainings; SIGTERM of the sweep) and rerun until done; and (seed 0
-of each label) by the command on a two-node Ray cluster started in a network namespace of its
-own. Each must end with the same table. Study errors, stale workdirs and the table itself are
-checked in-process on fake workdirs (no training). The tests that sweep on Ray share one xdist
-worker, its trained fixtures and one Ray for the in-process sweeps.
+of the sweep, its Ray and its trainings; SIGTERM of the sweep) and rerun (in-process) until
+done; and (seed 0 of each label) by the command on a two-node Ray cluster started in a network
+namespace of its own. Each must end with the same table. Study errors, stale workdirs and the
+table itself are checked in-process on fake workdirs (no training). The tests that sweep on Ray
+share one xdist worker, its trained fixtures and one Ray for the in-process sweeps.
 
 Analyses: the minima-sharpness CLI (2 probes, 2 realizations, 3 sigmas) runs on copies of the
 swept workdirs, once through and once killed during the analysis step and rerun, to the same
@@ -149,15 +149,6 @@ def local_ray():
   shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def run_sweep(study: str, root: Path, *flags: str, timeout: float = 600) -> int:
-  proc = start_sweep(study, root, *flags)
-  try:
-    return proc.wait(timeout=timeout)
-  finally:
-    if proc.poll() is None:
-      kill_tree(proc)
-
-
 def sweep_log(root: Path) -> str:
   return (root.parent / f'{root.name}.log').read_text()
 
@@ -165,7 +156,8 @@ def sweep_log(root: Path) -> str:
 def sweep_here(study: str, root: Path, *flags: str) -> int:
   """`sweep.main` in this process, on the module's Ray (`local_ray`): what it prints goes to the
   log a started sweep writes. Saves a Python and a Ray start where the process is not the point
-  (the killed sweeps and the reruns that complete them still run the command)."""
+  (the sweeps that are killed still run the command; the reruns that complete them need not:
+  what they resume from is in the workdirs, and the two-node test runs the command through)."""
   log = root.parent / f'{root.name}.log'
   root.parent.mkdir(parents=True, exist_ok=True)
   with open(log, 'a') as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
@@ -307,9 +299,9 @@ def test_sweep_writes_the_table_in_grid_order(toy, reference):
   assert '4/4 done, 0 running, 0 failed' in log and 'ETA' in log
   assert '| sigma15 - sigma25 | psnr/eval |' in log  # the summary printed at the end
 
-  # A second run of the same command finds every run finished and starts none.
+  # A second run of the same study finds every run finished and starts none.
   before = (reference / 'results.csv').read_text()
-  assert run_sweep(str(toy / 'study.py'), reference) == 0
+  assert sweep_here(str(toy / 'study.py'), reference) == 0
   assert '4 already finished' in sweep_log(reference)
   assert (reference / 'results.csv').read_text() == before
   assert (reference / 'sigma25-seed0' / sweep.LOG_NAME).read_text().count('==== ') == 1
@@ -341,7 +333,7 @@ def test_killed_sweep_resumes_to_the_same_table(toy, reference, tmp_path):
     # the run finished): each must continue from its checkpoint.
     interrupted |= {run for run, _ in checkpoints(root)}
   assert kills == ['TERM', 'KILL'], 'the sweep finished before it was killed'
-  assert run_sweep(study, root) == 0, sweep_log(root)
+  assert sweep_here(study, root) == 0, sweep_log(root)  # the killed commands' rerun, in-process
 
   assert (root / 'results.csv').read_text() == (reference / 'results.csv').read_text()
   assert read_table(root)[1] == read_table(reference)[1]

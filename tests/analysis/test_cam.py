@@ -1,5 +1,6 @@
 """Class activation maps on real (tiny, randomly initialised) classifiers of the model library."""
 
+import functools
 import os
 
 import jax
@@ -14,11 +15,13 @@ NUM_CLASSES = 5
 
 
 @pytest.fixture(scope='module')
-def nets():
+def nets(random_variables):
+  """Both nets with generic variables made on the host (conftest's `random_variables`): a jitted
+  init would compile each net's whole forward pass once more."""
   out = {}
   for name in ('densenet_bc_k12_16', 'dxnet_k12_12'):
     net = models.create(name, blocks=(1, 1), growth_rate=4, num_classes=NUM_CLASSES, xunit_kernel=3)
-    variables = models.init_variables(net, (1, 16, 16, 3), rng=jax.random.key(1))
+    variables = random_variables(models.init_variables(net, (1, 16, 16, 3), abstract=True), 1)
     # Non-trivial BatchNorm statistics and head bias, so the identity below is not 0 = 0.
     rng = np.random.default_rng(0)
     variables = jax.tree.map(lambda x: x, variables)
@@ -36,10 +39,12 @@ def _images(n=4, size=16, seed=0):
   return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype(np.float32)
 
 
+@pytest.mark.slow  # ~6 s of CPU: 4 compiles of the CAM and one of the logits per net
 def test_cam_class_sum_identity(nets):
   x = _images()
   for name, (net, variables) in nets.items():
-    logits = np.asarray(net.apply(variables, x, train=False))
+    # Jitted: one compile, where op-by-op dispatch compiles each of the net's ops.
+    logits = np.asarray(jax.jit(functools.partial(net.apply, train=False))(variables, x))
     for classes in (None, np.array([0, 1, 2, 4])):
       c = cam.class_activation_maps(net, variables, x, classes, batch_size=3)
       want = logits.argmax(-1) if classes is None else classes

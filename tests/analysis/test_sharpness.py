@@ -105,6 +105,7 @@ def test_only_selected_leaves_are_perturbed():
   np.testing.assert_allclose(losses, base, rtol=1e-6)
 
 
+@pytest.mark.slow  # two loss sweeps of 400 draws, compiled each
 def test_slope_estimate_matches_closed_form_trace():
   params, batches, loss_fn, a_mean, idx = _quadratic_problem()
   true_trace = float(np.trace(a_mean[np.ix_(idx, idx)]))
@@ -171,6 +172,7 @@ def test_quartic_fit_recovers_trace_beyond_quadratic_regime():
   assert abs(quad.trace - true_trace) > abs(quart.trace - true_trace)
 
 
+@pytest.mark.slow  # two measurements and a plot
 def test_measure_sharpness_auto_sweep_and_plot(tmp_path):
   params, batches, loss_fn, a_mean, idx = _quadratic_problem(seed=3)
   true_trace = float(np.trace(a_mean[np.ix_(idx, idx)]))
@@ -205,6 +207,7 @@ def test_bad_inputs_fail_clearly():
     sharpness.measure_sharpness(loss_fn, params, batches, sharpness.Settings(probes=0))
 
 
+@pytest.mark.slow  # four programs compiled: vmap and loop
 def test_vmap_and_loop_evaluate_the_same_networks():
   params, batches, loss_fn, _, _ = _quadratic_problem(seed=4)
   out = {}
