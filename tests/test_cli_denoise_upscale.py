@@ -122,6 +122,7 @@ def test_16bit_inputs_give_16bit_outputs_equal_to_the_8bit_result(images, tmp_pa
       assert np.any(out16 % 257)  # precision beyond 8 bits
 
 
+@pytest.mark.slow  # the shipped denoiser compiled for an RGB photo's size
 def test_gray_denoiser_keeps_an_rgb_image_rgb_and_copies_alpha(images, tmp_path):
   name = _shipped(DENOISER)
   rgba = Image.open(images / 'lr.png').convert('RGBA')

@@ -168,6 +168,7 @@ SLOW_CONFIGS = {
     'svhn.py:dxnet_12',
     'svhn.py:dxnet_19',
     'svhn.py:densenet_bc_16',
+    'svhn.py:densenet_bc_26',
     'imagenet.py:dxnet105',
     'imagenet.py:densenet121',
     'cifar10.py:dxnet_12',

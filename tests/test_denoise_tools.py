@@ -126,6 +126,7 @@ def test_denoise_speed_reports_a_command_that_fails(weights, monkeypatch, capsys
 # --- rni15_figure --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real photos through the command's models
 @needs_data
 def test_rni15_figure_titles_each_photo_with_its_estimated_level(
     weights, tmp_path, monkeypatch, capsys

@@ -70,7 +70,14 @@ def test_radius_is_read_back_by_a_later_process(denoiser, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
-    'height, width, tile', [(61, 83, 7), (45, 45, 13), (50, 33, 16), (20, 30, 64), (34, 70, 3)]
+    'height, width, tile',
+    [
+        (61, 83, 7),
+        pytest.param(45, 45, 13, marks=pytest.mark.slow),
+        (50, 33, 16),
+        (20, 30, 64),
+        (34, 70, 3),
+    ],
 )
 def test_tiled_denoiser_equals_whole_image(denoiser, height, width, tile):
   model, variables = denoiser

@@ -410,6 +410,7 @@ def test_create_accepts_a_config_mapping():
   assert model.blocks == (2, 2, 2) and model.num_classes == 100
 
 
+@pytest.mark.slow  # traces every named model, the full-size ones included
 @COUNTS
 def test_models_cli_prints_every_model(capsys, monkeypatch):
   from dxnet_jax.models import __main__ as cli

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # A stand-in compiler: answers --version and -E with the real one, and "compiles" and "links" by
 # logging the call, sleeping (so concurrent builds overlap) and writing the output file.
 FAKE_CXX = """\
@@ -30,6 +32,7 @@ BUILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # several Python processes
 def test_concurrent_processes_build_the_library_once(tmp_path):
   log = tmp_path / 'calls.log'
   cxx = tmp_path / 'fake-g++'

@@ -161,6 +161,8 @@ SLOW = {
     ('sr_dxnet16_x4_budget', 'cpu'),
     ('sr_dxnet16_x4_budget', 'Set14'),
     ('sr_dxnet16_x4_budget', 'BSD100'),
+    ('denoise_densenet_555_s50_h200', 'BSD68'),
+    ('denoise_dxnet_444_s50_h200', 'BSD68'),
 }
 
 

@@ -52,6 +52,7 @@ def _probe(choice):
   return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a Python process per allocator
 @pytest.mark.skipif(host_memory._glibc() is None, reason='needs glibc (Linux)')
 def test_keep_stops_page_faults_that_system_allocator_takes_every_call():
   system = _probe('system')
