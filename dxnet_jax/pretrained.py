@@ -41,11 +41,15 @@ MAX_BYTES = 10 * 1024 * 1024
 # float16 halves the files; rounding the shipped weights moved no benchmark score by 0.01 dB.
 DTYPES = ('float16', 'float32')
 DEFAULT_DTYPE = 'float16'
-# The held-out benchmark sets `measure` scores each task on.
+# The held-out benchmark sets `measure` scores each task on (colour denoisers: COLOUR_SETS).
 BENCHMARK_SETS = {
     'denoising': ('BSD68', 'Set12'),
     'super_resolution': ('Set5', 'Set14', 'BSD100'),
 }
+COLOUR_SETS = ('CBSD68',)
+# The noise levels `measure_levels` scores a noise-level-conditioned (blind) denoiser at: the
+# levels the published colour and gray tables report.
+BLIND_SIGMAS = (15.0, 25.0, 50.0)
 
 
 def root() -> pathlib.Path:
@@ -225,24 +229,39 @@ def _write_manifest(folder: pathlib.Path, info: dict[str, Any]) -> None:
   (folder / CARD).write_text(model_card(info))
 
 
-def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
-  """Scores the stored weights with `python -m dxnet_jax.evaluate` on held-out `sets` (default:
-  the task's benchmark sets), records them in model.json as `measured` (each set's means and
-  per-image scores, so a check can re-measure a few images instead of a whole set), rewrites
-  the model card, and returns them."""
-  folder = _folder(name)
-  info = manifest(name)
-  sets = tuple(sets or BENCHMARK_SETS[info['task']])
-  argv = ['--pretrained', name] + [arg for s in sets for arg in ('--set', s)]
+def benchmark_sets(info: dict[str, Any]) -> tuple[str, ...]:
+  """The held-out sets a model of this manifest is scored on: its task's, in colour for a
+  colour denoiser."""
+  if info['task'] == 'denoising' and info['config']['data'].get('channels') == 3:
+    return COLOUR_SETS
+  return BENCHMARK_SETS[info['task']]
+
+
+def _evaluate(name: str, argv: list[str]) -> dict[str, Any]:
+  """The JSON report of `python -m dxnet_jax.evaluate --pretrained name *argv --per-image`."""
   done = subprocess.run(
-      [sys.executable, '-m', 'dxnet_jax.evaluate', *argv, '--json', '--per-image'],
+      [sys.executable, '-m', 'dxnet_jax.evaluate', '--pretrained', name, *argv]
+      + ['--json', '--per-image'],
       capture_output=True,
       text=True,
       check=False,
   )
   if done.returncode:
     raise RuntimeError(f'evaluating {name} failed:\n{done.stderr[-2000:]}')
-  report = json.loads(done.stdout)
+  return json.loads(done.stdout)
+
+
+def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
+  """Scores the stored weights with `python -m dxnet_jax.evaluate` on held-out `sets` (default:
+  `benchmark_sets`), records them in model.json as `measured` (each set's means and per-image
+  scores, so a check can re-measure a few images instead of a whole set), rewrites the model
+  card, and returns them."""
+  folder = _folder(name)
+  info = manifest(name)
+  sets = tuple(sets or benchmark_sets(info))
+  argv = [arg for s in sets for arg in ('--set', s)]
+  report = _evaluate(name, argv)
+  argv = ['--pretrained', name] + argv
   info['measured'] = {
       'command': ' '.join(['python -m dxnet_jax.evaluate', *argv]),
       'weights_dtype': _dtypes_of_file(folder / WEIGHTS),
@@ -262,6 +281,49 @@ def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
   }
   _write_manifest(folder, info)
   return info['measured']
+
+
+def measure_levels(
+    name: str, sigmas: Sequence[float] = BLIND_SIGMAS, sets: Sequence[str] | None = None
+) -> dict[str, Any]:
+  """Scores a blind (noise-level-map) denoiser at each noise level of `sigmas` twice: told the
+  true level, and told the level `noise_level.estimate_sigma` finds in each noisy image
+  (`--level auto`, as `dxnet-denoise` runs it on photos). Records model.json `measured_levels`,
+  rewrites the card, and returns them."""
+  folder = _folder(name)
+  info = manifest(name)
+  if not info['config']['data'].get('level_map'):
+    raise ValueError(f'{name} is not told a noise level (no level map); use measure()')
+  sets = tuple(sets or benchmark_sets(info))
+  set_args = [arg for s in sets for arg in ('--set', s)]
+  rows = []
+  for sigma in sigmas:
+    told, estimated = (
+        _evaluate(name, set_args + ['--sigma', f'{sigma:g}'] + level)
+        for level in ([], ['--level', 'auto'])
+    )
+    for row, auto in zip(told['results'], estimated['results']):
+      rows.append(
+          {
+              'set': row['set'],
+              'sigma': sigma,
+              'num_images': len(row['images']),
+              'psnr': row['psnr'],
+              'ssim': row['ssim'],
+              'psnr_estimated_level': auto['psnr'],
+              'ssim_estimated_level': auto['ssim'],
+          }
+      )
+  info['measured_levels'] = {
+      'command': ' '.join(
+          ['python -m dxnet_jax.evaluate --pretrained', name, *set_args, '--sigma S [--level auto]']
+      ),
+      'weights_dtype': _dtypes_of_file(folder / WEIGHTS),
+      'noise_seed': info['config']['data'].get('noise_seed', 0),
+      'scores': rows,
+  }
+  _write_manifest(folder, info)
+  return info['measured_levels']
 
 
 def _dtypes_of_file(path: pathlib.Path) -> str:
@@ -319,6 +381,24 @@ def model_card(info: dict[str, Any]) -> str:
     validation = data['validation_set']
     if validation in [s['set'] for s in measured['scores']]:
       lines += ['', f'{validation} also served as the validation set during training.']
+  levels = info.get('measured_levels')
+  if levels:
+    lines += [
+        '',
+        '## Every noise level',
+        '',
+        f"`{levels['command']}` ({levels['weights_dtype']} weights, noise seed "
+        f"{levels['noise_seed']}): told the true level, and told the level estimated from each "
+        'noisy image (as `dxnet-denoise` does by default).',
+        '',
+        '| set | sigma | images | PSNR, true level (dB) | PSNR, estimated level (dB) | SSIM |',
+        '|---|---|---|---|---|---|',
+    ]
+    lines += [
+        f"| {s['set']} | {s['sigma']:g} | {s['num_images']} | {s['psnr']:.2f} | "
+        f"{s['psnr_estimated_level']:.2f} | {s['ssim']:.4f} |"
+        for s in levels['scores']
+    ]
   check = info.get('float16_check')
   if check:
     reference = ', '.join(f"{s['set']} {s['psnr']:.2f} dB" for s in check['float32_scores'])

@@ -2,10 +2,13 @@
 builds, and `benchmarks.rni15_figure` draws RNI15 photos before and after; both run on tiny
 models written into a temporary weights folder."""
 
+import contextlib
 import importlib.util
+import io
 import json
 import pathlib
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from PIL import Image
 
 from benchmarks import denoise_speed
 from benchmarks import rni15_figure
+from dxnet_jax import evaluate
 from dxnet_jax import models
 from dxnet_jax import pretrained
 from dxnet_jax.data import paths
@@ -184,3 +188,41 @@ def test_the_model_card_of_a_blind_model_states_its_level_range(weights):
       'Gaussian noise sigma 50 (0-255 scale)'
       in (weights / 'gray_s50' / pretrained.CARD).read_text()
   )
+
+
+def _evaluate_json(argv):
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert evaluate.main(argv + ['--json']) == 0
+  return json.loads(out.getvalue())
+
+
+def test_measure_levels_scores_a_blind_model_told_the_true_and_the_estimated_level(
+    weights, tmp_path, monkeypatch
+):
+  crops = tmp_path / 'crops'
+  crops.mkdir()
+  for i, box in enumerate(((0, 0, 48, 48), (64, 64, 112, 112))):
+    Image.open(SHARED / 'Set12' / '01.png').crop(box).save(crops / f'{i}.png')
+  for name in ('blind_gray', 'gray_s50'):
+    shutil.copytree(weights / name, tmp_path / 'models' / name)
+  monkeypatch.setenv(pretrained.ENV_VAR, str(tmp_path / 'models'))
+  measured = pretrained.measure_levels('blind_gray', sigmas=(50.0,), sets=[str(crops)])
+  assert measured == pretrained.manifest('blind_gray')['measured_levels']
+  (row,) = measured['scores']
+  assert (row['set'], row['sigma'], row['num_images']) == (str(crops), 50.0, 2)
+  assert row['psnr'] != row['psnr_estimated_level']  # the two columns are two measurements
+  argv = ['--pretrained', 'blind_gray', '--set', str(crops), '--sigma', '50', '--level']
+  for level, psnr in (('50', row['psnr']), ('auto', row['psnr_estimated_level'])):
+    (result,) = _evaluate_json(argv + [level])['results']
+    assert result['psnr'] == pytest.approx(psnr, abs=1e-9), level
+  card = (tmp_path / 'models' / 'blind_gray' / pretrained.CARD).read_text()
+  assert f"| {crops} | 50 | 2 | {row['psnr']:.2f} | {row['psnr_estimated_level']:.2f} |" in card
+  with pytest.raises(ValueError, match='not told a noise level'):
+    pretrained.measure_levels('gray_s50')
+
+
+def test_a_colour_denoiser_is_scored_on_the_colour_sets(weights, monkeypatch):
+  monkeypatch.setenv(pretrained.ENV_VAR, str(weights))
+  assert pretrained.benchmark_sets(pretrained.manifest('blind_rgb')) == ('CBSD68',)
+  assert pretrained.benchmark_sets(pretrained.manifest('blind_gray')) == ('BSD68', 'Set12')
