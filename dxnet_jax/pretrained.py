@@ -259,11 +259,10 @@ def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
   folder = _folder(name)
   info = manifest(name)
   sets = tuple(sets or benchmark_sets(info))
-  argv = [arg for s in sets for arg in ('--set', s)]
-  report = _evaluate(name, argv)
-  argv = ['--pretrained', name] + argv
+  set_args = [arg for s in sets for arg in ('--set', s)]
+  report = _evaluate(name, set_args)
   info['measured'] = {
-      'command': ' '.join(['python -m dxnet_jax.evaluate', *argv]),
+      'command': ' '.join(['python -m dxnet_jax.evaluate --pretrained', name, *set_args]),
       'weights_dtype': _dtypes_of_file(folder / WEIGHTS),
       'protocol': report['protocol'],
       'scores': [

@@ -192,9 +192,9 @@ def test_ci_runs_the_test_command_of_the_readme():
 def test_readme_commands_name_existing_modules_configs_and_flags():
   checked = 0
   targets = [
-      (command, _module_of(shlex.split(command)))
+      (command, target)
       for command in _readme_commands()
-      if _module_of(shlex.split(command)) is not None
+      if (target := _module_of(shlex.split(command))) is not None
   ]
   for command, (module, _) in targets:
     if module.endswith('.py'):
