@@ -1,6 +1,7 @@
 """Denoises your own image files with a shipped pretrained model.
 
 examples:
+  dxnet-denoise photo.png scans/ --out denoised/
   dxnet-denoise --model denoise_dxnet_444_s50_h200 photo.png --out denoised/
   dxnet-denoise --model denoise_dxnet_444_s50_h200 'shots/**/*.tif' scans/ --out clean/
   dxnet-denoise --model denoise_dxnet_444_s50_h200 --add-noise 50 --seed 0 \\
@@ -10,8 +11,15 @@ Inputs are image files, folders (their image files, in name order) and glob patt
 patterns are expanded by the command; '**' recurses). PNG, TIFF, JPEG, BMP, WebP, PPM/PGM, gray
 or colour, 8 or 16 bits per channel. Each output keeps its input's bit depth and mode (the net
 computes in float32 on [0, 1]): <out>/<stem>_denoised.png, or .tif for a TIFF input, 16-bit
-colour included; an alpha channel is copied. A gray model denoises a colour image one channel at
-a time (each channel as a gray image; a colour image with three equal channels once); a colour
+colour included; an alpha channel is copied.
+
+Models. Without --model each image gets a noise-level-conditioned (blind) model of its kind: a
+colour image (three channels, not all equal) denoise_dxnet_blind_rgb, a gray one (one channel,
+or three equal channels) denoise_dxnet_blind_gray. Each is loaded once, at the first image that
+needs it, and each result line names the model used; a default model that is not installed
+stops the command (choose one with --model). `--model NAME` runs one model on every image
+(`python -m dxnet_jax.pretrained list`): a gray model denoises a colour image one channel at a
+time (each channel as a gray image; a colour image with three equal channels once); a colour
 model takes a gray image as three equal channels and averages its output back to gray.
 
 Noise level. A noise-level-conditioned (blind) model (`dxnet_denoise_blind`, `_rgb`: trained
@@ -39,6 +47,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import ml_collections
 import numpy as np
 
 from dxnet_jax import cli
@@ -50,6 +59,11 @@ from dxnet_jax.data import degrade
 from dxnet_jax.data import eval_sets
 
 DEFAULT_TILE = 512
+# The models picked without --model, by the kind of image (`_default_models`).
+DEFAULT_GRAY = 'denoise_dxnet_blind_gray'
+DEFAULT_COLOUR = 'denoise_dxnet_blind_rgb'
+DEFAULTS = {'gray': DEFAULT_GRAY, 'colour': DEFAULT_COLOUR}
+_CHOOSE = 'choose an installed denoiser with --model NAME (python -m dxnet_jax.pretrained list)'
 _NOISE_ROWS = 256  # rows of noise drawn at a time
 
 
@@ -57,9 +71,11 @@ def _parser():
   parser = inference.command_parser(
       'dxnet-denoise',
       __doc__,
-      'a pretrained denoising model',
+      f'a pretrained denoising model (default: {DEFAULT_COLOUR} for colour images, '
+      f'{DEFAULT_GRAY} for gray ones)',
       DEFAULT_TILE,
       'output tile size in pixels',
+      model_required=False,
   )
   parser.add_argument(
       '--sigma',
@@ -213,20 +229,86 @@ def _check_sigma(args, name: str, trained_sigma, blind: bool) -> None:
     )
 
 
+class _StopRun(Exception):
+  """Ends the file loop with `error`, a command-line error (exit status 2): a default model that
+  is not installed, or cannot be loaded, fails every image that needs it, so it is not one
+  file's failure."""
+
+  def __init__(self, error: ValueError):
+    super().__init__(str(error))
+    self.error = error
+
+
+def _settings(name: str, args) -> tuple[argparse.Namespace, tuple | None]:
+  """(the arguments as `name` takes them, its trained sigma range or None for a non-blind
+  model) from its model.json: a model of another task, or a --sigma it cannot take, is an error
+  before any image is read or any weights are loaded."""
+  config = ml_collections.ConfigDict(pretrained.manifest(name)['config'])
+  inference.check_task(name, config, 'denoising')
+  blind = bool(config.data.get('level_map'))
+  levels = tuple(config.data.sigma) if blind else None
+  args = argparse.Namespace(**vars(args))
+  _check_sigma(args, name, levels or config.data.sigma, blind)
+  return args, levels
+
+
+def _load(name: str, args, levels) -> inference.Process:
+  """The process of `inference.run_files` for model `name`, loaded now."""
+  model, variables, config = pretrained.load(name)
+  channels = int(config.data.channels) + (levels is not None)  # a blind model's input: + map
+  tiled = inference.TiledModel(model, variables, channels=channels, tile=args.tile)
+  return _denoiser(tiled, args, levels)
+
+
+def _default_models(args) -> inference.Process:
+  """The process of `inference.run_files` without --model: a colour image goes to
+  DEFAULT_COLOUR, a gray one (one channel, or three equal ones) to DEFAULT_GRAY, each model
+  loaded at the first image that needs it; the result line names the model."""
+  installed = set(pretrained.available())
+  if not installed & set(DEFAULTS.values()):
+    raise inference.UsageError(
+        f'no --model given, and neither default model ({DEFAULT_GRAY} for gray images, '
+        f'{DEFAULT_COLOUR} for colour ones) is installed in {pretrained.root()}; {_CHOOSE}'
+    )
+  settings = {name: _settings(name, args) for name in DEFAULTS.values() if name in installed}
+  processes = {}
+
+  def process(job, picture):
+    pixels = picture.pixels
+    kind = 'colour' if pixels.shape[-1] == 3 and not channels_equal(pixels) else 'gray'
+    name = DEFAULTS[kind]
+    if name not in processes:
+      if name not in settings:
+        raise _StopRun(
+            inference.UsageError(
+                f'{job.path} is a {kind} image, and the default {kind} model {name} is not '
+                f'installed in {pretrained.root()}; {_CHOOSE}'
+            )
+        )
+      try:
+        processes[name] = _load(name, *settings[name])
+      except ValueError as e:
+        raise _StopRun(e) from e
+    outputs, note = processes[name](job, picture)
+    return outputs, f'  model {name}{note}'
+
+  return process
+
+
 def run(args) -> int:
   """Denoises every input as `args` say; returns the exit status of `inference.run_files`."""
   jobs = inference.plan_jobs(
       inference.expand_inputs(args.inputs),
       _targets(inference.check_out_dir(args.out), args.add_noise is not None),
   )
-  model, variables, config = pretrained.load(args.model)
-  inference.check_task(args.model, config, 'denoising')
-  blind = bool(config.data.get('level_map'))
-  levels = tuple(config.data.sigma) if blind else None
-  _check_sigma(args, args.model, levels or config.data.sigma, blind)
-  channels = int(config.data.channels) + blind  # a blind model's input carries the level map
-  tiled = inference.TiledModel(model, variables, channels=channels, tile=args.tile)
-  return inference.run_files(jobs, _denoiser(tiled, args, levels), overwrite=args.overwrite)
+  if args.model is None:
+    process = _default_models(args)
+  else:
+    process = _load(args.model, *_settings(args.model, args))
+  try:
+    return inference.run_files(jobs, process, overwrite=args.overwrite)
+  except _StopRun as stop:
+    raise stop.error from None
 
 
 def main(argv=None) -> int:

@@ -491,16 +491,18 @@ Exit status: 0 every input written or skipped, 1 some input failed, 2 bad comman
 """
 
 
-def command_parser(prog: str, doc: str, model_help: str, tile: int, tile_help: str):
-  """The options every inference command takes: --model, --out, --tile, --overwrite, inputs;
-  `COMMAND_NOTES` close its help."""
+def command_parser(
+    prog: str, doc: str, model_help: str, tile: int, tile_help: str, model_required: bool = True
+):
+  """The options every inference command takes: --model (optional where the command chooses
+  one itself), --out, --tile, --overwrite, inputs; `COMMAND_NOTES` close its help."""
   parser = cli.ArgumentParser(
       prog=prog,
       description=doc,
       epilog=COMMAND_NOTES,
       formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  parser.add_argument('--model', required=True, help=model_help)
+  parser.add_argument('--model', required=model_required, help=model_help)
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument(
       '--tile',
