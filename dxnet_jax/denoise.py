@@ -44,6 +44,7 @@ bounded (the image, its output, and about 1.2 GB for 512-px tiles) however large
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 
