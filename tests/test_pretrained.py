@@ -24,10 +24,13 @@ from dxnet_jax.train import defaults
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = pretrained.available()
-# The best model per restoration task and net.
+# The best model per restoration task and net, and the blind (noise-level-map) denoisers that
+# `dxnet-denoise` runs by default: gray and colour.
 SHIPPED = (
     'denoise_densenet_555_s50_h200',
     'denoise_dxnet_444_s50_h200',
+    'denoise_dxnet_blind_gray',
+    'denoise_dxnet_blind_rgb',
     'sr_densenet16_x4_budget',
     'sr_dxnet16_x4_budget',
 )
@@ -72,9 +75,9 @@ def test_card_and_manifest_hold_the_scores_of_the_stored_float16_weights(name):
   measured = info['measured']
   assert info['weights_dtype'] == measured['weights_dtype'] == 'float16'
   assert measured['command'] == 'python -m dxnet_jax.evaluate --pretrained ' + name + ''.join(
-      f' --set {s}' for s in pretrained.BENCHMARK_SETS[info['task']]
+      f' --set {s}' for s in pretrained.benchmark_sets(info)
   )
-  assert [s['set'] for s in measured['scores']] == list(pretrained.BENCHMARK_SETS[info['task']])
+  assert [s['set'] for s in measured['scores']] == list(pretrained.benchmark_sets(info))
   check = info['float16_check']
   assert check['max_psnr_change_db'] < 0.01
   reference = {s['set']: s['psnr'] for s in check['float32_scores']}
@@ -92,13 +95,21 @@ def test_card_and_manifest_hold_the_scores_of_the_stored_float16_weights(name):
 SUBSETS = {
     'Set12': ('01.png',),
     'BSD68': ('test001.png',),
+    'CBSD68': ('101085.png',),
     'Set5': ('img_003_SRF_4_HR.png',),
     'Set14': ('img_006_SRF_4_HR.png',),
     'BSD100': ('img_001_SRF_4_HR.png',),
 }
 # The smallest benchmark set of each task, re-measured with either kernels ('cpu': what measured
-# the cards on the CPU, and what 'auto' runs there; the plain 'xla' parts).
+# the cards on the CPU, and what 'auto' runs there; the plain 'xla' parts). A colour denoiser's
+# only set is CBSD68.
 SMALLEST_SET = {'denoising': 'Set12', 'super_resolution': 'Set5'}
+
+
+def _smallest_set(name):
+  info = pretrained.manifest(name)
+  sets = pretrained.benchmark_sets(info)
+  return SMALLEST_SET[info['task']] if SMALLEST_SET[info['task']] in sets else sets[0]
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -163,6 +174,11 @@ SLOW = {
     ('sr_dxnet16_x4_budget', 'BSD100'),
     ('denoise_densenet_555_s50_h200', 'BSD68'),
     ('denoise_dxnet_444_s50_h200', 'BSD68'),
+    ('denoise_dxnet_blind_gray', 'xla'),
+    ('denoise_dxnet_blind_gray', 'cpu'),
+    ('denoise_dxnet_blind_gray', 'BSD68'),
+    ('denoise_dxnet_blind_rgb', 'xla'),
+    ('denoise_dxnet_blind_rgb', 'cpu'),
 }
 
 
@@ -176,7 +192,7 @@ def _cases(pairs):
 def test_every_shipped_model_scores_its_recorded_psnr_with_either_kernels(
     name, kernels, tmp_path, monkeypatch
 ):
-  set_name = SMALLEST_SET[pretrained.manifest(name)['task']]
+  set_name = _smallest_set(name)
   _remeasure(name, set_name, tmp_path, monkeypatch, kernels)
 
 
@@ -184,8 +200,8 @@ def test_every_shipped_model_scores_its_recorded_psnr_with_either_kernels(
 CARD_SETS = [
     (name, set_name)
     for name in NAMES
-    for set_name in pretrained.BENCHMARK_SETS[pretrained.manifest(name)['task']]
-    if set_name != SMALLEST_SET[pretrained.manifest(name)['task']]
+    for set_name in pretrained.benchmark_sets(pretrained.manifest(name))
+    if set_name != _smallest_set(name)
 ]
 
 
@@ -363,3 +379,16 @@ def test_measure_records_scores_and_rewrites_the_card(tmp_path, monkeypatch):
   assert measured['weights_dtype'] == 'float16'
   card = (tmp_path / 'models' / 'copy' / pretrained.CARD).read_text()
   assert f"| {crops} | 2 | {score['psnr']:.2f} |" in card
+
+
+@pytest.mark.parametrize(
+    'name', [n for n in NAMES if pretrained.manifest(n)['config']['data'].get('level_map')]
+)
+def test_blind_cards_score_every_level_with_the_estimated_level_within_0_1_db(name):
+  info = pretrained.manifest(name)
+  rows = info['measured_levels']['scores']
+  assert [(r['set'], r['sigma']) for r in rows] == [
+      (s, sigma) for sigma in pretrained.BLIND_SIGMAS for s in pretrained.benchmark_sets(info)
+  ]
+  for row in rows:
+    assert abs(row['psnr_estimated_level'] - row['psnr']) <= 0.1, row
