@@ -97,3 +97,39 @@ def _random_variables(abstract, seed=0):
 @pytest.fixture(scope='session')
 def random_variables():
   return _random_variables
+
+
+def _write_tiny_model(root, name, config):
+  """A tiny net (two 1-layer blocks, k=4) of the model of `config` with `_random_variables`,
+  written where `pretrained` finds `name` under `root`, with the model.json and model card
+  `pretrained.export` writes: a stand-in for a shipped model that loads in a second."""
+  import json  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import models  # pylint: disable=g-import-not-at-top
+  from dxnet_jax import pretrained  # pylint: disable=g-import-not-at-top
+
+  config.model.update(blocks=(1, 1), growth_rate=4, stem_features=8)
+  model = models.create(config.model.to_dict(), kernels='xla')
+  shape = (1, 24, 24, config.input_shape[-1])
+  variables = _random_variables(models.init_variables(model, shape, abstract=True))
+  variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
+  info = {
+      'name': name,
+      'model': config.model.name,
+      'task': config.task,
+      'parameters': models.count_params(variables['params']),
+      'weights_dtype': 'float32',
+      'command': 'a test',
+      'config': config.to_dict(),
+  }
+  folder = pathlib.Path(root) / name
+  folder.mkdir(parents=True)
+  (folder / pretrained.WEIGHTS).write_bytes(pretrained.to_bytes(variables, 'float32'))
+  (folder / pretrained.MANIFEST).write_text(json.dumps(info, indent=1) + '\n')
+  (folder / pretrained.CARD).write_text(pretrained.model_card(info))
+  return folder
+
+
+@pytest.fixture(scope='session')
+def write_tiny_model():
+  """`_write_tiny_model(root, name, config)`: a tiny random-weight stand-in for a shipped model."""
+  return _write_tiny_model

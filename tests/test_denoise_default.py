@@ -2,8 +2,6 @@
 blind gray model, each loaded once and only when needed; tiny models stand in for the shipped
 ones in a temporary weights folder."""
 
-import importlib.util
-import json
 import pathlib
 import re
 
@@ -13,59 +11,28 @@ from PIL import Image
 
 from dxnet_jax import denoise
 from dxnet_jax import image_files
-from dxnet_jax import models
 from dxnet_jax import pretrained
 from dxnet_jax.data import paths
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from configs import denoise as denoise_config
+from configs import denoise_blind
+
 SHARED = paths.data_root()
-TINY = dict(blocks=(1, 1), growth_rate=4, stem_features=8)
 GRAY, COLOUR = denoise.DEFAULT_GRAY, denoise.DEFAULT_COLOUR
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f'shared data absent: {SHARED}')
 
 
-def _config(file, arg):
-  spec = importlib.util.spec_from_file_location(file, REPO / 'configs' / f'{file}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def _write_tiny_model(root, name, config, random_variables):
-  """A tiny net of `config` with random weights, written where `pretrained` finds `name` under
-  `root`, with the model.json and model card `pretrained.export` writes."""
-  config.model.update(TINY)
-  model = models.create(config.model.to_dict(), kernels='xla')
-  shape = (1, 24, 24, config.input_shape[-1])
-  variables = random_variables(models.init_variables(model, shape, abstract=True))
-  variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
-  info = {
-      'name': name,
-      'model': config.model.name,
-      'task': config.task,
-      'parameters': models.count_params(variables['params']),
-      'weights_dtype': 'float32',
-      'command': 'a test',
-      'config': config.to_dict(),
-  }
-  folder = pathlib.Path(root) / name
-  folder.mkdir(parents=True)
-  (folder / pretrained.WEIGHTS).write_bytes(pretrained.to_bytes(variables, 'float32'))
-  (folder / pretrained.MANIFEST).write_text(json.dumps(info, indent=1) + '\n')
-  (folder / pretrained.CARD).write_text(pretrained.model_card(info))
-
-
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory, random_variables):
+def weights(tmp_path_factory, write_tiny_model):
   """Weights folders: 'both' (the two default names and a sigma-50 gray model), 'gray_only'
   and 'none' (a sigma-50 gray model only)."""
   root = tmp_path_factory.mktemp('weights')
   for folder, names in (('both', (GRAY, COLOUR)), ('gray_only', (GRAY,)), ('none', ())):
     for name in names:
       arg = 'rgb' if name == COLOUR else 'gray'
-      _write_tiny_model(root / folder, name, _config('denoise_blind', arg), random_variables)
-    config = _config('denoise', 'dxnet_444,sigma=50')
-    _write_tiny_model(root / folder, 'gray_s50', config, random_variables)
+      write_tiny_model(root / folder, name, denoise_blind.get_config(arg))
+    config = denoise_config.get_config('dxnet_444,sigma=50')
+    write_tiny_model(root / folder, 'gray_s50', config)
   return root
 
 

@@ -3,10 +3,8 @@ builds, and `benchmarks.rni15_figure` draws RNI15 photos before and after; both 
 models written into a temporary weights folder."""
 
 import contextlib
-import importlib.util
 import io
 import json
-import pathlib
 import re
 import shutil
 
@@ -17,55 +15,23 @@ from PIL import Image
 from benchmarks import denoise_speed
 from benchmarks import rni15_figure
 from dxnet_jax import evaluate
-from dxnet_jax import models
 from dxnet_jax import pretrained
 from dxnet_jax.data import paths
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from configs import denoise as denoise_config
+from configs import denoise_blind
+
 SHARED = paths.data_root()
-TINY = dict(blocks=(1, 1), growth_rate=4, stem_features=8)
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f'shared data absent: {SHARED}')
 
 
-def _config(file, arg):
-  spec = importlib.util.spec_from_file_location(file, REPO / 'configs' / f'{file}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def write_tiny_model(root, name, config, random_variables):
-  """A tiny net of `config` with random weights, written where `pretrained` finds `name` under
-  `root`, with the model.json and model card `pretrained.export` writes."""
-  config.model.update(TINY)
-  model = models.create(config.model.to_dict(), kernels='xla')
-  shape = (1, 24, 24, config.input_shape[-1])
-  variables = random_variables(models.init_variables(model, shape, abstract=True))
-  variables = {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
-  info = {
-      'name': name,
-      'model': config.model.name,
-      'task': config.task,
-      'parameters': models.count_params(variables['params']),
-      'weights_dtype': 'float32',
-      'command': 'a test',
-      'config': config.to_dict(),
-  }
-  folder = pathlib.Path(root) / name
-  folder.mkdir(parents=True)
-  (folder / pretrained.WEIGHTS).write_bytes(pretrained.to_bytes(variables, 'float32'))
-  (folder / pretrained.MANIFEST).write_text(json.dumps(info, indent=1) + '\n')
-  (folder / pretrained.CARD).write_text(pretrained.model_card(info))
-  return folder
-
-
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory, random_variables):
+def weights(tmp_path_factory, write_tiny_model):
   """A weights folder: tiny blind colour and gray denoisers and a tiny sigma-50 one."""
   root = tmp_path_factory.mktemp('weights')
-  write_tiny_model(root, 'blind_rgb', _config('denoise_blind', 'rgb'), random_variables)
-  write_tiny_model(root, 'blind_gray', _config('denoise_blind', 'gray'), random_variables)
-  write_tiny_model(root, 'gray_s50', _config('denoise', 'dxnet_444,sigma=50'), random_variables)
+  write_tiny_model(root, 'blind_rgb', denoise_blind.get_config('rgb'))
+  write_tiny_model(root, 'blind_gray', denoise_blind.get_config('gray'))
+  write_tiny_model(root, 'gray_s50', denoise_config.get_config('dxnet_444,sigma=50'))
   return root
 
 
