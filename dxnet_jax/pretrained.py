@@ -237,6 +237,12 @@ def benchmark_sets(info: dict[str, Any]) -> tuple[str, ...]:
   return BENCHMARK_SETS[info['task']]
 
 
+def _set_arguments(info: dict[str, Any], sets: Sequence[str] | None) -> list[str]:
+  """`--set S` for each of `sets` (default: `benchmark_sets(info)`), as `dxnet-evaluate` takes
+  them."""
+  return [arg for s in (sets or benchmark_sets(info)) for arg in ('--set', s)]
+
+
 def _evaluate(name: str, argv: list[str]) -> dict[str, Any]:
   """The JSON report of `python -m dxnet_jax.evaluate --pretrained name *argv --per-image`."""
   done = subprocess.run(
@@ -258,8 +264,7 @@ def measure(name: str, sets: Sequence[str] | None = None) -> dict[str, Any]:
   card, and returns them."""
   folder = _folder(name)
   info = manifest(name)
-  sets = tuple(sets or benchmark_sets(info))
-  set_args = [arg for s in sets for arg in ('--set', s)]
+  set_args = _set_arguments(info, sets)
   report = _evaluate(name, set_args)
   info['measured'] = {
       'command': ' '.join(['python -m dxnet_jax.evaluate --pretrained', name, *set_args]),
@@ -293,8 +298,7 @@ def measure_levels(
   info = manifest(name)
   if not info['config']['data'].get('level_map'):
     raise ValueError(f'{name} is not told a noise level (no level map); use measure()')
-  sets = tuple(sets or benchmark_sets(info))
-  set_args = [arg for s in sets for arg in ('--set', s)]
+  set_args = _set_arguments(info, sets)
   rows = []
   for sigma in sigmas:
     told, estimated = (
